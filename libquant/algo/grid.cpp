@@ -1,0 +1,90 @@
+// The plain integer grid (GPTQ's quant.py min-max grid) and round-to-nearest onto it.
+#include <algorithm>
+#include <cmath>
+
+#include "quant/error.h"
+#include "quant/quant_weight.h"
+
+namespace quant {
+
+std::string GridSpec::str() const {
+  return fmt::format("int{} {} {}", bits, group == 0 ? std::string("per-channel") : fmt::format("g{}", group),
+                     sym ? "sym" : "asym");
+}
+
+void QuantWeight::dequantize(float* out) const {
+  const int64_t ng = n_groups();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const size_t g = static_cast<size_t>(r * ng + c / group);
+      out[r * cols + c] = scales[g] * static_cast<float>(codes[static_cast<size_t>(r * cols + c)]) + mins[g];
+    }
+}
+
+double QuantWeight::logical_bpw() const {
+  return bits + (16.0 + (sym ? 0.0 : bits)) / static_cast<double>(group);
+}
+
+QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec) {
+  QUANT_CHECK(spec.bits >= 2 && spec.bits <= 8, "bits {} outside 2..8", spec.bits);
+  const int64_t group = spec.group == 0 ? cols : spec.group;
+  QUANT_CHECK(group > 0 && cols % group == 0, "group size {} does not divide {} columns", group,
+              cols);
+  QuantWeight q;
+  q.rows = rows;
+  q.cols = cols;
+  q.bits = spec.bits;
+  q.group = group;
+  q.sym = spec.sym;
+  const int64_t ng = cols / group;
+  q.codes.resize(static_cast<size_t>(rows * cols));
+  q.scales.resize(static_cast<size_t>(rows * ng));
+  q.mins.resize(static_cast<size_t>(rows * ng));
+  const int maxq = (1 << spec.bits) - 1;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < ng; ++g) {
+      const float* x = w + r * cols + g * group;
+      float xmin = 0.0f, xmax = 0.0f;  // the range always includes 0
+      for (int64_t j = 0; j < group; ++j) {
+        xmin = std::min(xmin, x[j]);
+        xmax = std::max(xmax, x[j]);
+      }
+      if (spec.sym) {
+        xmax = std::max(-xmin, xmax);
+        xmin = -xmax;
+      }
+      if (xmin == 0.0f && xmax == 0.0f) {
+        xmin = -1.0f;
+        xmax = 1.0f;
+      }
+      const float scale = (xmax - xmin) / static_cast<float>(maxq);
+      const float zero = spec.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale);
+      uint8_t* c = q.codes.data() + r * cols + g * group;
+      for (int64_t j = 0; j < group; ++j) {
+        const float v = std::nearbyint(x[j] / scale) + zero;
+        c[j] = static_cast<uint8_t>(std::clamp(v, 0.0f, static_cast<float>(maxq)));
+      }
+      q.scales[static_cast<size_t>(r * ng + g)] = scale;
+      q.mins[static_cast<size_t>(r * ng + g)] = -zero * scale;
+    }
+  }
+  return q;
+}
+
+StorageChoice storage_for_grid(const GridSpec& spec, int64_t cols) {
+  const int64_t group = spec.group == 0 ? cols : spec.group;
+  if (cols % 32 != 0 || group % 32 != 0)
+    return {TType::F16, false,
+            fmt::format("{} columns / group {} do not tile 32-blocks: stored as dequantized F16",
+                        cols, group)};
+  if (spec.bits <= 4)
+    return {spec.sym ? TType::Q4_0 : TType::Q4_1, true,
+            spec.bits == 4 ? "exact" : fmt::format("exact: {}-bit codes inside 4-bit blocks", spec.bits)};
+  if (spec.bits == 5) return {spec.sym ? TType::Q5_0 : TType::Q5_1, true, "exact"};
+  if (spec.sym || spec.bits <= 7)
+    return {TType::Q8_0, true, fmt::format("exact: {}-bit codes minus zero as int8", spec.bits)};
+  return {TType::F16, false, "int8 asym codes minus zero exceed int8: stored as dequantized F16"};
+}
+
+}  // namespace quant

@@ -1,0 +1,167 @@
+// Policy resolution and round-to-nearest quantization of one tensor.
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "quant/error.h"
+#include "quant/policy.h"
+
+namespace quant {
+
+std::string QuantSpec::str() const {
+  switch (kind) {
+    case Kind::Float:
+    case Kind::Ggml: return std::string(ttype_name(type));
+    case Kind::Grid: return grid.str();
+  }
+  return "?";
+}
+
+QuantSpec QuantSpec::parse(const std::string& s) {
+  QuantSpec q;
+  static const std::regex grid(R"(int([2-8]) (per-channel|g(\d+)) (sym|asym))");
+  std::smatch m;
+  if (std::regex_match(s, m, grid)) {
+    q.kind = Kind::Grid;
+    q.grid.bits = std::stoi(m[1]);
+    q.grid.group = m[3].matched ? std::stoll(m[3]) : 0;
+    q.grid.sym = m[4] == "sym";
+    QUANT_CHECK(q.grid.group == 0 || q.grid.group == 32 || q.grid.group == 64 || q.grid.group == 128,
+                "quant spec \"{}\": group size must be 32, 64, 128 or per-channel", s);
+    return q;
+  }
+  const auto t = ttype_from_name(s);
+  QUANT_CHECK(t, "unknown quant spec \"{}\" (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, or \"int3 g32 asym\")", s);
+  q.type = *t;
+  q.kind = is_quantized(*t) ? Kind::Ggml : Kind::Float;
+  return q;
+}
+
+bool glob_match(std::string_view p, std::string_view s) {
+  size_t pi = 0, si = 0, star = std::string_view::npos, mark = 0;
+  while (si < s.size()) {
+    if (pi < p.size() && (p[pi] == '?' || p[pi] == s[si])) {
+      ++pi;
+      ++si;
+    } else if (pi < p.size() && p[pi] == '*') {
+      star = pi++;
+      mark = si;
+    } else if (star != std::string_view::npos) {
+      pi = star + 1;
+      si = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.size() && p[pi] == '*') ++pi;
+  return pi == p.size();
+}
+
+Policy Policy::defaults(const QuantSpec& target) {
+  Policy p;
+  QuantSpec f32;
+  p.rules.push_back({"*_norm.weight", f32});
+  p.rules.push_back({"*.bias", f32});
+  const bool low = target.kind == QuantSpec::Kind::Grid
+                       ? target.grid.bits < 8
+                       : (target.kind == QuantSpec::Kind::Ggml && target.type != TType::Q8_0);
+  if (low) p.rules.push_back({"output.weight", QuantSpec::parse("Q8_0")});
+  p.rules.push_back({"*", target});
+  return p;
+}
+
+const PolicyRule& Policy::rule_for(const std::string& name) const {
+  for (const auto& r : rules)
+    if (glob_match(r.match, name)) return r;
+  fail("policy: no rule matches tensor {}", name);
+}
+
+nlohmann::json Policy::to_json() const {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& r : rules) j.push_back({{"match", r.match}, {"qtype", r.spec.str()}});
+  return j;
+}
+
+Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
+  QUANT_CHECK(j.is_array(), "{}: policy must be a JSON array of {{match, qtype}} rules", source);
+  Policy p;
+  for (const auto& r : j) {
+    QUANT_CHECK(r.is_object() && r.contains("match") && r["match"].is_string() && r.contains("qtype") &&
+                    r["qtype"].is_string(),
+                "{}: each rule needs string fields match and qtype", source);
+    p.rules.push_back({r["match"].get<std::string>(), QuantSpec::parse(r["qtype"].get<std::string>())});
+  }
+  return p;
+}
+
+std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<TensorDesc>& tensors) {
+  std::vector<TensorPlan> out;
+  for (const auto& t : tensors) {
+    const PolicyRule& rule = policy.rule_for(t.name);
+    TensorPlan p;
+    p.name = t.name;
+    p.rows = t.rows;
+    p.cols = t.cols;
+    p.n_dims = t.n_dims;
+    p.rule = rule.match;
+    p.requested = rule.spec;
+    const QuantSpec& s = rule.spec;
+    if (t.n_dims == 1 && s.kind != QuantSpec::Kind::Float) {
+      p.stored = TType::F32;  // llama.cpp reads norms and biases as float
+      p.requested = QuantSpec{};
+      p.note = "vectors stay F32";
+    } else if (s.kind == QuantSpec::Kind::Float) {
+      p.stored = s.type;
+    } else if (s.kind == QuantSpec::Kind::Ggml) {
+      if (t.cols % traits(s.type).block == 0) {
+        p.stored = s.type;
+      } else {
+        p.stored = TType::F16;
+        p.exact = false;
+        p.note = fmt::format("{} columns do not tile {} blocks: F16 instead", t.cols, ttype_name(s.type));
+      }
+    } else {
+      QUANT_CHECK(s.grid.group == 0 || t.cols % s.grid.group == 0,
+                  "policy: tensor {}: group {} does not divide {} columns", t.name, s.grid.group, t.cols);
+      const StorageChoice c = storage_for_grid(s.grid, t.cols);
+      p.stored = c.type;
+      p.exact = c.exact;
+      p.note = c.why;
+    }
+    const QuantSpec& r = p.requested;
+    if (r.kind == QuantSpec::Kind::Grid) {
+      const double g = static_cast<double>(r.grid.group == 0 ? t.cols : r.grid.group);
+      p.logical_bpw = r.grid.bits + (16.0 + (r.grid.sym ? 0.0 : r.grid.bits)) / g;
+    } else {
+      p.logical_bpw = type_bpw(r.type);
+    }
+    p.stored_bpw = type_bpw(p.stored);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+nlohmann::json plans_to_json(const std::vector<TensorPlan>& plans) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& p : plans)
+    j.push_back({{"name", p.name}, {"rows", p.rows}, {"cols", p.cols}, {"rule", p.rule},
+                 {"method", p.requested.kind == QuantSpec::Kind::Float ? "none" : "rtn"},
+                 {"requested", p.requested.str()}, {"stored", std::string(ttype_name(p.stored))},
+                 {"exact", p.exact}, {"note", p.note}, {"logical_bpw", p.logical_bpw}, {"stored_bpw", p.stored_bpw}});
+  return j;
+}
+
+PackedTensor quantize_tensor(const TensorPlan& plan, const float* w) {
+  const QuantSpec& s = plan.requested;
+  switch (s.kind) {
+    case QuantSpec::Kind::Float:
+      return pack_float(w, plan.rows, plan.cols, plan.stored);
+    case QuantSpec::Kind::Ggml:
+      if (!is_quantized(plan.stored)) return pack_float(w, plan.rows, plan.cols, plan.stored);
+      return pack(quantize_ggml(s.type, w, plan.rows, plan.cols), plan.stored);
+    case QuantSpec::Kind::Grid:
+      return pack(rtn_grid(w, plan.rows, plan.cols, s.grid), plan.stored);
+  }
+  fail("quantize_tensor: bad spec for {}", plan.name);
+}
+
+}  // namespace quant

@@ -1,0 +1,74 @@
+// The logical quantized weight every algorithm produces and every packer consumes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "quant/qtype.h"
+
+namespace quant {
+
+// A plain integer grid: `bits` per code, one (scale, zero) per `group` input columns.
+struct GridSpec {
+  int bits = 4;
+  int64_t group = 32;  // 0 = one group per output row (per-channel)
+  bool sym = false;
+  std::string str() const;  // "int4 g32 asym"
+};
+
+// Layout: codes [rows][cols] (0 .. 2^bits-1); scales, mins [rows][cols / group].
+// Dequantized weight: w[r][c] = scales[r][g] * codes[r][c] + mins[r][g], g = c / group.
+// Integer-zero grids (GPTQ style, Q4_0, Q8_0) have mins = -zero * scale; ggml's Q4_1/Q5_1
+// store any min. `group` is a multiple of 32 or equals cols.
+struct QuantWeight {
+  int64_t rows = 0, cols = 0;
+  int bits = 4;
+  int64_t group = 32;
+  bool sym = false;
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+  std::vector<float> mins;
+
+  int64_t n_groups() const { return cols / group; }
+  void dequantize(float* out) const;  // out: [rows][cols]
+  // Logical size: codes plus fp16 scales, plus b-bit zeros when asymmetric.
+  double logical_bpw() const;
+};
+
+// Round-to-nearest on the min-max grid of GPTQ's quant.py: range forced to include 0;
+// asym zero = round(-min / scale), sym zero = 2^(bits-1) with range [-absmax, absmax].
+// w: [rows][cols] row-major.
+QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec);
+
+// ggml's reference quantizers (quantize_row_*_ref): the bytes llama.cpp's own quantizer
+// writes. Scales are returned already rounded to fp16, as stored. t in {Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0}; cols a multiple of 32.
+QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols);
+
+// Tensor data as stored: bytes of `type`, ggml layout, rows of `cols` elements.
+struct PackedTensor {
+  TType type = TType::F32;
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> data;
+};
+
+// Which stored type holds a grid exactly (codes exactly; scales rounded to fp16), or F16
+// when none does for these columns. `exact` says whether codes survive unchanged.
+struct StorageChoice {
+  TType type;
+  bool exact;
+  std::string why;
+};
+StorageChoice storage_for_grid(const GridSpec& spec, int64_t cols);
+
+// Packs into ggml blocks. Throws if the weight does not fit the type exactly (codes out of
+// range, group not tiling the 32-blocks, non-integer zero for Q4_0/Q5_0/Q8_0). F16/F32/BF16
+// store the dequantized values.
+PackedTensor pack(const QuantWeight& q, TType type);
+// Float data to a float type (F32/F16/BF16).
+PackedTensor pack_float(const float* w, int64_t rows, int64_t cols, TType type);
+// Block types back to the logical form (group 32): pack(unpack(p), p.type) == p.
+QuantWeight unpack(const PackedTensor& p);
+
+}  // namespace quant
