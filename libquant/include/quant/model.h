@@ -1,0 +1,70 @@
+// A Llama-family model as the runtime and the quantizers see it: config + lazy weights.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "quant/qtype.h"
+
+namespace quant {
+
+struct LlamaConfig {
+  int64_t dim = 0;         // hidden_size
+  int64_t hidden = 0;      // intermediate_size of the SwiGLU MLP
+  int64_t n_layers = 0;    // num_hidden_layers
+  int64_t n_heads = 0;     // num_attention_heads
+  int64_t n_kv_heads = 0;  // num_key_value_heads (GQA when < n_heads)
+  int64_t vocab = 0;       // vocab_size
+  int64_t max_ctx = 2048;  // max_position_embeddings
+  float norm_eps = 1e-5f;  // rms_norm_eps
+  float rope_theta = 10000.0f;
+  bool tied_embeddings = false;  // lm_head shares token_embd
+  bool qkv_bias = false;         // attention_bias: q/k/v carry a bias
+  int32_t bos_id = 1, eos_id = 2;
+
+  int64_t head_dim() const { return dim / n_heads; }
+  int64_t kv_dim() const { return head_dim() * n_kv_heads; }
+  // Throws naming `source` and the field when the numbers cannot describe a Llama.
+  void validate(std::string_view source) const;
+};
+
+// One tensor in canonical form. Names are GGUF's (token_embd.weight, blk.3.attn_q.weight,
+// output_norm.weight); data is [rows][cols] row-major with cols the input dimension (ggml's
+// ne[0]); attn_q/attn_k rows are in Hugging Face's rotate-half order whatever the file holds.
+struct TensorDesc {
+  std::string name;
+  int64_t rows = 1, cols = 0;
+  int n_dims = 2;
+  TType type = TType::F32;  // as stored in the file
+  int64_t numel() const { return rows * cols; }
+};
+
+// The tensors a Llama with this config has (type left F32), in GGUF order.
+std::vector<TensorDesc> llama_tensor_layout(const LlamaConfig& cfg);
+
+// Lazily read weights. Readers memory-map files and convert one tensor per call.
+class WeightStore {
+ public:
+  virtual ~WeightStore() = default;
+  virtual const std::vector<TensorDesc>& tensors() const = 0;
+  // Converts a tensor to fp32 [rows][cols] in canonical layout. out holds numel() floats.
+  virtual void read_f32(const TensorDesc& t, float* out) const = 0;
+  virtual std::string source() const = 0;
+
+  const TensorDesc* find(std::string_view name) const;
+  const TensorDesc& get(std::string_view name) const;  // throws naming the missing tensor
+  std::vector<float> read_f32(std::string_view name) const;
+};
+
+// Checks that `store` holds exactly the tensors `cfg` implies, with matching shapes.
+void check_tensors_match(const LlamaConfig& cfg, const WeightStore& store);
+
+// Row permutation between rotate-half (Hugging Face) and interleaved-pair (Meta, ggml) RoPE
+// layouts of attn_q / attn_k. to_interleaved: out[h*hd + 2i + j] = in[h*hd + j*hd/2 + i].
+void permute_rope_rows(const float* in, float* out, int64_t n_head, int64_t rows, int64_t cols,
+                       bool to_interleaved);
+
+}  // namespace quant

@@ -1,0 +1,66 @@
+// The reference FP32 forward pass of the Llama family and perplexity over a token stream.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "quant/model.h"
+
+namespace quant {
+
+struct RuntimeOptions {
+  // Converted fp32 weights are kept while their total stays under this; beyond it each
+  // tensor is converted when used and dropped after, so memory grows with one layer.
+  int64_t cache_mb = 2048;
+};
+
+class LlamaRuntime {
+ public:
+  LlamaRuntime(const LlamaConfig& cfg, const WeightStore& weights, RuntimeOptions opts = {});
+  // Runs tokens at positions 0..T-1 (causal) and writes the logits of rows [logits_from, T) to
+  // out, [(T - logits_from)][vocab] row-major.
+  void forward(std::span<const int32_t> tokens, int64_t logits_from, std::vector<float>& out);
+  const LlamaConfig& config() const { return cfg_; }
+
+ private:
+  std::shared_ptr<const std::vector<float>> weight(const std::string& name);
+  LlamaConfig cfg_;
+  const WeightStore& weights_;
+  RuntimeOptions opts_;
+  std::map<std::string, std::shared_ptr<const std::vector<float>>> cache_;
+  int64_t cached_bytes_ = 0;
+};
+
+// Greedy decoding from `prompt` (recomputes the window each step; for tests and demos).
+std::vector<int32_t> generate_greedy(LlamaRuntime& rt, std::vector<int32_t> prompt, int64_t steps);
+
+enum class PplProtocol { LlamaCpp, Gptq };
+std::string protocol_name(PplProtocol p);
+PplProtocol parse_protocol(const std::string& s);
+
+struct PplOptions {
+  PplProtocol protocol = PplProtocol::LlamaCpp;
+  int64_t ctx = 512;
+  int64_t max_chunks = -1;  // all
+  std::function<void(int64_t done, int64_t total)> progress;
+};
+
+struct PplResult {
+  PplProtocol protocol = PplProtocol::LlamaCpp;
+  int64_t ctx = 0, chunks = 0, tokens_total = 0, tokens_scored = 0, tokens_evaluated = 0;
+  double nll_mean = 0, ppl = 0, ppl_stderr = 0;
+  double seconds = 0;
+  bool has_kl = false;
+  double kl_mean = 0, kl_p99 = 0, top1_agree = 0;  // against the base model
+};
+
+// Chunks `tokens` per the protocol (docs/algorithms.md) and scores them. With `base`, also the
+// mean KL(base || model) and top-1 agreement at every scored position.
+PplResult perplexity(LlamaRuntime& model, std::span<const int32_t> tokens, int32_t bos, const PplOptions& opts,
+                     LlamaRuntime* base = nullptr);
+
+}  // namespace quant

@@ -1,0 +1,145 @@
+// FP32 forward pass: RMSNorm, rotate-half RoPE (as Hugging Face), causal GQA attention,
+// SwiGLU MLP, tied or untied head. Activations are [T][dim] row-major; weights [out][in].
+#include <Eigen/Core>
+#include <cmath>
+
+#include "quant/error.h"
+#include "quant/runtime.h"
+
+namespace quant {
+
+namespace {
+using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapW = Eigen::Map<const Mat>;
+
+void rmsnorm(const Mat& x, const float* w, float eps, Mat& out) {
+  out.resize(x.rows(), x.cols());
+  for (Eigen::Index t = 0; t < x.rows(); ++t) {
+    double ss = 0;  // accumulate in double: HF computes the variance in fp32 over the row
+    for (Eigen::Index i = 0; i < x.cols(); ++i) ss += static_cast<double>(x(t, i)) * x(t, i);
+    const float inv = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(x.cols())) + eps);
+    for (Eigen::Index i = 0; i < x.cols(); ++i) out(t, i) = w[i] * (x(t, i) * inv);
+  }
+}
+
+// x[t][h*hd + i], i < hd/2, pairs with i + hd/2: HF's rotate_half.
+void rope(Mat& x, int64_t n_head, int64_t hd, float theta) {
+  const int64_t half = hd / 2;
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    inv_freq[static_cast<size_t>(i)] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+  for (Eigen::Index t = 0; t < x.rows(); ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
+      const float c = std::cos(a), s = std::sin(a);
+      for (int64_t h = 0; h < n_head; ++h) {
+        float& x0 = x(t, h * hd + i);
+        float& x1 = x(t, h * hd + i + half);
+        const float a0 = x0, a1 = x1;
+        x0 = a0 * c - a1 * s;
+        x1 = a1 * c + a0 * s;
+      }
+    }
+}
+
+}  // namespace
+
+LlamaRuntime::LlamaRuntime(const LlamaConfig& cfg, const WeightStore& weights, RuntimeOptions opts)
+    : cfg_(cfg), weights_(weights), opts_(opts) {
+  cfg_.validate(weights.source());
+  check_tensors_match(cfg_, weights_);
+}
+
+std::shared_ptr<const std::vector<float>> LlamaRuntime::weight(const std::string& name) {
+  if (auto it = cache_.find(name); it != cache_.end()) return it->second;
+  auto w = std::make_shared<const std::vector<float>>(weights_.read_f32(name));
+  const int64_t bytes = static_cast<int64_t>(w->size() * sizeof(float));
+  if (cached_bytes_ + bytes <= opts_.cache_mb * (1ll << 20)) {
+    cache_.emplace(name, w);
+    cached_bytes_ += bytes;
+  }
+  return w;
+}
+
+void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::vector<float>& out) {
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  const int64_t D = cfg_.dim, hd = cfg_.head_dim(), KV = cfg_.kv_dim(), V = cfg_.vocab;
+  QUANT_CHECK(T > 0 && from >= 0 && from < T, "forward: bad window (T = {}, logits from {})", T, from);
+  const int64_t group = cfg_.n_heads / cfg_.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  Mat x(T, D), xn, q, k, v, attn(T, D), g, u;
+  {
+    auto emb = weight("token_embd.weight");
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t id = tokens[static_cast<size_t>(t)];
+      QUANT_CHECK(id >= 0 && id < V, "forward: token id {} outside vocabulary of {}", id, V);
+      std::copy_n(emb->data() + id * D, D, x.row(t).data());
+    }
+  }
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    rmsnorm(x, weight(b + "attn_norm.weight")->data(), cfg_.norm_eps, xn);
+    {
+      auto wq = weight(b + "attn_q.weight"), wk = weight(b + "attn_k.weight"), wv = weight(b + "attn_v.weight");
+      q.noalias() = xn * MapW(wq->data(), D, D).transpose();
+      k.noalias() = xn * MapW(wk->data(), KV, D).transpose();
+      v.noalias() = xn * MapW(wv->data(), KV, D).transpose();
+    }
+    if (cfg_.qkv_bias) {
+      auto bq = weight(b + "attn_q.bias"), bk = weight(b + "attn_k.bias"), bv = weight(b + "attn_v.bias");
+      q.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bq->data(), D);
+      k.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bk->data(), KV);
+      v.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bv->data(), KV);
+    }
+    rope(q, cfg_.n_heads, hd, cfg_.rope_theta);
+    rope(k, cfg_.n_kv_heads, hd, cfg_.rope_theta);
+#pragma omp parallel for schedule(static)
+    for (int64_t h = 0; h < cfg_.n_heads; ++h) {
+      const int64_t kvh = h / group;
+      Mat s = q.middleCols(h * hd, hd) * k.middleCols(kvh * hd, hd).transpose();
+      for (int64_t t = 0; t < T; ++t) {  // causal softmax of row t over keys 0..t
+        float mx = -INFINITY;
+        for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, s(t, j) * scale);
+        float sum = 0;
+        for (int64_t j = 0; j <= t; ++j) sum += (s(t, j) = std::exp(s(t, j) * scale - mx));
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j <= t; ++j) s(t, j) *= inv;
+        for (int64_t j = t + 1; j < T; ++j) s(t, j) = 0;
+      }
+      attn.middleCols(h * hd, hd).noalias() = s * v.middleCols(kvh * hd, hd);
+    }
+    {
+      auto wo = weight(b + "attn_output.weight");
+      x.noalias() += attn * MapW(wo->data(), D, D).transpose();
+    }
+    rmsnorm(x, weight(b + "ffn_norm.weight")->data(), cfg_.norm_eps, xn);
+    {
+      const int64_t H = cfg_.hidden;
+      auto wg = weight(b + "ffn_gate.weight"), wu = weight(b + "ffn_up.weight");
+      g.noalias() = xn * MapW(wg->data(), H, D).transpose();
+      u.noalias() = xn * MapW(wu->data(), H, D).transpose();
+      g = g.array() / (1.0f + (-g.array()).exp()) * u.array();  // silu(gate) * up
+      auto wd = weight(b + "ffn_down.weight");
+      x.noalias() += g * MapW(wd->data(), D, H).transpose();
+    }
+  }
+  Mat last = x.bottomRows(T - from);
+  rmsnorm(last, weight("output_norm.weight")->data(), cfg_.norm_eps, xn);
+  auto head = weight(cfg_.tied_embeddings ? "token_embd.weight" : "output.weight");
+  out.resize(static_cast<size_t>((T - from) * V));
+  Eigen::Map<Mat> logits(out.data(), T - from, V);
+  logits.noalias() = xn * MapW(head->data(), V, D).transpose();
+}
+
+std::vector<int32_t> generate_greedy(LlamaRuntime& rt, std::vector<int32_t> tokens, int64_t steps) {
+  std::vector<float> logits;
+  const int64_t V = rt.config().vocab;
+  for (int64_t s = 0; s < steps && static_cast<int64_t>(tokens.size()) < rt.config().max_ctx; ++s) {
+    rt.forward(tokens, static_cast<int64_t>(tokens.size()) - 1, logits);
+    tokens.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) - logits.begin()));
+  }
+  return tokens;
+}
+
+}  // namespace quant
