@@ -1,0 +1,205 @@
+// Llama <-> GGUF: metadata keys and tensor layout as llama.cpp expects them.
+#include "quant/formats/gguf_model.h"
+
+#include <nlohmann/json.hpp>
+
+#include "quant/formats/gguf.h"
+
+namespace quant {
+
+namespace {
+
+bool is_q_or_k(const std::string& name, bool* is_q) {
+  const bool q = name.find(".attn_q.") != std::string::npos, k = name.find(".attn_k.") != std::string::npos;
+  *is_q = q;
+  return q || k;
+}
+
+class GgufStore final : public WeightStore {
+ public:
+  GgufStore(std::shared_ptr<GgufFile> f, const LlamaConfig& c) : f_(std::move(f)), cfg_(c) {
+    for (const auto& t : f_->tensors()) {
+      QUANT_CHECK(t.ne.size() <= 2, "{}: tensor {} has {} dims", f_->path(), t.name, t.ne.size());
+      descs_.push_back({t.name, t.ne.size() == 2 ? t.ne[1] : 1, t.ne[0], static_cast<int>(t.ne.size()), t.type});
+    }
+  }
+  const std::vector<TensorDesc>& tensors() const override { return descs_; }
+  std::string source() const override { return f_->path(); }
+  void read_f32(const TensorDesc& t, float* out) const override {
+    const size_t i = static_cast<size_t>(&t - descs_.data());
+    QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), t.name);
+    const GgufTensorInfo& g = f_->tensors()[i];
+    const int64_t rb = row_bytes(g.type, t.cols);
+    bool q = false;
+    if (is_q_or_k(t.name, &q)) {  // ggml's interleaved RoPE rows -> rotate-half
+      std::vector<float> tmp(static_cast<size_t>(t.numel()));
+      for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, tmp.data() + r * t.cols, t.cols);
+      const int64_t heads = q ? cfg_.n_heads : cfg_.n_kv_heads;
+      if (t.n_dims == 1)
+        permute_rope_rows(tmp.data(), out, heads, t.cols, 1, false);
+      else
+        permute_rope_rows(tmp.data(), out, heads, t.rows, t.cols, false);
+      return;
+    }
+    for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, out + r * t.cols, t.cols);
+  }
+
+ private:
+  std::shared_ptr<GgufFile> f_;
+  LlamaConfig cfg_;
+  std::vector<TensorDesc> descs_;
+};
+
+}  // namespace
+
+Vocab read_gguf_vocab(const GgufFile& f) {
+  QUANT_CHECK(f.get_str("tokenizer.ggml.model") == "llama", "{}: tokenizer.ggml.model = {} is not supported (llama is)",
+              f.path(), f.get_str("tokenizer.ggml.model"));
+  const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
+  const GgufValue* scores = f.find("tokenizer.ggml.scores");
+  const GgufValue* types = f.find("tokenizer.ggml.token_type");
+  QUANT_CHECK(tokens && tokens->type == GgufType::ARR && tokens->elem == GgufType::STR, "{}: missing key tokenizer.ggml.tokens", f.path());
+  Vocab v;
+  v.pieces = tokens->strs;
+  const size_t n = v.pieces.size();
+  QUANT_CHECK(!scores || scores->nums.size() == n, "{}: tokenizer.ggml.scores has {} entries for {} tokens", f.path(),
+              scores ? scores->nums.size() : 0, n);
+  QUANT_CHECK(!types || types->nums.size() == n, "{}: tokenizer.ggml.token_type has {} entries for {} tokens", f.path(),
+              types ? types->nums.size() : 0, n);
+  for (size_t i = 0; i < n; ++i) {
+    v.scores.push_back(scores ? static_cast<float>(scores->nums[i]) : 0.0f);
+    const int t = types ? static_cast<int>(types->nums[i]) : 1;
+    QUANT_CHECK(t >= 1 && t <= 6, "{}: token {} has unknown type {}", f.path(), i, t);
+    v.types.push_back(static_cast<TokenType>(t));
+  }
+  v.bos = static_cast<int32_t>(f.get_num("tokenizer.ggml.bos_token_id", 1));
+  v.eos = static_cast<int32_t>(f.get_num("tokenizer.ggml.eos_token_id", 2));
+  v.unk = static_cast<int32_t>(f.get_num("tokenizer.ggml.unknown_token_id", 0));
+  v.add_bos = f.get_num("tokenizer.ggml.add_bos_token", 1) != 0;
+  v.add_space_prefix = f.get_num("tokenizer.ggml.add_space_prefix", 1) != 0;
+  v.validate(f.path());
+  return v;
+}
+
+LoadedModel load_gguf(const std::string& path) {
+  auto f = std::make_shared<GgufFile>(path);
+  const std::string arch = f->get_str("general.architecture");
+  QUANT_CHECK(arch == "llama", "{}: general.architecture = {} is not supported (llama is)", path, arch);
+  LoadedModel m;
+  m.path = path;
+  m.format = "gguf";
+  LlamaConfig& c = m.config;
+  auto as_int = [&](const char* key) { return static_cast<int64_t>(f->get_num(key)); };
+  c.dim = as_int("llama.embedding_length");
+  c.hidden = as_int("llama.feed_forward_length");
+  c.n_layers = as_int("llama.block_count");
+  c.n_heads = as_int("llama.attention.head_count");
+  c.n_kv_heads = static_cast<int64_t>(f->get_num("llama.attention.head_count_kv", static_cast<double>(c.n_heads)));
+  c.max_ctx = as_int("llama.context_length");
+  c.norm_eps = static_cast<float>(f->get_num("llama.attention.layer_norm_rms_epsilon"));
+  c.rope_theta = static_cast<float>(f->get_num("llama.rope.freq_base", 10000.0));
+  if (f->find("llama.rope.dimension_count"))
+    QUANT_CHECK(as_int("llama.rope.dimension_count") * c.n_heads == c.dim,
+                "{}: llama.rope.dimension_count {} is not the head dimension (partial RoPE is not supported)", path,
+                as_int("llama.rope.dimension_count"));
+
+  Vocab v = read_gguf_vocab(*f);
+  c.vocab = v.size();
+  c.bos_id = v.bos;
+  c.eos_id = v.eos;
+  m.tokenizer = std::make_unique<SpmTokenizer>(std::move(v));
+
+  bool has_output = false, has_bias = false;
+  for (const auto& t : f->tensors()) {
+    has_output = has_output || t.name == "output.weight";
+    has_bias = has_bias || t.name == "blk.0.attn_q.bias";
+  }
+  c.tied_embeddings = !has_output;
+  c.qkv_bias = has_bias;
+  c.validate(path);
+  m.weights = std::make_unique<GgufStore>(f, c);
+  check_tensors_match(c, *m.weights);
+  for (const char* k : {"general.name", "quant.method", "quant.source", "quant.target"})
+    if (const GgufValue* val = f->find(k); val && val->type == GgufType::STR) m.info[k] = val->str;
+  return m;
+}
+
+uint32_t gguf_file_type(const QuantSpec& t) {
+  // llama.cpp's llama_ftype: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, BF16 32.
+  TType ty = t.type;
+  if (t.kind == QuantSpec::Kind::Grid) ty = storage_for_grid(t.grid, 4096).type;
+  switch (ty) {
+    case TType::F32: return 0;
+    case TType::F16: return 1;
+    case TType::Q4_0: return 2;
+    case TType::Q4_1: return 3;
+    case TType::Q8_0: return 7;
+    case TType::Q5_0: return 8;
+    case TType::Q5_1: return 9;
+    case TType::BF16: return 32;
+  }
+  return 1;
+}
+
+void write_gguf_model(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans,
+                      const std::string& path, const GgufExportInfo& info) {
+  const LlamaConfig& c = model.config;
+  const Vocab& v = model.tokenizer->vocab();
+  QUANT_CHECK(v.size() == c.vocab, "{}: tokenizer has {} pieces but the model's vocabulary is {}", model.path, v.size(), c.vocab);
+  GgufWriter w;
+  w.set_str("general.architecture", "llama");
+  w.set_str("general.name", info.name.empty() ? "model" : info.name);
+  w.set_u32("general.alignment", 32);
+  w.set_u32("general.quantization_version", 2);
+  const QuantSpec& target = policy.rules.back().spec;
+  w.set_u32("general.file_type", gguf_file_type(target));
+  w.set_u32("llama.context_length", static_cast<uint32_t>(c.max_ctx));
+  w.set_u32("llama.embedding_length", static_cast<uint32_t>(c.dim));
+  w.set_u32("llama.block_count", static_cast<uint32_t>(c.n_layers));
+  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(c.hidden));
+  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(c.n_heads));
+  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
+  w.set_f32("llama.rope.freq_base", c.rope_theta);
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(c.head_dim()));
+  w.set_u32("llama.vocab_size", static_cast<uint32_t>(c.vocab));
+  w.set_str("tokenizer.ggml.model", "llama");
+  w.set_str_array("tokenizer.ggml.tokens", v.pieces);
+  w.set_f32_array("tokenizer.ggml.scores", v.scores);
+  std::vector<int32_t> types;
+  for (auto t : v.types) types.push_back(static_cast<int32_t>(t));
+  w.set_i32_array("tokenizer.ggml.token_type", types);
+  w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v.bos));
+  w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v.eos));
+  w.set_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(v.unk));
+  w.set_bool("tokenizer.ggml.add_bos_token", v.add_bos);
+  w.set_bool("tokenizer.ggml.add_eos_token", false);
+  w.set_bool("tokenizer.ggml.add_space_prefix", v.add_space_prefix);
+  w.set_str("quant.method", info.method);
+  w.set_str("quant.target", target.str());
+  w.set_str("quant.source", model.path);
+  w.set_str("quant.policy", policy.to_json().dump());
+  w.set_str("quant.tensors", plans_to_json(plans).dump());
+
+  for (const auto& p : plans) w.add_tensor(p.name, p.rows, p.cols, p.n_dims, p.stored);
+  w.write(path, [&](size_t i) {
+    const TensorPlan& p = plans[i];
+    if (info.progress) info.progress(i, plans.size(), p.name);
+    const TensorDesc& t = model.weights->get(p.name);
+    std::vector<float> f(static_cast<size_t>(t.numel()));
+    model.weights->read_f32(t, f.data());
+    bool q = false;
+    if (is_q_or_k(p.name, &q)) {  // rotate-half -> ggml's interleaved pairs
+      std::vector<float> perm(f.size());
+      const int64_t heads = q ? c.n_heads : c.n_kv_heads;
+      if (t.n_dims == 1)
+        permute_rope_rows(f.data(), perm.data(), heads, t.cols, 1, true);
+      else
+        permute_rope_rows(f.data(), perm.data(), heads, t.rows, t.cols, true);
+      f.swap(perm);
+    }
+    return quantize_tensor(p, f.data());
+  });
+}
+
+}  // namespace quant

@@ -1,0 +1,172 @@
+// Hugging Face Llama checkpoints: config.json + model.safetensors (or shards with an index).
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "quant/formats/loader.h"
+#include "quant/formats/safetensors.h"
+
+namespace quant {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  QUANT_CHECK(in, "{}: cannot open", path);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail("{}: not valid JSON: {}", path, e.what());
+  }
+}
+
+// HF name -> canonical (GGUF) name; empty for tensors we skip.
+std::string canonical_name(const std::string& hf) {
+  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
+  static const std::map<std::string, std::string> per_layer = {
+      {"self_attn.q_proj.weight", "attn_q.weight"},   {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},   {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"self_attn.q_proj.bias", "attn_q.bias"},       {"self_attn.k_proj.bias", "attn_k.bias"},
+      {"self_attn.v_proj.bias", "attn_v.bias"},       {"mlp.gate_proj.weight", "ffn_gate.weight"},
+      {"mlp.up_proj.weight", "ffn_up.weight"},        {"mlp.down_proj.weight", "ffn_down.weight"},
+      {"input_layernorm.weight", "attn_norm.weight"}, {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"self_attn.rotary_emb.inv_freq", ""}};
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  std::smatch m;
+  if (std::regex_match(hf, m, layer)) {
+    auto it = per_layer.find(m[2]);
+    if (it != per_layer.end()) return it->second.empty() ? "" : "blk." + m[1].str() + "." + it->second;
+  }
+  return "?";
+}
+
+class HfWeightStore final : public WeightStore {
+ public:
+  HfWeightStore(std::string dir, const LlamaConfig& cfg, std::vector<std::string> shard_paths) : dir_(std::move(dir)) {
+    for (const auto& p : shard_paths) shards_.push_back(std::make_unique<SafetensorsFile>(p));
+    for (const auto& shard : shards_) {
+      for (const auto& [name, t] : shard->tensors()) {
+        std::string canon = canonical_name(name);
+        QUANT_CHECK(canon != "?", "{}: unexpected tensor {} for LlamaForCausalLM", shard->path(), name);
+        if (canon.empty()) continue;
+        if (canon == "output.weight" && cfg.tied_embeddings) continue;  // tied: lm_head duplicates embed
+        QUANT_CHECK(t.shape.size() == 1 || t.shape.size() == 2, "{}: tensor {} has {} dims", shard->path(), name,
+                    t.shape.size());
+        TensorDesc d{canon, t.shape.size() == 2 ? t.shape[0] : 1, t.shape.back(), static_cast<int>(t.shape.size()),
+                     t.dtype};
+        QUANT_CHECK(!find(canon), "{}: tensor {} appears twice", shard->path(), name);
+        descs_.push_back(d);
+        raw_.emplace(canon, &t);
+      }
+    }
+  }
+  const std::vector<TensorDesc>& tensors() const override { return descs_; }
+  std::string source() const override { return dir_; }
+  void read_f32(const TensorDesc& t, float* out) const override {
+    const SafeTensor& s = *raw_.at(t.name);
+    dequantize_row(s.dtype, s.data, out, t.numel());
+  }
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> shards_;
+  std::vector<TensorDesc> descs_;
+  std::map<std::string, const SafeTensor*> raw_;
+};
+
+}  // namespace
+
+LlamaConfig parse_hf_config(const std::string& path) {
+  const nlohmann::json j = read_json(path);
+  QUANT_CHECK(j.is_object(), "{}: not a JSON object", path);
+  std::string arch = "(none)";
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
+    arch = j["architectures"][0].is_string() ? j["architectures"][0].get<std::string>() : "(non-string)";
+  QUANT_CHECK(arch == "LlamaForCausalLM",
+              "{}: architectures = {} is not supported (LlamaForCausalLM is)", path, arch);
+  auto get_int = [&](const char* k) -> int64_t {
+    QUANT_CHECK(j.contains(k), "{}: missing field {}", path, k);
+    QUANT_CHECK(j[k].is_number_integer(), "{}: field {} is not an integer", path, k);
+    return j[k].get<int64_t>();
+  };
+  auto opt = [&](const char* k, auto dflt) {
+    if (!j.contains(k) || j[k].is_null()) return dflt;
+    try {
+      return j[k].get<decltype(dflt)>();
+    } catch (const std::exception&) {
+      fail("{}: field {} has the wrong type", path, k);
+    }
+  };
+  LlamaConfig c;
+  c.dim = get_int("hidden_size");
+  c.hidden = get_int("intermediate_size");
+  c.n_layers = get_int("num_hidden_layers");
+  c.n_heads = get_int("num_attention_heads");
+  c.n_kv_heads = j.contains("num_key_value_heads") ? get_int("num_key_value_heads") : c.n_heads;
+  c.vocab = get_int("vocab_size");
+  QUANT_CHECK(j.contains("rms_norm_eps"), "{}: missing field rms_norm_eps", path);
+  c.norm_eps = opt("rms_norm_eps", 1e-5f);
+  c.rope_theta = opt("rope_theta", 10000.0f);
+  c.max_ctx = opt("max_position_embeddings", int64_t{2048});
+  c.tied_embeddings = opt("tie_word_embeddings", false);
+  c.qkv_bias = opt("attention_bias", false);
+  c.bos_id = opt("bos_token_id", int32_t{1});
+  c.eos_id = opt("eos_token_id", int32_t{2});
+  const std::string act = opt("hidden_act", std::string("silu"));
+  QUANT_CHECK(act == "silu", "{}: hidden_act = {} is not supported (silu is)", path, act);
+  QUANT_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
+              "{}: rope_scaling is not supported yet", path);
+  QUANT_CHECK(!opt("mlp_bias", false), "{}: mlp_bias = true is not supported", path);
+  if (j.contains("head_dim") && !j["head_dim"].is_null())
+    QUANT_CHECK(get_int("head_dim") * c.n_heads == c.dim, "{}: head_dim {} * num_attention_heads != hidden_size",
+                path, get_int("head_dim"));
+  c.validate(path);
+  return c;
+}
+
+LoadedModel load_hf(const std::string& dir) {
+  LoadedModel m;
+  m.path = dir;
+  m.format = "hf";
+  m.config = parse_hf_config((fs::path(dir) / "config.json").string());
+  std::vector<std::string> shards;
+  const fs::path single = fs::path(dir) / "model.safetensors";
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  if (fs::exists(single)) {
+    shards.push_back(single.string());
+  } else if (fs::exists(index)) {
+    const nlohmann::json j = read_json(index.string());
+    QUANT_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "{}: missing field weight_map",
+                index.string());
+    std::set<std::string> files;
+    for (const auto& [k, v] : j["weight_map"].items()) {
+      QUANT_CHECK(v.is_string(), "{}: weight_map[{}] is not a file name", index.string(), k);
+      const std::string f = v.get<std::string>();
+      QUANT_CHECK(f.find('/') == std::string::npos && f.find("..") == std::string::npos,
+                  "{}: weight_map[{}] = {} leaves the directory", index.string(), k, f);
+      files.insert(f);
+    }
+    for (const auto& f : files) shards.push_back((fs::path(dir) / f).string());
+  } else {
+    fail("{}: neither model.safetensors nor model.safetensors.index.json", dir);
+  }
+  m.weights = std::make_unique<HfWeightStore>(dir, m.config, shards);
+  check_tensors_match(m.config, *m.weights);
+  const fs::path tok = fs::path(dir) / "tokenizer.model";
+  QUANT_CHECK(fs::exists(tok), "{}: tokenizer.model is missing", dir);
+  m.tokenizer = load_sentencepiece(tok.string());
+  QUANT_CHECK(m.tokenizer->size() == m.config.vocab,
+              "{}: tokenizer has {} pieces but config.json vocab_size is {}", tok.string(), m.tokenizer->size(),
+              m.config.vocab);
+  m.info["source"] = dir;
+  m.info["shards"] = std::to_string(shards.size());
+  return m;
+}
+
+}  // namespace quant

@@ -1,0 +1,30 @@
+// Llama models to and from GGUF, as llama.cpp names and lays them out.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "quant/formats/loader.h"
+#include "quant/policy.h"
+
+namespace quant {
+
+struct GgufExportInfo {
+  std::string method = "rtn";  // recorded as quant.method
+  std::string name;            // general.name
+  std::function<void(size_t done, size_t total, const std::string& tensor)> progress;
+};
+
+// Writes `model` quantized per `plans` (one per tensor, in GGUF order) to `path` atomically.
+// attn_q / attn_k rows go from rotate-half to ggml's interleaved pairs.
+void write_gguf_model(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans,
+                      const std::string& path, const GgufExportInfo& info);
+
+class GgufFile;
+// The SentencePiece vocabulary stored in tokenizer.ggml.* (model "llama").
+Vocab read_gguf_vocab(const GgufFile& f);
+
+// llama.cpp's general.file_type for a target.
+uint32_t gguf_file_type(const QuantSpec& target);
+
+}  // namespace quant

@@ -1,0 +1,102 @@
+// safetensors reader (untrusted input) and writer.
+#include "quant/formats/safetensors.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace quant {
+
+namespace {
+constexpr uint64_t kMaxHeader = 100ull << 20;  // the format's own limit is 100 MB
+
+std::optional<TType> st_dtype(const std::string& s) {
+  if (s == "F32") return TType::F32;
+  if (s == "F16") return TType::F16;
+  if (s == "BF16") return TType::BF16;
+  return std::nullopt;
+}
+const char* st_name(TType t) {
+  switch (t) {
+    case TType::F32: return "F32";
+    case TType::F16: return "F16";
+    case TType::BF16: return "BF16";
+    default: fail("safetensors cannot hold {}", ttype_name(t));
+  }
+}
+}  // namespace
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
+  ByteCursor cur(file_.data(), file_.size(), path);
+  const uint64_t n = cur.read<uint64_t>("header length");
+  QUANT_CHECK(n <= kMaxHeader && n <= cur.left(), "{}: header length {} past the end of the file ({} bytes)",
+              path, n, file_.size());
+  const std::string_view header = cur.bytes(n, "header");
+  const uint8_t* base = file_.data() + 8 + n;
+  const uint64_t data_size = file_.size() - 8 - n;
+
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(header);
+  } catch (const std::exception& e) {
+    fail("{}: header is not valid JSON: {}", path, e.what());
+  }
+  QUANT_CHECK(j.is_object(), "{}: header is not a JSON object", path);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    const auto& v = it.value();
+    const std::string& name = it.key();
+    QUANT_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"),
+                "{}: tensor {}: entry lacks dtype, shape or data_offsets", path, name);
+    QUANT_CHECK(v["dtype"].is_string(), "{}: tensor {}: dtype is not a string", path, name);
+    const auto dt = st_dtype(v["dtype"].get<std::string>());
+    QUANT_CHECK(dt, "{}: tensor {}: unsupported dtype {} (F32, F16, BF16 are read)", path, name,
+                v["dtype"].get<std::string>());
+    QUANT_CHECK(v["shape"].is_array() && v["shape"].size() <= 8, "{}: tensor {}: bad shape", path, name);
+    SafeTensor t{name, *dt, {}, nullptr, 0};
+    uint64_t numel = 1;
+    for (const auto& d : v["shape"]) {
+      QUANT_CHECK(d.is_number_unsigned(), "{}: tensor {}: shape has a non-integer or negative dim", path, name);
+      const uint64_t dim = d.get<uint64_t>();
+      QUANT_CHECK(dim == 0 || numel <= (1ull << 48) / dim, "{}: tensor {}: shape overflows", path, name);
+      numel *= dim;
+      t.shape.push_back(static_cast<int64_t>(dim));
+    }
+    const auto& off = v["data_offsets"];
+    QUANT_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(),
+                "{}: tensor {}: data_offsets is not [begin, end]", path, name);
+    const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+    QUANT_CHECK(b <= e && e <= data_size, "{}: tensor {}: data_offsets [{}, {}] out of range (data is {} bytes)",
+                path, name, b, e, data_size);
+    const uint64_t want = numel * static_cast<uint64_t>(traits(*dt).block_bytes);
+    QUANT_CHECK(e - b == want, "{}: tensor {}: shape needs {} bytes but data_offsets span {}", path, name,
+                want, e - b);
+    t.data = base + b;
+    t.nbytes = e - b;
+    ranges.emplace_back(b, e);
+    tensors_.emplace(name, std::move(t));
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    QUANT_CHECK(ranges[i].first >= ranges[i - 1].second, "{}: tensor data ranges overlap at byte {}", path,
+                ranges[i].first);
+}
+
+void write_safetensors(const std::string& path, const std::vector<SafeTensorOut>& tensors) {
+  nlohmann::json h = nlohmann::json::object();
+  uint64_t off = 0;
+  for (const auto& t : tensors) {
+    h[t.name] = {{"dtype", st_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size()}}};
+    off += t.data.size();
+  }
+  std::string header = h.dump();
+  while (header.size() % 8) header += ' ';
+  AtomicFile f(path);
+  const uint64_t n = header.size();
+  f.write(&n, 8);
+  f.write(header.data(), header.size());
+  for (const auto& t : tensors) f.write(t.data.data(), t.data.size());
+  f.commit();
+}
+
+}  // namespace quant
