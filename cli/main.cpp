@@ -1,0 +1,324 @@
+// quant: the command-line front end. Parses arguments, shows progress, and is the only place
+// that catches quant::Error (one clear line, non-zero exit).
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "progress.h"
+#include "quant/error.h"
+#include "quant/formats/gguf.h"
+#include "quant/formats/gguf_model.h"
+#include "quant/formats/loader.h"
+#include "quant/policy.h"
+#include "quant/runtime.h"
+#include "quant/text.h"
+
+namespace quant::cli {
+namespace {
+
+void set_threads(int n) {
+  if (n <= 0) return;
+  omp_set_num_threads(n);
+  Eigen::setNbThreads(n);
+}
+
+// --- ppl ---
+struct PplArgs {
+  std::string model, text, protocol = "llamacpp", kl_base, tokenizer;
+  int64_t ctx = 512, chunks = -1;
+  int threads = 0;
+  bool json = false, quiet = false;
+};
+
+nlohmann::json ppl_json(const PplResult& r) {
+  nlohmann::json j = {{"protocol", protocol_name(r.protocol)}, {"ctx", r.ctx}, {"chunks", r.chunks},
+                      {"tokens_total", r.tokens_total}, {"tokens_scored", r.tokens_scored},
+                      {"tokens_evaluated", r.tokens_evaluated}, {"nll", r.nll_mean}, {"ppl", r.ppl},
+                      {"ppl_stderr", r.ppl_stderr}, {"seconds", r.seconds},
+                      {"tokens_per_second", r.seconds > 0 ? static_cast<double>(r.tokens_evaluated) / r.seconds : 0.0}};
+  if (r.has_kl) {
+    j["kl_mean"] = r.kl_mean;
+    j["kl_p99"] = r.kl_p99;
+    j["top1_agreement"] = r.top1_agree;
+  }
+  return j;
+}
+
+int run_ppl(const PplArgs& a) {
+  set_threads(a.threads);
+  LoadedModel m = load_model(a.model, {a.tokenizer});
+  const std::string text = read_text(a.text);
+  const std::vector<int32_t> tokens = m.tokenizer->encode(text, true);
+  LlamaRuntime rt(m.config, *m.weights);
+  std::unique_ptr<LoadedModel> base;
+  std::unique_ptr<LlamaRuntime> base_rt;
+  if (!a.kl_base.empty()) {
+    base = std::make_unique<LoadedModel>(load_model(a.kl_base, {a.tokenizer}));
+    const auto base_tokens = base->tokenizer->encode(text, true);
+    QUANT_CHECK(base_tokens == tokens, "--kl-base {}: its tokenizer splits the text differently from {}", a.kl_base, a.model);
+    base_rt = std::make_unique<LlamaRuntime>(base->config, *base->weights);
+  }
+  Progress prog("ppl", a.quiet);
+  PplOptions o;
+  o.protocol = parse_protocol(a.protocol);
+  o.ctx = a.ctx;
+  o.max_chunks = a.chunks;
+  o.progress = [&](int64_t d, int64_t t) { prog.update(d, t, "chunks"); };
+  const PplResult r = perplexity(rt, tokens, m.config.bos_id, o, base_rt.get());
+  nlohmann::json j = ppl_json(r);
+  j["model"] = a.model;
+  j["text"] = a.text;
+  j["threads"] = omp_get_max_threads();
+  if (base) j["kl_base"] = a.kl_base;
+  if (a.json) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("model     {}\ntext      {}\nprotocol  {}  ctx {}  chunks {}  tokens scored {} (of {})\n", a.model,
+                           a.text, protocol_name(r.protocol), r.ctx, r.chunks, r.tokens_scored, r.tokens_total);
+  std::cout << fmt::format("ppl       {:.4f} +/- {:.4f}\n", r.ppl, r.ppl_stderr);
+  if (r.has_kl)
+    std::cout << fmt::format("KL        mean {:.6f}  p99 {:.6f}  top-1 agreement {:.2f}%  (base {})\n", r.kl_mean, r.kl_p99,
+                             100 * r.top1_agree, a.kl_base);
+  std::cout << fmt::format("time      {:.1f} s  ({:.0f} tokens/s, {} threads)\n", r.seconds,
+                           static_cast<double>(r.tokens_evaluated) / r.seconds, omp_get_max_threads());
+  return 0;
+}
+
+// --- convert ---
+struct ConvertArgs {
+  std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name;
+  int bits = 0;
+  int64_t group = 32;
+  bool sym = false, asym = false, dry_run = false, json = false, quiet = false;
+  int threads = 0;
+};
+
+int run_convert(const ConvertArgs& a) {
+  set_threads(a.threads);
+  QUANT_CHECK(a.method == "rtn", "--method {} is not available yet (rtn is)", a.method);
+  QUANT_CHECK(a.qtype.empty() != (a.bits == 0), "give either --qtype or --bits (with --group-size and --sym/--asym)");
+  QuantSpec target;
+  if (a.bits) {
+    QUANT_CHECK(a.bits >= 2 && a.bits <= 8, "--bits {} outside 2..8", a.bits);
+    QUANT_CHECK(a.group == 0 || a.group == 32 || a.group == 64 || a.group == 128, "--group-size {} (32, 64, 128 or 0)", a.group);
+    target.kind = QuantSpec::Kind::Grid;
+    target.grid = {a.bits, a.group, a.sym};
+  } else {
+    target = QuantSpec::parse(a.qtype);
+  }
+  LoadedModel m = load_model(a.model, {a.tokenizer});
+  Policy policy = Policy::defaults(target);
+  if (!a.policy_file.empty()) {
+    std::ifstream in(a.policy_file);
+    QUANT_CHECK(in, "{}: cannot open policy file", a.policy_file);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const std::exception& e) {
+      fail("{}: not valid JSON: {}", a.policy_file, e.what());
+    }
+    Policy user = Policy::from_json(j, a.policy_file);
+    user.rules.insert(user.rules.end(), policy.rules.begin(), policy.rules.end());
+    policy = std::move(user);
+  }
+  const auto plans = resolve_policy(policy, m.weights->tensors());
+  double logical_bits = 0, stored_bits = 0, linear_logical = 0, linear_n = 0;
+  for (const auto& p : plans) {
+    const double n = static_cast<double>(p.rows * p.cols);
+    logical_bits += n * p.logical_bpw;
+    stored_bits += n * p.stored_bpw;
+    if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2) {
+      linear_logical += n * p.logical_bpw;
+      linear_n += n;
+    }
+  }
+  nlohmann::json summary = {{"model", a.model}, {"out", a.out}, {"method", a.method}, {"target", target.str()},
+                            {"policy", policy.to_json()}, {"tensors", plans_to_json(plans)},
+                            {"decoder_linear_logical_bpw", linear_n > 0 ? linear_logical / linear_n : 0.0},
+                            {"logical_size_bytes", logical_bits / 8}, {"stored_size_bytes", stored_bits / 8}};
+  auto print_plan = [&] {
+    std::cout << fmt::format("{:<28} {:>12} {:>16} {:>6} {:>7}  {}\n", "tensor", "shape", "requested", "stored", "bpw", "note");
+    for (const auto& p : plans)
+      std::cout << fmt::format("{:<28} {:>12} {:>16} {:>6} {:>7.3f}  {}\n", p.name, fmt::format("{}x{}", p.rows, p.cols),
+                               p.requested.str(), ttype_name(p.stored), p.stored_bpw,
+                               p.note == "exact" ? "" : p.note);
+    std::cout << fmt::format("decoder linears: {:.3f} logical bits/weight; model {:.2f} MB stored\n",
+                             linear_n > 0 ? linear_logical / linear_n : 0.0, stored_bits / 8 / 1e6);
+  };
+  if (a.dry_run) {
+    if (a.json)
+      std::cout << summary.dump(2) << "\n";
+    else {
+      std::cout << "policy (first match wins): " << policy.to_json().dump() << "\n";
+      print_plan();
+    }
+    return 0;
+  }
+  QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf");
+  QUANT_CHECK(!std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
+  Progress prog("convert", a.quiet);
+  GgufExportInfo info;
+  info.method = a.method;
+  info.name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
+  info.progress = [&](size_t d, size_t t, const std::string& n) { prog.update(static_cast<int64_t>(d) + 1, static_cast<int64_t>(t), n); };
+  const auto t0 = std::chrono::steady_clock::now();
+  write_gguf_model(m, policy, plans, a.out, info);
+  summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  summary["file_size_bytes"] = std::filesystem::file_size(a.out);
+  if (a.json) {
+    std::cout << summary.dump(2) << "\n";
+  } else {
+    print_plan();
+    std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, std::filesystem::file_size(a.out) / 1e6,
+                             summary["seconds"].get<double>());
+  }
+  return 0;
+}
+
+// --- inspect ---
+int run_inspect(const std::string& path, bool json) {
+  GgufFile f(path);
+  nlohmann::json tensor_meta = nlohmann::json::array();
+  if (const GgufValue* v = f.find("quant.tensors"); v && v->type == GgufType::STR) {
+    try {
+      tensor_meta = nlohmann::json::parse(v->str);
+    } catch (const std::exception&) {
+    }
+  }
+  auto meta_for = [&](const std::string& name) -> nlohmann::json {
+    for (const auto& t : tensor_meta)
+      if (t.is_object() && t.value("name", "") == name) return t;
+    return nlohmann::json::object();
+  };
+  nlohmann::json j = {{"file", path}, {"version", f.version()}, {"size_bytes", f.file_size()}};
+  j["metadata"] = nlohmann::json::object();
+  for (const auto& [k, v] : f.kv()) j["metadata"][k] = v.summary();
+  j["tensors"] = nlohmann::json::array();
+  uint64_t n_total = 0, bytes_total = 0;
+  double logical_total = 0;
+  for (const auto& t : f.tensors()) {
+    uint64_t n = 1;
+    for (auto e : t.ne) n *= static_cast<uint64_t>(e);
+    const nlohmann::json m = meta_for(t.name);
+    const double logical = m.is_object() && m.contains("logical_bpw") ? m["logical_bpw"].get<double>() : type_bpw(t.type);
+    n_total += n;
+    bytes_total += t.nbytes;
+    logical_total += logical * static_cast<double>(n);
+    j["tensors"].push_back({{"name", t.name}, {"shape", t.ne}, {"type", std::string(ttype_name(t.type))},
+                            {"bytes", t.nbytes}, {"bpw", type_bpw(t.type)}, {"method", m.value("method", "")},
+                            {"grid", m.value("requested", "")}, {"logical_bpw", logical}});
+  }
+  j["params"] = n_total;
+  j["tensor_bytes"] = bytes_total;
+  j["bpw"] = 8.0 * static_cast<double>(bytes_total) / static_cast<double>(n_total);
+  j["logical_bpw"] = logical_total / static_cast<double>(n_total);
+  if (json) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{}: GGUF v{}, {} tensors, {} metadata keys, {:.2f} MB\n", path, f.version(), f.tensors().size(),
+                           f.kv().size(), f.file_size() / 1e6);
+  for (const auto& [k, v] : f.kv()) std::cout << fmt::format("  {:<40} {}\n", k, v.summary());
+  std::cout << fmt::format("\n  {:<28} {:>14} {:>6} {:>7} {:>16} {:>8}\n", "tensor", "ne", "type", "bpw", "grid", "logical");
+  for (const auto& t : j["tensors"]) {
+    std::string ne;
+    for (auto e : t["shape"]) ne += (ne.empty() ? "" : "x") + std::to_string(e.get<int64_t>());
+    std::cout << fmt::format("  {:<28} {:>14} {:>6} {:>7.3f} {:>16} {:>8.3f}\n", t["name"].get<std::string>(), ne,
+                             t["type"].get<std::string>(), t["bpw"].get<double>(), t["grid"].get<std::string>(),
+                             t["logical_bpw"].get<double>());
+  }
+  std::cout << fmt::format("\n  {} parameters, {:.3f} bits/weight stored, {:.3f} logical\n", n_total, j["bpw"].get<double>(),
+                           j["logical_bpw"].get<double>());
+  return 0;
+}
+
+// --- generate ---
+int run_generate(const std::string& model, const std::string& tokenizer, const std::string& prompt, int64_t steps) {
+  LoadedModel m = load_model(model, {tokenizer});
+  LlamaRuntime rt(m.config, *m.weights);
+  std::vector<int32_t> toks = m.tokenizer->encode(prompt, true);
+  const size_t n0 = toks.size();
+  toks = generate_greedy(rt, toks, steps - static_cast<int64_t>(n0) + 1);
+  std::cout << prompt;
+  for (size_t i = n0; i < toks.size(); ++i) {
+    if (toks[i] == m.config.bos_id) break;
+    std::cout << m.tokenizer->decode(toks[i - 1], toks[i]);
+  }
+  std::cout << std::endl;
+  return 0;
+}
+
+}  // namespace
+}  // namespace quant::cli
+
+int main(int argc, char** argv) {
+  using namespace quant::cli;
+  CLI::App app{"quant: post-training quantization of Llama-family models"};
+  app.require_subcommand(1);
+
+  PplArgs pa;
+  auto* ppl = app.add_subcommand("ppl", "perplexity of a model (HF dir, llama2.c file or GGUF) on a text");
+  ppl->add_option("model", pa.model, "model path")->required();
+  ppl->add_option("--text", pa.text, "evaluation text (plain, or .jsonl with a text field)")->required();
+  ppl->add_option("--ctx", pa.ctx, "window length in tokens")->capture_default_str();
+  ppl->add_option("--protocol", pa.protocol, "llamacpp | gptq")->check(CLI::IsMember({"llamacpp", "gptq"}))->capture_default_str();
+  ppl->add_option("--chunks", pa.chunks, "evaluate at most N windows");
+  ppl->add_option("--kl-base", pa.kl_base, "reference model for KL-divergence and top-1 agreement");
+  ppl->add_option("--tokenizer", pa.tokenizer, "tokenizer.bin for llama2.c models");
+  ppl->add_option("--threads", pa.threads, "OpenMP threads (default: all cores)");
+  ppl->add_flag("--json", pa.json, "print one JSON object");
+  ppl->add_flag("--quiet", pa.quiet, "no progress on stderr");
+
+  ConvertArgs ca;
+  auto* conv = app.add_subcommand("convert", "quantize a model and write GGUF");
+  conv->add_option("model", ca.model, "model path")->required();
+  conv->add_option("-o,--out", ca.out, "output .gguf");
+  conv->add_option("--method", ca.method, "rtn")->capture_default_str();
+  conv->add_option("--qtype", ca.qtype, "Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | F16 | BF16 | F32 (ggml's own quantizers)");
+  conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
+  conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
+  auto* sym = conv->add_flag("--sym", ca.sym, "symmetric grid");
+  conv->add_flag("--asym", ca.asym, "asymmetric grid (default)")->excludes(sym);
+  conv->add_option("--policy", ca.policy_file, "JSON rules [{match, qtype}] tried before the defaults");
+  conv->add_option("--tokenizer", ca.tokenizer, "tokenizer.bin for llama2.c models");
+  conv->add_option("--name", ca.name, "general.name");
+  conv->add_option("--threads", ca.threads, "OpenMP threads");
+  conv->add_flag("--dry-run", ca.dry_run, "print the resolved per-tensor policy and stop");
+  conv->add_flag("--json", ca.json, "machine-readable output");
+  conv->add_flag("--quiet", ca.quiet, "no progress on stderr");
+
+  std::string ipath;
+  bool ijson = false;
+  auto* insp = app.add_subcommand("inspect", "list a GGUF file's metadata and tensors");
+  insp->add_option("file", ipath, "GGUF file")->required();
+  insp->add_flag("--json", ijson, "print one JSON object");
+
+  std::string gmodel, gtok, gprompt;
+  int64_t gsteps = 256;
+  auto* gen = app.add_subcommand("generate", "greedy decoding (llama2.c run.c -t 0 semantics)");
+  gen->add_option("model", gmodel, "model path")->required();
+  gen->add_option("--prompt", gprompt, "prompt text");
+  gen->add_option("--steps", gsteps, "total positions including the prompt")->capture_default_str();
+  gen->add_option("--tokenizer", gtok, "tokenizer.bin for llama2.c models");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*ppl) return run_ppl(pa);
+    if (*conv) return run_convert(ca);
+    if (*insp) return run_inspect(ipath, ijson);
+    if (*gen) return run_generate(gmodel, gtok, gprompt, gsteps);
+  } catch (const quant::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,36 @@
+// Progress on stderr with elapsed time and ETA: a rewritten line on a terminal, a line per
+// ~10% otherwise (CI logs), nothing when quiet.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace quant::cli {
+
+class Progress {
+ public:
+  Progress(std::string what, bool quiet) : what_(std::move(what)), quiet_(quiet), tty_(::isatty(2)) {}
+  void update(int64_t done, int64_t total, const std::string& detail = "") {
+    if (quiet_ || total <= 0) return;
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    const int64_t decile = done * 10 / total;
+    if (!tty_ && decile == last_decile_ && done != total) return;
+    last_decile_ = decile;
+    const double eta = done > 0 ? el / static_cast<double>(done) * static_cast<double>(total - done) : 0;
+    std::fprintf(stderr, "%s[%s] %lld/%lld  %.1fs elapsed  ETA %.1fs  %s%s", tty_ ? "\r\033[K" : "", what_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), el, eta, detail.c_str(),
+                 tty_ && done != total ? "" : "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string what_;
+  bool quiet_, tty_;
+  int64_t last_decile_ = -1;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace quant::cli
