@@ -1,0 +1,71 @@
+// Shared test helpers: where the data lives, temporary directories, running the CLI.
+#pragma once
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+namespace qt {
+
+namespace fs = std::filesystem;
+
+inline std::string repo(const std::string& rel) { return std::string(QUANT_REPO_DIR) + "/" + rel; }
+inline std::string shared(const std::string& rel) { return std::string(QUANT_SHARED_DIR) + "/" + rel; }
+inline std::string bundled_model() { return repo("models/kjvwiki-9m"); }
+inline std::string quant_bin() { return std::string(QUANT_BIN_DIR) + "/quant"; }
+
+// Skips the test (with the reason) when a ../shared file is absent.
+#define REQUIRE_SHARED(rel)                                                         \
+  do {                                                                              \
+    if (!std::filesystem::exists(qt::shared(rel))) {                                \
+      WARN("skipped: " << qt::shared(rel) << " is absent (../shared not present)"); \
+      return;                                                                       \
+    }                                                                               \
+  } while (0)
+
+// A fresh directory under the build tree, removed at scope exit.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::path(QUANT_BUILD_DIR) / "test-tmp" / std::to_string(rd());
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+struct RunResult {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+inline RunResult run(const std::string& cmd) {
+  RunResult r{0, {}};
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void write_file(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary);
+  out << data;
+}
+
+}  // namespace qt

@@ -1,0 +1,98 @@
+// The quant CLI: machine-readable output, dry runs, inspect, and clear errors on bad input.
+#include <nlohmann/json.hpp>
+
+#include "../common.h"
+
+namespace {
+std::string q() { return qt::quant_bin(); }
+std::string model() { return qt::bundled_model(); }
+std::string heldout() { return qt::repo("data/kjv/kjv_heldout.txt"); }
+
+// An error: non-zero exit and one "error:" line that contains every fragment.
+void expect_error(const qt::RunResult& r, std::initializer_list<std::string> fragments) {
+  INFO(r.out);
+  CHECK(r.code != 0);
+  CHECK(r.out.rfind("error: ", 0) == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  for (const auto& f : fragments) CHECK(r.out.find(f) != std::string::npos);
+}
+
+bool dir_is_empty(const std::string& d) { return std::filesystem::is_empty(d); }
+}  // namespace
+
+TEST_CASE("quant ppl --json reports protocol, ctx, chunks and tokens", "[cli]") {
+  const auto r = qt::run(q() + " ppl " + model() + " --text " + heldout() + " --chunks 2 --ctx 256 --protocol gptq --json --quiet");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["protocol"] == "gptq");
+  CHECK(j["ctx"] == 256);
+  CHECK(j["chunks"] == 2);
+  CHECK(j["tokens_scored"] == 2 * 255);
+  CHECK(j["ppl"].get<double>() > 1);
+  CHECK(j.contains("tokens_per_second"));
+}
+
+TEST_CASE("quant convert --dry-run prints the policy and convert + inspect show grid and stored type", "[cli]") {
+  qt::TempDir tmp;
+  auto r = qt::run(q() + " convert " + model() + " --bits 3 --group-size 32 --dry-run");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(r.out.find("policy (first match wins)") != std::string::npos);
+  CHECK(r.out.find("int3 g32 asym") != std::string::npos);
+  CHECK(r.out.find("Q4_1") != std::string::npos);
+  CHECK(dir_is_empty(tmp.path.string()));
+
+  r = qt::run(q() + " convert " + model() + " --bits 3 --group-size 32 -o " + (tmp / "m.gguf") + " --quiet --json");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["decoder_linear_logical_bpw"].get<double>() == Approx(3 + 19.0 / 32));
+  r = qt::run(q() + " inspect " + (tmp / "m.gguf") + " --json");
+  REQUIRE(r.code == 0);
+  const auto ins = nlohmann::json::parse(r.out);
+  bool seen = false;
+  for (const auto& t : ins["tensors"])
+    if (t["name"] == "blk.0.ffn_down.weight") {
+      seen = true;
+      CHECK(t["type"] == "Q4_1");
+      CHECK(t["grid"] == "int3 g32 asym");
+      CHECK(t["method"] == "rtn");
+      CHECK(t["bpw"].get<double>() == 5.0);
+    }
+  CHECK(seen);
+  CHECK(ins["metadata"]["quant.method"] == "\"rtn\"");
+}
+
+TEST_CASE("stories260K: ffn_down (K = 172) falls back to F16, documented in the dry run", "[cli]") {
+  REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  const auto r = qt::run(q() + " convert " + qt::shared("models/stories260K/stories260K.bin") + " --qtype Q4_0 --dry-run --json");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  for (const auto& t : nlohmann::json::parse(r.out)["tensors"])
+    if (t["name"] == "blk.0.ffn_down.weight") {
+      CHECK(t["stored"] == "F16");
+      CHECK(t["note"].get<std::string>().find("172 columns do not tile") != std::string::npos);
+    }
+}
+
+TEST_CASE("bad input: one clear error, non-zero exit, no partial output", "[cli][bad-input]") {
+  qt::TempDir tmp;
+  qt::write_file(tmp / "empty.txt", "  \n\n");
+  expect_error(qt::run(q() + " ppl " + model() + " --text " + (tmp / "empty.txt")), {"empty.txt", "text is empty"});
+  qt::write_file(tmp / "short.txt", "In the beginning God created the heaven and the earth.");
+  expect_error(qt::run(q() + " ppl " + model() + " --text " + (tmp / "short.txt")), {"text too short", "needs at least 1024"});
+  expect_error(qt::run(q() + " ppl " + model() + " --text " + (tmp / "absent.txt")), {"absent.txt", "cannot open"});
+  expect_error(qt::run(q() + " ppl " + model() + " --text " + heldout() + " --ctx 4096"), {"context 4096 exceeds"});
+  const std::string out_dir = tmp / "out";
+  std::filesystem::create_directories(out_dir);
+  expect_error(qt::run(q() + " convert " + model() + " --qtype Q4_0 -o " + out_dir + "/no/such/dir/m.gguf --quiet"),
+               {"m.gguf", "cannot write"});
+  expect_error(qt::run(q() + " convert " + model() + " --qtype Q4_0 -o " + out_dir + " --quiet"), {"is a directory"});
+  expect_error(qt::run(q() + " convert " + model() + " --qtype Q9_9 -o " + out_dir + "/x.gguf"), {"unknown quant spec \"Q9_9\""});
+  expect_error(qt::run(q() + " convert " + (tmp / "nope") + " --qtype Q4_0 -o " + out_dir + "/x.gguf"), {"nope", "no such file"});
+  qt::write_file(tmp / "policy.json", R"([{"match": "*", "qtype": 4}])");
+  expect_error(qt::run(q() + " convert " + model() + " --qtype Q4_0 --policy " + (tmp / "policy.json") + " -o " + out_dir + "/x.gguf"),
+               {"policy.json", "match and qtype"});
+  CHECK(dir_is_empty(out_dir));
+}

@@ -1,0 +1,99 @@
+// Runs GGUF files through the real llama.cpp (node-llama-cpp from npm) and compares its
+// next-token log-probabilities with our runtime's on the same files.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "../common.h"
+#include "quant/formats/loader.h"
+#include "quant/runtime.h"
+
+namespace qt {
+
+struct PeerAgreement {
+  std::string file;
+  std::string error;       // llama.cpp's reason when it rejected the file
+  int64_t positions = 0;
+  double top1 = 0;         // share of positions where llama.cpp's argmax equals ours
+  double mean_abs_dlogp = 0;
+  std::vector<int32_t> tokenized;  // llama.cpp's tokenization of the text (no BOS)
+};
+
+// Installs node-llama-cpp into build/peers/llama. False (with a WARN) only where npm is missing.
+inline bool install_llama_cpp() {
+  const RunResult r = run("bash " + repo("tests/peers/install.sh") + " " + QUANT_BUILD_DIR + " llama");
+  if (r.code == 3) {
+    WARN("skipped: npm is not installed, llama.cpp cannot be fetched");
+    return false;
+  }
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  return true;
+}
+
+// Our runtime's log p(next) and argmax at positions 0..n-2 of each sequence.
+inline void our_logprobs(const std::string& gguf, const std::vector<std::vector<int32_t>>& seqs, std::vector<double>& logp,
+                         std::vector<int32_t>& top1) {
+  quant::LoadedModel m = quant::load_model(gguf);
+  quant::LlamaRuntime rt(m.config, *m.weights);
+  const int64_t V = m.config.vocab;
+  std::vector<float> logits;
+  for (const auto& s : seqs) {
+    rt.forward(s, 0, logits);
+    for (size_t i = 0; i + 1 < s.size(); ++i) {
+      const float* row = logits.data() + i * V;
+      double mx = row[0], sum = 0;
+      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
+      logp.push_back(row[s[i + 1]] - mx - std::log(sum));
+      top1.push_back(static_cast<int32_t>(std::max_element(row, row + V) - row));
+    }
+  }
+}
+
+inline std::vector<PeerAgreement> compare_with_llama_cpp(const std::vector<std::string>& files,
+                                                         const std::vector<std::vector<int32_t>>& seqs,
+                                                         const std::string& text) {
+  TempDir tmp;
+  nlohmann::json req = {{"models", files}, {"sequences", seqs}, {"text", text}};
+  write_file(tmp / "req.json", req.dump());
+  const std::string cmd = "node " + repo("tests/peers/llama_logprobs.mjs") + " " + QUANT_BUILD_DIR + "/peers/llama " +
+                          (tmp / "req.json") + " " + (tmp / "out.json");
+  const RunResult r = run(cmd);
+  INFO(cmd << "\n" << r.out);
+  REQUIRE(r.code == 0);
+  const auto out = nlohmann::json::parse(slurp(tmp / "out.json"));
+  std::vector<PeerAgreement> res;
+  for (size_t k = 0; k < files.size(); ++k) {
+    const auto& e = out["models"][k];
+    PeerAgreement a;
+    a.file = files[k];
+    if (e.contains("error")) {
+      a.error = e["error"].get<std::string>();
+      res.push_back(a);
+      continue;
+    }
+    a.tokenized = e["tokenized"].get<std::vector<int32_t>>();
+    const auto theirs_lp = e["logp"].get<std::vector<double>>();
+    const auto theirs_top = e["top1"].get<std::vector<int32_t>>();
+    std::vector<double> lp;
+    std::vector<int32_t> top;
+    our_logprobs(files[k], seqs, lp, top);
+    REQUIRE(lp.size() == theirs_lp.size());
+    a.positions = static_cast<int64_t>(lp.size());
+    int64_t agree = 0;
+    double d = 0;
+    for (size_t i = 0; i < lp.size(); ++i) {
+      agree += top[i] == theirs_top[i];
+      d += std::fabs(lp[i] - theirs_lp[i]);
+    }
+    a.top1 = static_cast<double>(agree) / static_cast<double>(lp.size());
+    a.mean_abs_dlogp = d / static_cast<double>(lp.size());
+    res.push_back(a);
+  }
+  return res;
+}
+
+}  // namespace qt
