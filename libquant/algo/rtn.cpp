@@ -128,6 +128,7 @@ std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<T
       p.note = c.why;
     }
     const QuantSpec& r = p.requested;
+    p.method = r.kind == QuantSpec::Kind::Float ? "none" : "rtn";
     if (r.kind == QuantSpec::Kind::Grid) {
       const double g = static_cast<double>(r.grid.group == 0 ? t.cols : r.grid.group);
       p.logical_bpw = r.grid.bits + (16.0 + (r.grid.sym ? 0.0 : r.grid.bits)) / g;
@@ -144,7 +145,7 @@ nlohmann::json plans_to_json(const std::vector<TensorPlan>& plans) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& p : plans)
     j.push_back({{"name", p.name}, {"rows", p.rows}, {"cols", p.cols}, {"rule", p.rule},
-                 {"method", p.requested.kind == QuantSpec::Kind::Float ? "none" : "rtn"},
+                 {"method", p.method},
                  {"requested", p.requested.str()}, {"stored", std::string(ttype_name(p.stored))},
                  {"exact", p.exact}, {"note", p.note}, {"logical_bpw", p.logical_bpw}, {"stored_bpw", p.stored_bpw}});
   return j;

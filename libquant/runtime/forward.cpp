@@ -12,7 +12,8 @@ namespace {
 using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MapW = Eigen::Map<const Mat>;
 
-void rmsnorm(const Mat& x, const float* w, float eps, Mat& out) {
+template <typename X>
+void rmsnorm(const X& x, const float* w, float eps, Mat& out) {
   out.resize(x.rows(), x.cols());
   for (Eigen::Index t = 0; t < x.rows(); ++t) {
     double ss = 0;  // accumulate in double: HF computes the variance in fp32 over the row
@@ -61,14 +62,62 @@ std::shared_ptr<const std::vector<float>> LlamaRuntime::weight(const std::string
   return w;
 }
 
+const char* tap_name(Tap t) {
+  static const char* names[kNumTaps] = {"attn_in", "o_in", "mlp_in", "down_in"};
+  return names[static_cast<int>(t)];
+}
+
+void run_block(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t T, const TapFn& tap, int stop_after) {
+  const int64_t D = cfg.dim, hd = cfg.head_dim(), KV = cfg.kv_dim(), H = cfg.hidden;
+  const int64_t group = cfg.n_heads / cfg.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  Eigen::Map<Mat> x(xp, T, D);
+  Mat xn, q, k, v, attn(T, D), g, u;
+  auto report = [&](Tap t, const Mat& m) {
+    if (tap) tap(t, m.data(), m.rows(), m.cols());
+    return static_cast<int>(t) == stop_after;
+  };
+  rmsnorm(x, w.attn_norm, cfg.norm_eps, xn);
+  if (report(Tap::AttnIn, xn)) return;
+  q.noalias() = xn * MapW(w.wq, D, D).transpose();
+  k.noalias() = xn * MapW(w.wk, KV, D).transpose();
+  v.noalias() = xn * MapW(w.wv, KV, D).transpose();
+  if (w.bq) q.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bq, D);
+  if (w.bk) k.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bk, KV);
+  if (w.bv) v.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bv, KV);
+  rope(q, cfg.n_heads, hd, cfg.rope_theta);
+  rope(k, cfg.n_kv_heads, hd, cfg.rope_theta);
+#pragma omp parallel for schedule(static)
+  for (int64_t h = 0; h < cfg.n_heads; ++h) {
+    const int64_t kvh = h / group;
+    Mat s = q.middleCols(h * hd, hd) * k.middleCols(kvh * hd, hd).transpose();
+    for (int64_t t = 0; t < T; ++t) {  // causal softmax of row t over keys 0..t
+      float mx = -INFINITY;
+      for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, s(t, j) * scale);
+      float sum = 0;
+      for (int64_t j = 0; j <= t; ++j) sum += (s(t, j) = std::exp(s(t, j) * scale - mx));
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j <= t; ++j) s(t, j) *= inv;
+      for (int64_t j = t + 1; j < T; ++j) s(t, j) = 0;
+    }
+    attn.middleCols(h * hd, hd).noalias() = s * v.middleCols(kvh * hd, hd);
+  }
+  if (report(Tap::OIn, attn)) return;
+  x.noalias() += attn * MapW(w.wo, D, D).transpose();
+  rmsnorm(x, w.ffn_norm, cfg.norm_eps, xn);
+  if (report(Tap::MlpIn, xn)) return;
+  g.noalias() = xn * MapW(w.wg, H, D).transpose();
+  u.noalias() = xn * MapW(w.wu, H, D).transpose();
+  g = g.array() / (1.0f + (-g.array()).exp()) * u.array();  // silu(gate) * up
+  if (report(Tap::DownIn, g)) return;
+  x.noalias() += g * MapW(w.wd, D, H).transpose();
+}
+
 void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::vector<float>& out) {
   const int64_t T = static_cast<int64_t>(tokens.size());
-  const int64_t D = cfg_.dim, hd = cfg_.head_dim(), KV = cfg_.kv_dim(), V = cfg_.vocab;
+  const int64_t D = cfg_.dim, V = cfg_.vocab;
   QUANT_CHECK(T > 0 && from >= 0 && from < T, "forward: bad window (T = {}, logits from {})", T, from);
-  const int64_t group = cfg_.n_heads / cfg_.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-
-  Mat x(T, D), xn, q, k, v, attn(T, D), g, u;
+  Mat x(T, D), xn;
   {
     auto emb = weight("token_embd.weight");
     for (int64_t t = 0; t < T; ++t) {
@@ -79,50 +128,23 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::v
   }
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    rmsnorm(x, weight(b + "attn_norm.weight")->data(), cfg_.norm_eps, xn);
-    {
-      auto wq = weight(b + "attn_q.weight"), wk = weight(b + "attn_k.weight"), wv = weight(b + "attn_v.weight");
-      q.noalias() = xn * MapW(wq->data(), D, D).transpose();
-      k.noalias() = xn * MapW(wk->data(), KV, D).transpose();
-      v.noalias() = xn * MapW(wv->data(), KV, D).transpose();
-    }
+    std::vector<std::shared_ptr<const std::vector<float>>> hold;
+    auto get = [&](const std::string& n) {
+      hold.push_back(weight(b + n));
+      return hold.back()->data();
+    };
+    BlockWeights w{get("attn_norm.weight"), get("attn_q.weight"), get("attn_k.weight"), get("attn_v.weight")};
     if (cfg_.qkv_bias) {
-      auto bq = weight(b + "attn_q.bias"), bk = weight(b + "attn_k.bias"), bv = weight(b + "attn_v.bias");
-      q.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bq->data(), D);
-      k.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bk->data(), KV);
-      v.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bv->data(), KV);
+      w.bq = get("attn_q.bias");
+      w.bk = get("attn_k.bias");
+      w.bv = get("attn_v.bias");
     }
-    rope(q, cfg_.n_heads, hd, cfg_.rope_theta);
-    rope(k, cfg_.n_kv_heads, hd, cfg_.rope_theta);
-#pragma omp parallel for schedule(static)
-    for (int64_t h = 0; h < cfg_.n_heads; ++h) {
-      const int64_t kvh = h / group;
-      Mat s = q.middleCols(h * hd, hd) * k.middleCols(kvh * hd, hd).transpose();
-      for (int64_t t = 0; t < T; ++t) {  // causal softmax of row t over keys 0..t
-        float mx = -INFINITY;
-        for (int64_t j = 0; j <= t; ++j) mx = std::max(mx, s(t, j) * scale);
-        float sum = 0;
-        for (int64_t j = 0; j <= t; ++j) sum += (s(t, j) = std::exp(s(t, j) * scale - mx));
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j <= t; ++j) s(t, j) *= inv;
-        for (int64_t j = t + 1; j < T; ++j) s(t, j) = 0;
-      }
-      attn.middleCols(h * hd, hd).noalias() = s * v.middleCols(kvh * hd, hd);
-    }
-    {
-      auto wo = weight(b + "attn_output.weight");
-      x.noalias() += attn * MapW(wo->data(), D, D).transpose();
-    }
-    rmsnorm(x, weight(b + "ffn_norm.weight")->data(), cfg_.norm_eps, xn);
-    {
-      const int64_t H = cfg_.hidden;
-      auto wg = weight(b + "ffn_gate.weight"), wu = weight(b + "ffn_up.weight");
-      g.noalias() = xn * MapW(wg->data(), H, D).transpose();
-      u.noalias() = xn * MapW(wu->data(), H, D).transpose();
-      g = g.array() / (1.0f + (-g.array()).exp()) * u.array();  // silu(gate) * up
-      auto wd = weight(b + "ffn_down.weight");
-      x.noalias() += g * MapW(wd->data(), D, H).transpose();
-    }
+    w.wo = get("attn_output.weight");
+    w.ffn_norm = get("ffn_norm.weight");
+    w.wg = get("ffn_gate.weight");
+    w.wu = get("ffn_up.weight");
+    w.wd = get("ffn_down.weight");
+    run_block(cfg_, w, x.data(), T);
   }
   Mat last = x.bottomRows(T - from);
   rmsnorm(last, weight("output_norm.weight")->data(), cfg_.norm_eps, xn);

@@ -90,8 +90,8 @@ void check_tensors_match(const LlamaConfig& cfg, const WeightStore& store) {
     QUANT_CHECK(expected.count(t.name), "{}: unexpected tensor {} for this config", store.source(), t.name);
 }
 
-void permute_rope_rows(const float* in, float* out, int64_t n_head, int64_t rows, int64_t cols,
-                       bool to_interleaved) {
+void permute_rope_row_bytes(const uint8_t* in, uint8_t* out, int64_t n_head, int64_t rows, int64_t row_bytes,
+                            bool to_interleaved) {
   QUANT_CHECK(rows % n_head == 0 && (rows / n_head) % 2 == 0,
               "RoPE permutation: {} rows do not split into {} heads of even size", rows, n_head);
   const int64_t hd = rows / n_head, half = hd / 2;
@@ -100,8 +100,13 @@ void permute_rope_rows(const float* in, float* out, int64_t n_head, int64_t rows
       for (int64_t j = 0; j < 2; ++j) {
         const int64_t inter = h * hd + 2 * i + j, rot = h * hd + j * half + i;
         const int64_t dst = to_interleaved ? inter : rot, src = to_interleaved ? rot : inter;
-        std::memcpy(out + dst * cols, in + src * cols, static_cast<size_t>(cols) * sizeof(float));
+        std::memcpy(out + dst * row_bytes, in + src * row_bytes, static_cast<size_t>(row_bytes));
       }
 }
 
+void permute_rope_rows(const float* in, float* out, int64_t n_head, int64_t rows, int64_t cols,
+                       bool to_interleaved) {
+  permute_rope_row_bytes(reinterpret_cast<const uint8_t*>(in), reinterpret_cast<uint8_t*>(out), n_head, rows,
+                         cols * static_cast<int64_t>(sizeof(float)), to_interleaved);
+}
 }  // namespace quant

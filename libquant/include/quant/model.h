@@ -66,5 +66,8 @@ void check_tensors_match(const LlamaConfig& cfg, const WeightStore& store);
 // layouts of attn_q / attn_k. to_interleaved: out[h*hd + 2i + j] = in[h*hd + j*hd/2 + i].
 void permute_rope_rows(const float* in, float* out, int64_t n_head, int64_t rows, int64_t cols,
                        bool to_interleaved);
+// The same permutation over rows of `row_bytes` bytes (packed quantized rows move whole).
+void permute_rope_row_bytes(const uint8_t* in, uint8_t* out, int64_t n_head, int64_t rows, int64_t row_bytes,
+                            bool to_interleaved);
 
 }  // namespace quant

@@ -44,6 +44,7 @@ struct TensorPlan {
   int64_t rows = 0, cols = 0;
   int n_dims = 2;
   std::string rule;     // the matching rule's pattern
+  std::string method = "rtn";  // none (float), rtn, gptq
   QuantSpec requested;
   TType stored = TType::F32;
   bool exact = true;    // the stored bytes hold the requested grid exactly (scales in fp16)

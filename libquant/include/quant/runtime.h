@@ -12,6 +12,26 @@
 
 namespace quant {
 
+// The inputs of a decoder block's linears, one statistic each: q/k/v share AttnIn, gate/up
+// share MlpIn.
+enum class Tap { AttnIn = 0, OIn = 1, MlpIn = 2, DownIn = 3 };
+inline constexpr int kNumTaps = 4;
+const char* tap_name(Tap t);  // "attn_in", "o_in", "mlp_in", "down_in"
+
+// One block's weights, fp32 [out][in] in canonical (rotate-half) layout; biases may be null.
+struct BlockWeights {
+  const float *attn_norm, *wq, *wk, *wv, *bq = nullptr, *bk = nullptr, *bv = nullptr, *wo;
+  const float *ffn_norm, *wg, *wu, *wd;
+};
+
+// Called with each linear's input [rows][width] as the block runs.
+using TapFn = std::function<void(Tap, const float* data, int64_t rows, int64_t width)>;
+
+// Runs one decoder block in place over x [T][dim] (positions 0..T-1). With stop_after, returns
+// right after that tap has been reported (x is then left partly updated).
+void run_block(const LlamaConfig& cfg, const BlockWeights& w, float* x, int64_t T, const TapFn& tap = {},
+               int stop_after = -1);
+
 struct RuntimeOptions {
   // Converted fp32 weights are kept while their total stays under this; beyond it each
   // tensor is converted when used and dropped after, so memory grows with one layer.

@@ -1,0 +1,118 @@
+// Sequential GPTQ over the decoder blocks.
+#include "quant/sequential.h"
+
+#include <chrono>
+
+#include "quant/error.h"
+#include "quant/runtime.h"
+
+namespace quant {
+
+namespace {
+
+struct Step {
+  Tap tap;
+  std::vector<const char*> linears;
+};
+const std::vector<Step> kSteps = {{Tap::AttnIn, {"attn_q", "attn_k", "attn_v"}},
+                                  {Tap::OIn, {"attn_output"}},
+                                  {Tap::MlpIn, {"ffn_gate", "ffn_up"}},
+                                  {Tap::DownIn, {"ffn_down"}}};
+
+}  // namespace
+
+SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& store,
+                                 const std::vector<std::vector<int32_t>>& windows, const std::vector<TensorPlan>& plans,
+                                 const SequentialOptions& opts) {
+  const auto t0 = std::chrono::steady_clock::now();
+  QUANT_CHECK(!windows.empty(), "sequential GPTQ needs calibration windows");
+  std::map<std::string, const TensorPlan*> plan_of;
+  for (const auto& p : plans) plan_of[p.name] = &p;
+  const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
+  for (const auto& w : windows) QUANT_CHECK(static_cast<int64_t>(w.size()) == T, "calibration windows differ in length");
+
+  // Block 0's inputs: the embeddings of every window.
+  std::vector<float> X(static_cast<size_t>(S * T * D));
+  {
+    const std::vector<float> emb = store.read_f32("token_embd.weight");
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t t = 0; t < T; ++t) {
+        const int32_t id = windows[static_cast<size_t>(s)][static_cast<size_t>(t)];
+        QUANT_CHECK(id >= 0 && id < cfg.vocab, "calibration token {} outside the vocabulary", id);
+        std::copy_n(emb.data() + id * D, D, X.data() + (s * T + t) * D);
+      }
+  }
+  SequentialResult res;
+  std::vector<float> scratch(static_cast<size_t>(T * D));
+  const int64_t total_steps = cfg.n_layers * static_cast<int64_t>(kSteps.size());
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    std::map<std::string, std::vector<float>> W;  // this block's weights, replaced as they are quantized
+    for (const char* n : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"})
+      W[n] = store.read_f32(b + n + ".weight");
+    if (cfg.qkv_bias)
+      for (const char* n : {"attn_q", "attn_k", "attn_v"}) W[std::string(n) + ".bias"] = store.read_f32(b + n + ".bias");
+    auto block_weights = [&] {
+      BlockWeights bw{W["attn_norm"].data(), W["attn_q"].data(), W["attn_k"].data(), W["attn_v"].data()};
+      if (cfg.qkv_bias) {
+        bw.bq = W["attn_q.bias"].data();
+        bw.bk = W["attn_k.bias"].data();
+        bw.bv = W["attn_v.bias"].data();
+      }
+      bw.wo = W["attn_output"].data();
+      bw.ffn_norm = W["ffn_norm"].data();
+      bw.wg = W["ffn_gate"].data();
+      bw.wu = W["ffn_up"].data();
+      bw.wd = W["ffn_down"].data();
+      return bw;
+    };
+    for (size_t si = 0; si < kSteps.size(); ++si) {
+      const Step& step = kSteps[si];
+      std::vector<const TensorPlan*> todo;
+      for (const char* n : step.linears) {
+        auto it = plan_of.find(b + n + ".weight");
+        if (it != plan_of.end() && it->second->requested.kind == QuantSpec::Kind::Grid) todo.push_back(it->second);
+      }
+      if (opts.progress)
+        opts.progress(fmt::format("block {} {}", l, tap_name(step.tap)), l * static_cast<int64_t>(kSteps.size()) + static_cast<int64_t>(si), total_steps);
+      if (todo.empty()) continue;
+      // Statistics of this step's input, with every earlier step of the block already quantized.
+      InputStats stats;
+      const BlockWeights bw = block_weights();
+      for (int64_t s = 0; s < S; ++s) {
+        std::copy_n(X.data() + s * T * D, T * D, scratch.data());
+        run_block(cfg, bw, scratch.data(), T,
+                  [&](Tap t, const float* data, int64_t rows, int64_t width) {
+                    if (t != step.tap) return;
+                    if (stats.width() == 0) stats = InputStats(width);
+                    stats.add(data, rows);
+                  },
+                  static_cast<int>(step.tap));
+      }
+      ++res.block_passes;
+      const std::vector<double> H = stats.hessian();
+      for (const TensorPlan* p : todo) {
+        const std::string short_name = p->name.substr(b.size(), p->name.size() - b.size() - 7);  // strip ".weight"
+        std::vector<float>& w = W[short_name];
+        GptqOptions go = opts.gptq;
+        go.grid = p->requested.grid;
+        GptqResult g = gptq_quantize(w.data(), p->rows, p->cols, H, go, p->name);
+        PackedTensor packed = pack(g.q, p->stored);
+        // The block now computes with exactly what the file will hold.
+        const int64_t rb = row_bytes(packed.type, p->cols);
+        for (int64_t r = 0; r < p->rows; ++r) dequantize_row(packed.type, packed.data.data() + r * rb, w.data() + r * p->cols, p->cols);
+        res.layers.push_back({p->name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
+        res.packed.emplace(p->name, std::move(packed));
+      }
+    }
+    // The next block's inputs come from this block, quantized.
+    const BlockWeights bw = block_weights();
+    for (int64_t s = 0; s < S; ++s) run_block(cfg, bw, X.data() + s * T * D, T);
+    ++res.block_passes;
+  }
+  if (opts.progress) opts.progress("done", total_steps, total_steps);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace quant

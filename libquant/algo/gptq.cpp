@@ -1,0 +1,201 @@
+// GPTQ with lazy batches (gptq.py's fasterquant), dead columns, damping with automatic retry,
+// act-order with static groups. The grid is rtn_grid's (GPTQ's quant.py).
+#include "quant/gptq.h"
+
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "quant/error.h"
+
+namespace quant {
+
+namespace {
+using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Scale and zero of one group (rtn_grid's formulas), on the current values of `cols` columns.
+struct GroupParams {
+  float scale, zero;
+};
+
+GroupParams fit_group(const float* x, int64_t n, int64_t stride, const GridSpec& g) {
+  const int maxq = (1 << g.bits) - 1;
+  float xmin = 0.0f, xmax = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    xmin = std::min(xmin, x[j * stride]);
+    xmax = std::max(xmax, x[j * stride]);
+  }
+  if (g.sym) {
+    xmax = std::max(-xmin, xmax);
+    xmin = -xmax;
+  }
+  if (xmin == 0.0f && xmax == 0.0f) {
+    xmin = -1.0f;
+    xmax = 1.0f;
+  }
+  const float scale = (xmax - xmin) / static_cast<float>(maxq);
+  return {scale, g.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale)};
+}
+
+inline float quant_code(float w, const GroupParams& p, int maxq) {
+  return std::clamp(std::nearbyint(w / p.scale) + p.zero, 0.0f, static_cast<float>(maxq));
+}
+}  // namespace
+
+bool inverse_cholesky_upper(std::vector<float>& hv, int64_t n) {
+  // Reverse rows and columns (P H P), factor P H P = L L^T; then H = R R^T with R = P L P upper,
+  // so H^-1 = (R^-1)^T R^-1 and U = R^-1 is the upper factor with U^T U = H^-1.
+  Eigen::Map<MatF> h(hv.data(), n, n);
+  MatF rev = h.reverse();
+  Eigen::LLT<MatF, Eigen::Lower> llt(rev);
+  if (llt.info() != Eigen::Success) return false;
+  MatF r = MatF(llt.matrixL()).reverse();  // upper triangular
+  MatF u = MatF::Identity(n, n);
+  r.triangularView<Eigen::Upper>().solveInPlace(u);
+  for (int64_t i = 0; i < n; ++i)
+    if (!(u(i, i) > 0.0f) || !std::isfinite(u(i, i))) return false;
+  h = u.triangularView<Eigen::Upper>();
+  return true;
+}
+
+GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const std::vector<double>& h_in,
+                         const GptqOptions& o, const std::string& name) {
+  const auto t0 = std::chrono::steady_clock::now();
+  QUANT_CHECK(static_cast<int64_t>(h_in.size()) == cols * cols, "tensor {}: H has {} entries, expected {}x{}", name,
+              h_in.size(), cols, cols);
+  QUANT_CHECK(o.grid.bits >= 2 && o.grid.bits <= 8, "tensor {}: bits {} outside 2..8", name, o.grid.bits);
+  const int64_t group = o.grid.group == 0 ? cols : o.grid.group;
+  QUANT_CHECK(cols % group == 0, "tensor {}: group {} does not divide {} columns", name, group, cols);
+  const int maxq = (1 << o.grid.bits) - 1;
+  GptqResult res;
+
+  MatF W = Eigen::Map<const MatF>(w_in, rows, cols);
+  std::vector<float> H(static_cast<size_t>(cols * cols));
+  for (size_t i = 0; i < H.size(); ++i) H[i] = static_cast<float>(h_in[i]);
+  for (int64_t c = 0; c < cols; ++c) QUANT_CHECK(std::isfinite(H[static_cast<size_t>(c * cols + c)]), "tensor {}: H has a non-finite diagonal at {}", name, c);
+  for (int64_t i = 0; i < rows * cols; ++i)
+    QUANT_CHECK(std::isfinite(W.data()[i]), "tensor {}: weight is not finite at row {} column {}", name, i / cols, i % cols);
+
+  // Dead inputs: never seen by the calibration data. Their weights cannot matter; zero them.
+  for (int64_t c = 0; c < cols; ++c)
+    if (H[static_cast<size_t>(c * cols + c)] == 0.0f) {
+      H[static_cast<size_t>(c * cols + c)] = 1.0f;
+      W.col(c).setZero();
+      ++res.dead_columns;
+    }
+
+  // Static groups: fitted up front on the natural-order weights, so the stored layout stays
+  // group = column / group_size even under act-order. Without act-order, groups are fitted
+  // when their first column is reached, from the already-updated weights.
+  const int64_t ng = cols / group;
+  std::vector<GroupParams> params(static_cast<size_t>(rows * ng));
+  const bool static_groups = o.act_order || o.static_groups || group == cols;
+  if (static_groups)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t g = 0; g < ng; ++g) params[static_cast<size_t>(r * ng + g)] = fit_group(W.data() + r * cols + g * group, group, 1, o.grid);
+
+  std::vector<int64_t> perm(static_cast<size_t>(cols));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (o.act_order) {
+    std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) {
+      return H[static_cast<size_t>(a * cols + a)] > H[static_cast<size_t>(b * cols + b)];
+    });
+    MatF Wp(rows, cols);
+    for (int64_t c = 0; c < cols; ++c) Wp.col(c) = W.col(perm[static_cast<size_t>(c)]);
+    W.swap(Wp);
+    std::vector<float> Hp(H.size());
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        Hp[static_cast<size_t>(i * cols + j)] = H[static_cast<size_t>(perm[static_cast<size_t>(i)] * cols + perm[static_cast<size_t>(j)])];
+    H.swap(Hp);
+  }
+
+  double mean_diag = 0;
+  for (int64_t c = 0; c < cols; ++c) mean_diag += H[static_cast<size_t>(c * cols + c)];
+  mean_diag /= static_cast<double>(cols);
+  std::vector<float> Hinv;
+  for (double damp = o.damp;; damp += o.damp_step) {
+    QUANT_CHECK(damp <= o.damp_max + 1e-9, "tensor {}: Hessian is not positive definite even with damping {:.2f} of mean diag(H)",
+                name, damp - o.damp_step);
+    Hinv = H;
+    const float lambda = static_cast<float>(damp * mean_diag);
+    for (int64_t c = 0; c < cols; ++c) Hinv[static_cast<size_t>(c * cols + c)] += lambda;
+    if (inverse_cholesky_upper(Hinv, cols)) {
+      res.damp_used = damp;
+      break;
+    }
+    ++res.retries;
+  }
+  Eigen::Map<const MatF> U(Hinv.data(), cols, cols);
+
+  MatF Q(rows, cols);  // codes, permuted order
+  double gemm_flops = 0, gemm_seconds = 0, loss = 0;
+  const int64_t B = std::max<int64_t>(1, o.block);
+  std::vector<float> gbuf(static_cast<size_t>(group));
+  for (int64_t i1 = 0; i1 < cols; i1 += B) {
+    const int64_t i2 = std::min(i1 + B, cols), count = i2 - i1;
+    MatF W1 = W.middleCols(i1, count);
+    MatF Err1(rows, count);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t c = i1 + i;  // permuted column index
+      const float d = U(c, c);
+      if (!static_groups && c % group == 0) {
+        // Fit on the current values: columns of this lazy block carry their in-block updates.
+        const int64_t n_in = std::min(group, i2 - c);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < n_in; ++j) gbuf[static_cast<size_t>(j)] = W1(r, i + j);
+          for (int64_t j = n_in; j < group; ++j) gbuf[static_cast<size_t>(j)] = W(r, c + j);
+          params[static_cast<size_t>(r * ng + c / group)] = fit_group(gbuf.data(), group, 1, o.grid);
+        }
+      }
+      const int64_t g = perm[static_cast<size_t>(c)] / group;  // natural-order group of this column
+      for (int64_t r = 0; r < rows; ++r) {
+        const GroupParams& p = params[static_cast<size_t>(r * ng + g)];
+        const float wv = W1(r, i);
+        const float code = quant_code(wv, p, maxq);
+        const float qv = p.scale * (code - p.zero);
+        Q(r, c) = code;
+        const float e = (wv - qv) / d;
+        loss += static_cast<double>(wv - qv) * (wv - qv) / (static_cast<double>(d) * d);
+        Err1(r, i) = e;
+      }
+      // Spread this column's error over the rest of the lazy block.
+      if (i + 1 < count)
+        W1.rightCols(count - i - 1).noalias() -= Err1.col(i) * U.row(c).segment(c + 1, count - i - 1);
+    }
+    if (i2 < cols) {
+      const auto g0 = std::chrono::steady_clock::now();
+      W.rightCols(cols - i2).noalias() -= Err1 * U.block(i1, i2, count, cols - i2);
+      gemm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count();
+      gemm_flops += 2.0 * static_cast<double>(rows) * static_cast<double>(count) * static_cast<double>(cols - i2);
+    }
+  }
+  res.loss = loss / 2;
+
+  QuantWeight& q = res.q;
+  q.rows = rows;
+  q.cols = cols;
+  q.bits = o.grid.bits;
+  q.group = group;
+  q.sym = o.grid.sym;
+  q.codes.resize(static_cast<size_t>(rows * cols));
+  q.scales.resize(static_cast<size_t>(rows * ng));
+  q.mins.resize(static_cast<size_t>(rows * ng));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      q.codes[static_cast<size_t>(r * cols + perm[static_cast<size_t>(c)])] = static_cast<uint8_t>(Q(r, c));
+    for (int64_t g = 0; g < ng; ++g) {
+      const GroupParams& p = params[static_cast<size_t>(r * ng + g)];
+      q.scales[static_cast<size_t>(r * ng + g)] = p.scale;
+      q.mins[static_cast<size_t>(r * ng + g)] = -p.zero * p.scale;
+    }
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.gemm_gflops = gemm_seconds > 0 ? gemm_flops / gemm_seconds / 1e9 : 0;
+  return res;
+}
+
+}  // namespace quant

@@ -1,0 +1,145 @@
+// GPTQ against the math: Hessian accumulation, the inverse Cholesky factor, output error never
+// above RTN's, dead columns, damping retries, and bad numbers.
+#include <Eigen/Dense>
+#include <random>
+
+#include "../common.h"
+#include "quant/calibration.h"
+#include "quant/gptq.h"
+
+using namespace quant;
+
+namespace {
+using MatD = Eigen::MatrixXd;
+using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Correlated inputs with uneven channel scales, as real activations have: X = Z A diag(s).
+MatF make_inputs(int64_t n, int64_t k, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  MatF Z(n, k), A(k, k);
+  for (int64_t i = 0; i < Z.size(); ++i) Z.data()[i] = nd(rng);
+  for (int64_t i = 0; i < A.size(); ++i) A.data()[i] = nd(rng) / std::sqrt(static_cast<float>(k));
+  A += MatF::Identity(k, k);
+  MatF X = Z * A;
+  for (int64_t c = 0; c < k; ++c) X.col(c) *= 0.2f + 3.0f * static_cast<float>((c * 7919) % 97) / 97.0f;
+  return X;
+}
+
+MatF make_weights(int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  MatF W(rows, cols);
+  for (int64_t i = 0; i < W.size(); ++i) W.data()[i] = nd(rng);
+  return W;
+}
+
+std::vector<double> hessian_of(const MatF& X) {
+  InputStats s(X.cols());
+  s.add(X.data(), X.rows());
+  return s.hessian();
+}
+
+// ||W X^T - Q X^T||^2
+double output_error(const MatF& W, const QuantWeight& q, const MatF& X) {
+  MatF Qm(q.rows, q.cols);
+  q.dequantize(Qm.data());
+  return ((W - Qm) * X.transpose()).squaredNorm();
+}
+}  // namespace
+
+TEST_CASE("Hessian accumulated over batches equals the one-shot 2 X^T X / n", "[unit][calibration]") {
+  const MatF X = make_inputs(300, 48, 1);
+  InputStats batched(48);
+  batched.add(X.data(), 100);
+  batched.add(X.data() + 100 * 48, 150);
+  InputStats tail(48);
+  tail.add(X.data() + 250 * 48, 50);
+  batched.merge(tail);
+  const Eigen::MatrixXd Xd = X.cast<double>();
+  const Eigen::MatrixXd ref = 2.0 * Xd.transpose() * Xd / 300.0;
+  const auto h = batched.hessian();
+  // fp32 products inside a batch: error bounded by ~rows * 2^-24 * sqrt(H_ii H_jj).
+  for (int64_t i = 0; i < 48; ++i)
+    for (int64_t j = 0; j < 48; ++j)
+      REQUIRE(std::fabs(h[static_cast<size_t>(i * 48 + j)] - ref(i, j)) <= 1e-5 * std::sqrt(ref(i, i) * ref(j, j)));
+  const auto mean = batched.mean_abs(), mx = batched.max_abs();
+  CHECK(mean[3] == Approx(Xd.col(3).cwiseAbs().mean()).epsilon(1e-9));
+  CHECK(mx[5] == Approx(Xd.col(5).cwiseAbs().maxCoeff()));
+  std::vector<float> bad(48, 1.0f);
+  bad[7] = std::nanf("");
+  CHECK_THROWS_WITH(batched.add(bad.data(), 1), Catch::Contains("not finite") && Catch::Contains("channel 7"));
+}
+
+TEST_CASE("inverse_cholesky_upper gives U upper with U^T U = H^-1", "[unit][gptq]") {
+  const MatF X = make_inputs(400, 64, 2);
+  std::vector<float> h(64 * 64);
+  Eigen::Map<MatF>(h.data(), 64, 64) = 2.0f * X.transpose() * X / 400.0f;
+  const Eigen::MatrixXd H = Eigen::Map<MatF>(h.data(), 64, 64).cast<double>();
+  REQUIRE(inverse_cholesky_upper(h, 64));
+  const Eigen::MatrixXd U = Eigen::Map<MatF>(h.data(), 64, 64).cast<double>();
+  CHECK(U.triangularView<Eigen::StrictlyLower>().toDenseMatrix().norm() == 0.0);
+  const Eigen::MatrixXd want = H.inverse();
+  CHECK((U.transpose() * U - want).norm() <= 1e-3 * want.norm());
+  std::vector<float> indefinite = {1, 2, 2, 1};
+  CHECK_FALSE(inverse_cholesky_upper(indefinite, 2));
+}
+
+TEST_CASE("GPTQ's layer output error is never above RTN's on the same grid", "[unit][gptq]") {
+  const int64_t rows = 48, cols = 256;
+  for (uint32_t seed : {3u, 4u, 5u}) {
+    const MatF X = make_inputs(1024, cols, seed), W = make_weights(rows, cols, seed + 100);
+    const auto H = hessian_of(X);
+    for (const GridSpec g : {GridSpec{4, 32, false}, GridSpec{3, 128, false}, GridSpec{3, 0, false}, GridSpec{2, 64, false},
+                             GridSpec{4, 128, true}, GridSpec{8, 0, true}})
+      for (int variant = 0; variant < 3; ++variant) {
+        // 0: defaults (static groups), 1: act-order, 2: gptq.py's dynamic groups, which fit
+        // min-max on error-inflated weights and lose to RTN at 2 bits: held to >= 3 bits.
+        if (variant == 2 && g.bits < 3) continue;
+        CAPTURE(seed, g.str(), variant);
+        GptqOptions o;
+        o.grid = g;
+        o.act_order = variant == 1;
+        o.static_groups = variant != 2;
+        const GptqResult r = gptq_quantize(W.data(), rows, cols, H, o, "test");
+        const double e_gptq = output_error(W, r.q, X);
+        const double e_rtn = output_error(W, rtn_grid(W.data(), rows, cols, g), X);
+        CHECK(e_gptq <= e_rtn);
+        CHECK(r.loss > 0);
+        // Static layout: codes in range, one (scale, min) per natural-order group.
+        CHECK(r.q.group == (g.group == 0 ? cols : g.group));
+        CHECK(*std::max_element(r.q.codes.begin(), r.q.codes.end()) <= (1 << g.bits) - 1);
+      }
+  }
+}
+
+TEST_CASE("GPTQ: dead columns, damping retries, indefinite Hessians, NaN weights", "[unit][gptq]") {
+  const int64_t rows = 8, cols = 64;
+  const MatF W = make_weights(rows, cols, 9);
+  MatF X = make_inputs(256, cols, 10);
+  X.col(5).setZero();
+  X.col(40).setZero();
+  GptqOptions o;
+  o.grid = {4, 32, false};
+  const GptqResult r = gptq_quantize(W.data(), rows, cols, hessian_of(X), o, "blk.0.attn_q.weight");
+  CHECK(r.dead_columns == 2);
+  MatF Q(rows, cols);
+  r.q.dequantize(Q.data());
+  for (int64_t i = 0; i < rows; ++i) CHECK(std::fabs(Q(i, 5)) <= std::fabs(r.q.scales[static_cast<size_t>(i * 2)]));
+
+  // Eigenvalues 2.05 and -0.05 (unit diagonal): needs lambda > 0.05 of the mean diagonal.
+  std::vector<double> h2 = {1, 1.05, 1.05, 1};
+  const float w2[4] = {0.1f, -0.2f, 0.3f, 0.05f};
+  GptqOptions o2;
+  o2.grid = {4, 0, false};
+  const GptqResult r2 = gptq_quantize(w2, 2, 2, h2, o2, "t");
+  CHECK(r2.retries == 5);
+  CHECK(r2.damp_used == Approx(0.06));
+
+  std::vector<double> neg = {-1, 0, 0, -1};
+  CHECK_THROWS_WITH(gptq_quantize(w2, 2, 2, neg, o2, "blk.3.ffn_down.weight"),
+                    Catch::Contains("blk.3.ffn_down.weight") && Catch::Contains("not positive definite"));
+  float nanw[4] = {0.1f, std::nanf(""), 0.3f, 0.05f};
+  CHECK_THROWS_WITH(gptq_quantize(nanw, 2, 2, h2, o2, "blk.1.attn_v.weight"),
+                    Catch::Contains("blk.1.attn_v.weight") && Catch::Contains("not finite"));
+}
