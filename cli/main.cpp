@@ -16,6 +16,7 @@
 #include "quant/formats/loader.h"
 #include "quant/policy.h"
 #include "quant/runtime.h"
+#include "quant/sequential.h"
 #include "quant/text.h"
 
 namespace quant::cli {
@@ -97,12 +98,20 @@ struct ConvertArgs {
   int64_t group = 32;
   bool sym = false, asym = false, dry_run = false, json = false, quiet = false;
   int threads = 0;
+  CalibSpec calib;
+  GptqOptions gptq;
 };
 
 int run_convert(const ConvertArgs& a) {
   set_threads(a.threads);
-  QUANT_CHECK(a.method == "rtn", "--method {} is not available yet (rtn is)", a.method);
+  QUANT_CHECK(a.method == "rtn" || a.method == "gptq", "--method {} is not available (rtn, gptq are)", a.method);
   QUANT_CHECK(a.qtype.empty() != (a.bits == 0), "give either --qtype or --bits (with --group-size and --sym/--asym)");
+  const bool gptq = a.method == "gptq";
+  if (gptq) {
+    QUANT_CHECK(a.bits != 0, "--method gptq quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)");
+    QUANT_CHECK(!a.calib.file.empty(), "--method gptq needs --calib FILE (calibration text)");
+    QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
+  }
   QuantSpec target;
   if (a.bits) {
     QUANT_CHECK(a.bits >= 2 && a.bits <= 8, "--bits {} outside 2..8", a.bits);
@@ -127,7 +136,10 @@ int run_convert(const ConvertArgs& a) {
     user.rules.insert(user.rules.end(), policy.rules.begin(), policy.rules.end());
     policy = std::move(user);
   }
-  const auto plans = resolve_policy(policy, m.weights->tensors());
+  auto plans = resolve_policy(policy, m.weights->tensors());
+  if (gptq)  // GPTQ needs the Hessian of a linear's input: the decoder linears
+    for (auto& p : plans)
+      if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2 && p.requested.kind == QuantSpec::Kind::Grid) p.method = "gptq";
   double logical_bits = 0, stored_bits = 0, linear_logical = 0, linear_n = 0;
   for (const auto& p : plans) {
     const double n = static_cast<double>(p.rows * p.cols);
@@ -162,12 +174,37 @@ int run_convert(const ConvertArgs& a) {
   }
   QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf");
   QUANT_CHECK(!std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
-  Progress prog("convert", a.quiet);
+  const auto t0 = std::chrono::steady_clock::now();
   GgufExportInfo info;
   info.method = a.method;
   info.name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
+  SequentialResult seq;
+  if (gptq) {
+    const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(a.calib.file), true);
+    const auto windows = calibration_windows(tokens, a.calib, m.config.max_ctx);
+    Progress gprog("gptq", a.quiet);
+    SequentialOptions so;
+    so.gptq = a.gptq;
+    so.progress = [&](const std::string& what, int64_t d, int64_t t) { gprog.update(d, t, what); };
+    seq = gptq_sequential(m.config, *m.weights, windows, plans, so);
+    info.prequantized = &seq.packed;
+    const nlohmann::json recipe = {{"damp", a.gptq.damp}, {"act_order", a.gptq.act_order}, {"block", a.gptq.block},
+                                   {"static_groups", a.gptq.static_groups || a.gptq.act_order}, {"true_sequential", true}};
+    info.extra["calibration"] = a.calib.to_json().dump();
+    info.extra["gptq"] = recipe.dump();
+    nlohmann::json layers = nlohmann::json::array();
+    double total_loss = 0;
+    for (const auto& l : seq.layers) {
+      layers.push_back({{"name", l.name}, {"loss", l.loss}, {"seconds", l.seconds}, {"damp", l.damp}, {"retries", l.retries},
+                        {"dead_columns", l.dead_columns}, {"gemm_gflops", l.gemm_gflops}});
+      total_loss += l.loss;
+    }
+    summary["calibration"] = a.calib.to_json();
+    summary["gptq"] = {{"recipe", recipe}, {"layers", layers}, {"total_loss", total_loss}, {"seconds", seq.seconds},
+                       {"block_passes", seq.block_passes}};
+  }
+  Progress prog("convert", a.quiet);
   info.progress = [&](size_t d, size_t t, const std::string& n) { prog.update(static_cast<int64_t>(d) + 1, static_cast<int64_t>(t), n); };
-  const auto t0 = std::chrono::steady_clock::now();
   write_gguf_model(m, policy, plans, a.out, info);
   summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   summary["file_size_bytes"] = std::filesystem::file_size(a.out);
@@ -175,6 +212,9 @@ int run_convert(const ConvertArgs& a) {
     std::cout << summary.dump(2) << "\n";
   } else {
     print_plan();
+    for (const auto& l : seq.layers)
+      std::cout << fmt::format("gptq {:<26} loss {:12.6g}  {:6.3f} s  damp {:.2f}{}\n", l.name, l.loss, l.seconds, l.damp,
+                               l.retries ? fmt::format(" ({} retries)", l.retries) : "");
     std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, std::filesystem::file_size(a.out) / 1e6,
                              summary["seconds"].get<double>());
   }
@@ -279,7 +319,17 @@ int main(int argc, char** argv) {
   auto* conv = app.add_subcommand("convert", "quantize a model and write GGUF");
   conv->add_option("model", ca.model, "model path")->required();
   conv->add_option("-o,--out", ca.out, "output .gguf");
-  conv->add_option("--method", ca.method, "rtn")->capture_default_str();
+  conv->add_option("--method", ca.method, "rtn | gptq")->capture_default_str();
+  conv->add_option("--calib", ca.calib.file, "calibration text (plain, or .jsonl with a text field)");
+  conv->add_option("--nsamples", ca.calib.nsamples, "calibration windows")->capture_default_str();
+  conv->add_option("--seqlen", ca.calib.seqlen, "tokens per calibration window")->capture_default_str();
+  conv->add_option("--seed", ca.calib.seed, "seed of the window draw")->capture_default_str();
+  conv->add_option("--calib-mode", ca.calib.mode, "random (GPTQ's draw) | concat")->check(CLI::IsMember({"random", "concat"}))->capture_default_str();
+  conv->add_option("--damp", ca.gptq.damp, "GPTQ damping, fraction of mean diag(H)")->capture_default_str();
+  conv->add_flag("--act-order", ca.gptq.act_order, "GPTQ: columns by decreasing diag(H), static groups");
+  conv->add_flag("--dynamic-groups{false}", ca.gptq.static_groups,
+                 "GPTQ: fit each group when reached, on updated weights (gptq.py's rule; default: static)");
+  conv->add_option("--gptq-block", ca.gptq.block, "GPTQ lazy-batch width")->capture_default_str();
   conv->add_option("--qtype", ca.qtype, "Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | F16 | BF16 | F32 (ggml's own quantizers)");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
   conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();

@@ -180,15 +180,27 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, const std:
   w.set_str("quant.source", model.path);
   w.set_str("quant.policy", policy.to_json().dump());
   w.set_str("quant.tensors", plans_to_json(plans).dump());
+  for (const auto& [k, v] : info.extra) w.set_str("quant." + k, v);
 
   for (const auto& p : plans) w.add_tensor(p.name, p.rows, p.cols, p.n_dims, p.stored);
   w.write(path, [&](size_t i) {
     const TensorPlan& p = plans[i];
     if (info.progress) info.progress(i, plans.size(), p.name);
+    bool q = false;
+    if (info.prequantized) {
+      if (auto it = info.prequantized->find(p.name); it != info.prequantized->end()) {
+        PackedTensor out = it->second;
+        QUANT_CHECK(out.type == p.stored && out.rows == p.rows && out.cols == p.cols,
+                    "{}: quantized tensor does not match its plan", p.name);
+        if (is_q_or_k(p.name, &q))
+          permute_rope_row_bytes(it->second.data.data(), out.data.data(), q ? c.n_heads : c.n_kv_heads, p.rows,
+                                 row_bytes(p.stored, p.cols), true);
+        return out;
+      }
+    }
     const TensorDesc& t = model.weights->get(p.name);
     std::vector<float> f(static_cast<size_t>(t.numel()));
     model.weights->read_f32(t, f.data());
-    bool q = false;
     if (is_q_or_k(p.name, &q)) {  // rotate-half -> ggml's interleaved pairs
       std::vector<float> perm(f.size());
       const int64_t heads = q ? c.n_heads : c.n_kv_heads;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 
 #include "quant/formats/loader.h"
@@ -12,6 +13,9 @@ namespace quant {
 struct GgufExportInfo {
   std::string method = "rtn";  // recorded as quant.method
   std::string name;            // general.name
+  // Tensors already quantized (e.g. by GPTQ), canonical row order; the rest follow their plan.
+  const std::map<std::string, PackedTensor>* prequantized = nullptr;
+  std::map<std::string, std::string> extra;  // more quant.* keys (JSON strings: recipe, calibration)
   std::function<void(size_t done, size_t total, const std::string& tensor)> progress;
 };
 
