@@ -10,13 +10,13 @@
 #include <random>
 #include <string>
 
+#include "quant/gemm.h"
 #include "quant/gptq.h"
 
 int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--threads") {
-      omp_set_num_threads(std::stoi(argv[i + 1]));
-      Eigen::setNbThreads(std::stoi(argv[i + 1]));
+      quant::set_num_threads(std::stoi(argv[i + 1]));
     }
   using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const int64_t K = 4096;

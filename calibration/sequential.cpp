@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "quant/error.h"
+#include "quant/gemm.h"
 #include "quant/runtime.h"
 
 namespace quant {
@@ -18,6 +19,11 @@ const std::vector<Step> kSteps = {{Tap::AttnIn, {"attn_q", "attn_k", "attn_v"}},
                                   {Tap::OIn, {"attn_output"}},
                                   {Tap::MlpIn, {"ffn_gate", "ffn_up"}},
                                   {Tap::DownIn, {"ffn_down"}}};
+
+// x [rows][in] += a [rows][in] * w^T, w [out][in] (out == in here: the residual stream).
+void add_linear(float* x, const float* a, const float* w, int64_t rows, int64_t out, int64_t in) {
+  gemm_nt(a, in, w, in, x, out, rows, out, in, 1.0f, true);
+}
 
 }  // namespace
 
@@ -44,6 +50,7 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
   }
   SequentialResult res;
   std::vector<float> scratch(static_cast<size_t>(T * D));
+  int64_t current_window = 0;
   const int64_t total_steps = cfg.n_layers * static_cast<int64_t>(kSteps.size());
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
@@ -66,7 +73,9 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
       bw.wd = W["ffn_down"].data();
       return bw;
     };
-    for (size_t si = 0; si < kSteps.size(); ++si) {
+    // Quantizes this step's linears from statistics of `input` (each window through `half`,
+    // stopped at the step's tap).
+    auto do_step = [&](size_t si, const std::vector<float>& input, bool mlp_half, const TapFn& also) {
       const Step& step = kSteps[si];
       std::vector<const TensorPlan*> todo;
       for (const char* n : step.linears) {
@@ -75,21 +84,26 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
       }
       if (opts.progress)
         opts.progress(fmt::format("block {} {}", l, tap_name(step.tap)), l * static_cast<int64_t>(kSteps.size()) + static_cast<int64_t>(si), total_steps);
-      if (todo.empty()) continue;
-      // Statistics of this step's input, with every earlier step of the block already quantized.
+      if (todo.empty() && !also) return;
       InputStats stats;
       const BlockWeights bw = block_weights();
       for (int64_t s = 0; s < S; ++s) {
-        std::copy_n(X.data() + s * T * D, T * D, scratch.data());
-        run_block(cfg, bw, scratch.data(), T,
-                  [&](Tap t, const float* data, int64_t rows, int64_t width) {
-                    if (t != step.tap) return;
-                    if (stats.width() == 0) stats = InputStats(width);
-                    stats.add(data, rows);
-                  },
-                  static_cast<int>(step.tap));
+        std::copy_n(input.data() + s * T * D, T * D, scratch.data());
+        current_window = s;
+        const TapFn tap = [&](Tap t, const float* data, int64_t rows, int64_t width) {
+          if (t != step.tap) return;
+          if (also) also(t, data, rows, width);
+          if (todo.empty()) return;
+          if (stats.width() == 0) stats = InputStats(width);
+          stats.add(data, rows);
+        };
+        if (mlp_half)
+          run_mlp(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
+        else
+          run_attention(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
       }
       ++res.block_passes;
+      if (todo.empty()) return;
       const std::vector<double> H = stats.hessian();
       for (const TensorPlan* p : todo) {
         const std::string short_name = p->name.substr(b.size(), p->name.size() - b.size() - 7);  // strip ".weight"
@@ -104,10 +118,22 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
         res.layers.push_back({p->name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
         res.packed.emplace(p->name, std::move(packed));
       }
-    }
+    };
+    // Attention is computed once per window: the o_proj step keeps its input (the attention
+    // output), from which the residual after the quantized o_proj follows with one GEMM.
+    do_step(0, X, false, {});
+    std::vector<float> A(X.size());
+    do_step(1, X, false, [&](Tap, const float* data, int64_t rows, int64_t width) {
+      std::copy_n(data, rows * width, A.data() + current_window * T * D);
+    });
+    add_linear(X.data(), A.data(), W["attn_output"].data(), S * T, D, D);  // X is now the mid-block residual
+    A.clear();
+    A.shrink_to_fit();
+    do_step(2, X, true, {});
+    do_step(3, X, true, {});
     // The next block's inputs come from this block, quantized.
     const BlockWeights bw = block_weights();
-    for (int64_t s = 0; s < S; ++s) run_block(cfg, bw, X.data() + s * T * D, T);
+    for (int64_t s = 0; s < S; ++s) run_mlp(cfg, bw, X.data() + s * T * D, T);
     ++res.block_passes;
   }
   if (opts.progress) opts.progress("done", total_steps, total_steps);

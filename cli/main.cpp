@@ -12,21 +12,19 @@
 #include "progress.h"
 #include "quant/error.h"
 #include "quant/formats/gguf.h"
+#include "quant/gemm.h"
 #include "quant/formats/gguf_model.h"
 #include "quant/formats/loader.h"
 #include "quant/policy.h"
 #include "quant/runtime.h"
 #include "quant/sequential.h"
+#include "quant/stats_dir.h"
 #include "quant/text.h"
 
 namespace quant::cli {
 namespace {
 
-void set_threads(int n) {
-  if (n <= 0) return;
-  omp_set_num_threads(n);
-  Eigen::setNbThreads(n);
-}
+void set_threads(int n) { quant::set_num_threads(n); }
 
 // --- ppl ---
 struct PplArgs {
@@ -100,6 +98,7 @@ struct ConvertArgs {
   int threads = 0;
   CalibSpec calib;
   GptqOptions gptq;
+  std::string stats_dir;
 };
 
 int run_convert(const ConvertArgs& a) {
@@ -109,7 +108,8 @@ int run_convert(const ConvertArgs& a) {
   const bool gptq = a.method == "gptq";
   if (gptq) {
     QUANT_CHECK(a.bits != 0, "--method gptq quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)");
-    QUANT_CHECK(!a.calib.file.empty(), "--method gptq needs --calib FILE (calibration text)");
+    QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(),
+                "--method gptq needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)");
     QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
   }
   QuantSpec target;
@@ -180,17 +180,27 @@ int run_convert(const ConvertArgs& a) {
   info.name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
   SequentialResult seq;
   if (gptq) {
-    const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(a.calib.file), true);
-    const auto windows = calibration_windows(tokens, a.calib, m.config.max_ctx);
     Progress gprog("gptq", a.quiet);
     SequentialOptions so;
     so.gptq = a.gptq;
     so.progress = [&](const std::string& what, int64_t d, int64_t t) { gprog.update(d, t, what); };
-    seq = gptq_sequential(m.config, *m.weights, windows, plans, so);
+    nlohmann::json calib_json;
+    if (!a.stats_dir.empty()) {
+      const StatsDir stats(a.stats_dir, m.config);
+      calib_json = nlohmann::json::parse(stats.calibration_json());
+      calib_json["stats"] = a.stats_dir;
+      seq = gptq_from_stats(m.config, *m.weights, stats, plans, so);
+    } else {
+      const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(a.calib.file), true);
+      const auto windows = calibration_windows(tokens, a.calib, m.config.max_ctx);
+      calib_json = a.calib.to_json();
+      seq = gptq_sequential(m.config, *m.weights, windows, plans, so);
+    }
     info.prequantized = &seq.packed;
     const nlohmann::json recipe = {{"damp", a.gptq.damp}, {"act_order", a.gptq.act_order}, {"block", a.gptq.block},
-                                   {"static_groups", a.gptq.static_groups || a.gptq.act_order}, {"true_sequential", true}};
-    info.extra["calibration"] = a.calib.to_json().dump();
+                                   {"static_groups", a.gptq.static_groups || a.gptq.act_order},
+                                   {"true_sequential", a.stats_dir.empty()}};
+    info.extra["calibration"] = calib_json.dump();
     info.extra["gptq"] = recipe.dump();
     nlohmann::json layers = nlohmann::json::array();
     double total_loss = 0;
@@ -199,7 +209,7 @@ int run_convert(const ConvertArgs& a) {
                         {"dead_columns", l.dead_columns}, {"gemm_gflops", l.gemm_gflops}});
       total_loss += l.loss;
     }
-    summary["calibration"] = a.calib.to_json();
+    summary["calibration"] = calib_json;
     summary["gptq"] = {{"recipe", recipe}, {"layers", layers}, {"total_loss", total_loss}, {"seconds", seq.seconds},
                        {"block_passes", seq.block_passes}};
   }
@@ -218,6 +228,26 @@ int run_convert(const ConvertArgs& a) {
     std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, std::filesystem::file_size(a.out) / 1e6,
                              summary["seconds"].get<double>());
   }
+  return 0;
+}
+
+// --- calibrate ---
+int run_calibrate(const std::string& model, const std::string& out, CalibSpec spec, int threads, bool json, bool quiet) {
+  set_threads(threads);
+  QUANT_CHECK(!spec.file.empty(), "calibrate needs --calib FILE");
+  QUANT_CHECK(!out.empty(), "calibrate needs -o DIR");
+  LoadedModel m = load_model(model);
+  const auto windows = calibration_windows(m.tokenizer->encode(read_text(spec.file), true), spec, m.config.max_ctx);
+  Progress prog("calibrate", quiet);
+  const auto t0 = std::chrono::steady_clock::now();
+  calibrate_to_dir(m.config, *m.weights, windows, spec, out, [&](int64_t d, int64_t t) { prog.update(d, t, "blocks"); });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const nlohmann::json j = {{"model", model}, {"out", out}, {"calibration", spec.to_json()},
+                            {"tokens", static_cast<int64_t>(windows.size()) * spec.seqlen}, {"seconds", secs}};
+  if (json)
+    std::cout << j.dump(2) << "\n";
+  else
+    std::cout << fmt::format("wrote statistics of {} windows x {} tokens to {} in {:.1f} s\n", windows.size(), spec.seqlen, out, secs);
   return 0;
 }
 
@@ -330,6 +360,7 @@ int main(int argc, char** argv) {
   conv->add_flag("--dynamic-groups{false}", ca.gptq.static_groups,
                  "GPTQ: fit each group when reached, on updated weights (gptq.py's rule; default: static)");
   conv->add_option("--gptq-block", ca.gptq.block, "GPTQ lazy-batch width")->capture_default_str();
+  conv->add_option("--stats", ca.stats_dir, "GPTQ from saved statistics (quant calibrate) instead of --calib");
   conv->add_option("--qtype", ca.qtype, "Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | F16 | BF16 | F32 (ggml's own quantizers)");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
   conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
@@ -342,6 +373,22 @@ int main(int argc, char** argv) {
   conv->add_flag("--dry-run", ca.dry_run, "print the resolved per-tensor policy and stop");
   conv->add_flag("--json", ca.json, "machine-readable output");
   conv->add_flag("--quiet", ca.quiet, "no progress on stderr");
+
+  std::string cmodel, cout_dir;
+  quant::CalibSpec cspec;
+  int cthreads = 0;
+  bool cjson = false, cquiet = false;
+  auto* cal = app.add_subcommand("calibrate", "save calibration statistics (Hessians, mean|x|, max|x|) of the FP model");
+  cal->add_option("model", cmodel, "model path")->required();
+  cal->add_option("--calib", cspec.file, "calibration text (plain, or .jsonl with a text field)")->required();
+  cal->add_option("-o,--out", cout_dir, "output directory")->required();
+  cal->add_option("--nsamples", cspec.nsamples, "calibration windows")->capture_default_str();
+  cal->add_option("--seqlen", cspec.seqlen, "tokens per window")->capture_default_str();
+  cal->add_option("--seed", cspec.seed, "seed of the window draw")->capture_default_str();
+  cal->add_option("--calib-mode", cspec.mode, "random | concat")->check(CLI::IsMember({"random", "concat"}))->capture_default_str();
+  cal->add_option("--threads", cthreads, "OpenMP threads");
+  cal->add_flag("--json", cjson, "print one JSON object");
+  cal->add_flag("--quiet", cquiet, "no progress on stderr");
 
   std::string ipath;
   bool ijson = false;
@@ -362,6 +409,7 @@ int main(int argc, char** argv) {
     if (*ppl) return run_ppl(pa);
     if (*conv) return run_convert(ca);
     if (*insp) return run_inspect(ipath, ijson);
+    if (*cal) return run_calibrate(cmodel, cout_dir, cspec, cthreads, cjson, cquiet);
     if (*gen) return run_generate(gmodel, gtok, gprompt, gsteps);
   } catch (const quant::Error& e) {
     std::cerr << "error: " << e.what() << "\n";

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "quant/error.h"
+#include "quant/gemm.h"
 
 namespace quant {
 
@@ -52,9 +53,20 @@ bool inverse_cholesky_upper(std::vector<float>& hv, int64_t n) {
   MatF rev = h.reverse();
   Eigen::LLT<MatF, Eigen::Lower> llt(rev);
   if (llt.info() != Eigen::Success) return false;
-  MatF r = MatF(llt.matrixL()).reverse();  // upper triangular
-  MatF u = MatF::Identity(n, n);
-  r.triangularView<Eigen::Upper>().solveInPlace(u);
+  const MatF r = MatF(llt.matrixL()).reverse();  // upper triangular
+  // U = R^-1 by fixed column chunks: columns [j0, j1) of U are zero below row j1, so each chunk
+  // solves R[0:j1, 0:j1] X = I[0:j1, j0:j1] on its own (results independent of threads).
+  MatF u = MatF::Zero(n, n);
+  constexpr int64_t kChunk = 64;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t ci = chunks - 1; ci >= 0; --ci) {  // largest first
+    const int64_t j0 = ci * kChunk, j1 = std::min(n, j0 + kChunk);
+    MatF x = MatF::Zero(j1, j1 - j0);
+    for (int64_t j = j0; j < j1; ++j) x(j, j - j0) = 1.0f;
+    r.topLeftCorner(j1, j1).triangularView<Eigen::Upper>().solveInPlace(x);
+    u.block(0, j0, j1, j1 - j0) = x;
+  }
   for (int64_t i = 0; i < n; ++i)
     if (!(u(i, i) > 0.0f) || !std::isfinite(u(i, i))) return false;
   h = u.triangularView<Eigen::Upper>();
@@ -132,47 +144,56 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   Eigen::Map<const MatF> U(Hinv.data(), cols, cols);
 
   MatF Q(rows, cols);  // codes, permuted order
-  double gemm_flops = 0, gemm_seconds = 0, loss = 0;
+  double gemm_flops = 0, gemm_seconds = 0;
   const int64_t B = std::max<int64_t>(1, o.block);
-  std::vector<float> gbuf(static_cast<size_t>(group));
+  std::vector<double> row_loss(static_cast<size_t>(rows));
   for (int64_t i1 = 0; i1 < cols; i1 += B) {
     const int64_t i2 = std::min(i1 + B, cols), count = i2 - i1;
     MatF W1 = W.middleCols(i1, count);
     MatF Err1(rows, count);
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t c = i1 + i;  // permuted column index
-      const float d = U(c, c);
-      if (!static_groups && c % group == 0) {
-        // Fit on the current values: columns of this lazy block carry their in-block updates.
-        const int64_t n_in = std::min(group, i2 - c);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t j = 0; j < n_in; ++j) gbuf[static_cast<size_t>(j)] = W1(r, i + j);
-          for (int64_t j = n_in; j < group; ++j) gbuf[static_cast<size_t>(j)] = W(r, c + j);
-          params[static_cast<size_t>(r * ng + c / group)] = fit_group(gbuf.data(), group, 1, o.grid);
+    // Rows are independent inside a lazy block: fixed chunks of rows per thread.
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < rows; r0 += 32) {
+      const int64_t r1 = std::min(rows, r0 + 32);
+      std::vector<float> gbuf(static_cast<size_t>(group));
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t c = i1 + i;  // permuted column index
+        const float d = U(c, c);
+        if (!static_groups && c % group == 0) {
+          // Fit on the current values: columns of this lazy block carry their in-block updates.
+          const int64_t n_in = std::min(group, i2 - c);
+          for (int64_t r = r0; r < r1; ++r) {
+            for (int64_t j = 0; j < n_in; ++j) gbuf[static_cast<size_t>(j)] = W1(r, i + j);
+            for (int64_t j = n_in; j < group; ++j) gbuf[static_cast<size_t>(j)] = W(r, c + j);
+            params[static_cast<size_t>(r * ng + c / group)] = fit_group(gbuf.data(), group, 1, o.grid);
+          }
+        }
+        const int64_t g = perm[static_cast<size_t>(c)] / group;  // natural-order group of this column
+        const float* urow = Hinv.data() + c * cols + c;
+        for (int64_t r = r0; r < r1; ++r) {
+          const GroupParams& p = params[static_cast<size_t>(r * ng + g)];
+          float* w1 = &W1(r, 0);
+          const float wv = w1[i];
+          const float code = quant_code(wv, p, maxq);
+          const float qv = p.scale * (code - p.zero);
+          Q(r, c) = code;
+          const float e = (wv - qv) / d;
+          row_loss[static_cast<size_t>(r)] += static_cast<double>(wv - qv) * (wv - qv) / (static_cast<double>(d) * d);
+          Err1(r, i) = e;
+          // Spread this column's error over the rest of the lazy block.
+          for (int64_t j = i + 1; j < count; ++j) w1[j] -= e * urow[j - i];
         }
       }
-      const int64_t g = perm[static_cast<size_t>(c)] / group;  // natural-order group of this column
-      for (int64_t r = 0; r < rows; ++r) {
-        const GroupParams& p = params[static_cast<size_t>(r * ng + g)];
-        const float wv = W1(r, i);
-        const float code = quant_code(wv, p, maxq);
-        const float qv = p.scale * (code - p.zero);
-        Q(r, c) = code;
-        const float e = (wv - qv) / d;
-        loss += static_cast<double>(wv - qv) * (wv - qv) / (static_cast<double>(d) * d);
-        Err1(r, i) = e;
-      }
-      // Spread this column's error over the rest of the lazy block.
-      if (i + 1 < count)
-        W1.rightCols(count - i - 1).noalias() -= Err1.col(i) * U.row(c).segment(c + 1, count - i - 1);
     }
     if (i2 < cols) {
       const auto g0 = std::chrono::steady_clock::now();
-      W.rightCols(cols - i2).noalias() -= Err1 * U.block(i1, i2, count, cols - i2);
+      gemm_nn(Err1.data(), count, Hinv.data() + i1 * cols + i2, cols, W.data() + i2, cols, rows, cols - i2, count, -1.0f, true);
       gemm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count();
       gemm_flops += 2.0 * static_cast<double>(rows) * static_cast<double>(count) * static_cast<double>(cols - i2);
     }
   }
+  double loss = 0;
+  for (double l : row_loss) loss += l;  // fixed order: deterministic
   res.loss = loss / 2;
 
   QuantWeight& q = res.q;

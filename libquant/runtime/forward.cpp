@@ -4,13 +4,20 @@
 #include <cmath>
 
 #include "quant/error.h"
+#include "quant/gemm.h"
 #include "quant/runtime.h"
 
 namespace quant {
 
 namespace {
 using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MapW = Eigen::Map<const Mat>;
+
+// y [T][out] (= or +=) x [T][in] * w^T, w [out][in]: the deterministic panel GEMM.
+template <typename X, typename Y>
+void linear(const X& x, const float* w, int64_t out, Y& y, bool accumulate = false) {
+  if (!accumulate) y.resize(x.rows(), out);
+  gemm_nt(x.data(), x.cols(), w, x.cols(), y.data(), out, x.rows(), out, x.cols(), 1.0f, accumulate);
+}
 
 template <typename X>
 void rmsnorm(const X& x, const float* w, float eps, Mat& out) {
@@ -67,21 +74,31 @@ const char* tap_name(Tap t) {
   return names[static_cast<int>(t)];
 }
 
-void run_block(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t T, const TapFn& tap, int stop_after) {
-  const int64_t D = cfg.dim, hd = cfg.head_dim(), KV = cfg.kv_dim(), H = cfg.hidden;
+namespace {
+// Reports a tap; true when the caller asked to stop there.
+bool report(const TapFn& tap, int stop_after, Tap t, const Mat& m) {
+  if (tap) tap(t, m.data(), m.rows(), m.cols());
+  return static_cast<int>(t) == stop_after;
+}
+}  // namespace
+
+void run_block(const LlamaConfig& cfg, const BlockWeights& w, float* x, int64_t T, const TapFn& tap, int stop_after) {
+  run_attention(cfg, w, x, T, tap, stop_after);
+  if (stop_after >= 0 && stop_after <= static_cast<int>(Tap::OIn)) return;
+  run_mlp(cfg, w, x, T, tap, stop_after);
+}
+
+void run_attention(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t T, const TapFn& tap, int stop_after) {
+  const int64_t D = cfg.dim, hd = cfg.head_dim(), KV = cfg.kv_dim();
   const int64_t group = cfg.n_heads / cfg.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   Eigen::Map<Mat> x(xp, T, D);
-  Mat xn, q, k, v, attn(T, D), g, u;
-  auto report = [&](Tap t, const Mat& m) {
-    if (tap) tap(t, m.data(), m.rows(), m.cols());
-    return static_cast<int>(t) == stop_after;
-  };
+  Mat xn, q, k, v, attn(T, D);
   rmsnorm(x, w.attn_norm, cfg.norm_eps, xn);
-  if (report(Tap::AttnIn, xn)) return;
-  q.noalias() = xn * MapW(w.wq, D, D).transpose();
-  k.noalias() = xn * MapW(w.wk, KV, D).transpose();
-  v.noalias() = xn * MapW(w.wv, KV, D).transpose();
+  if (report(tap, stop_after, Tap::AttnIn, xn)) return;
+  linear(xn, w.wq, D, q);
+  linear(xn, w.wk, KV, k);
+  linear(xn, w.wv, KV, v);
   if (w.bq) q.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bq, D);
   if (w.bk) k.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bk, KV);
   if (w.bv) v.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bv, KV);
@@ -102,15 +119,21 @@ void run_block(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t
     }
     attn.middleCols(h * hd, hd).noalias() = s * v.middleCols(kvh * hd, hd);
   }
-  if (report(Tap::OIn, attn)) return;
-  x.noalias() += attn * MapW(w.wo, D, D).transpose();
+  if (report(tap, stop_after, Tap::OIn, attn)) return;
+  linear(attn, w.wo, D, x, true);
+}
+
+void run_mlp(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t T, const TapFn& tap, int stop_after) {
+  const int64_t D = cfg.dim, H = cfg.hidden;
+  Eigen::Map<Mat> x(xp, T, D);
+  Mat xn, g, u;
   rmsnorm(x, w.ffn_norm, cfg.norm_eps, xn);
-  if (report(Tap::MlpIn, xn)) return;
-  g.noalias() = xn * MapW(w.wg, H, D).transpose();
-  u.noalias() = xn * MapW(w.wu, H, D).transpose();
+  if (report(tap, stop_after, Tap::MlpIn, xn)) return;
+  linear(xn, w.wg, H, g);
+  linear(xn, w.wu, H, u);
   g = g.array() / (1.0f + (-g.array()).exp()) * u.array();  // silu(gate) * up
-  if (report(Tap::DownIn, g)) return;
-  x.noalias() += g * MapW(w.wd, D, H).transpose();
+  if (report(tap, stop_after, Tap::DownIn, g)) return;
+  linear(g, w.wd, D, x, true);
 }
 
 void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::vector<float>& out) {
@@ -150,8 +173,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::v
   rmsnorm(last, weight("output_norm.weight")->data(), cfg_.norm_eps, xn);
   auto head = weight(cfg_.tied_embeddings ? "token_embd.weight" : "output.weight");
   out.resize(static_cast<size_t>((T - from) * V));
-  Eigen::Map<Mat> logits(out.data(), T - from, V);
-  logits.noalias() = xn * MapW(head->data(), V, D).transpose();
+  gemm_nt(xn.data(), D, head->data(), D, out.data(), V, T - from, V, D, 1.0f, false);
 }
 
 std::vector<int32_t> generate_greedy(LlamaRuntime& rt, std::vector<int32_t> tokens, int64_t steps) {

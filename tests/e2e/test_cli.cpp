@@ -96,3 +96,73 @@ TEST_CASE("bad input: one clear error, non-zero exit, no partial output", "[cli]
                {"policy.json", "match and qtype"});
   CHECK(dir_is_empty(out_dir));
 }
+
+TEST_CASE("same inputs give the same output bytes with 1 and 2 threads", "[cli][determinism]") {
+  qt::TempDir tmp;
+  for (const std::string spec : {"--qtype Q4_0", "--bits 3 --group-size 64 --asym"}) {
+    CAPTURE(spec);
+    const auto a = qt::run(q() + " convert " + model() + " " + spec + " --threads 1 --quiet -o " + (tmp / "a.gguf"));
+    const auto b = qt::run(q() + " convert " + model() + " " + spec + " --threads 2 --quiet -o " + (tmp / "b.gguf"));
+    REQUIRE(a.code == 0);
+    REQUIRE(b.code == 0);
+    CHECK(qt::slurp(tmp / "a.gguf") == qt::slurp(tmp / "b.gguf"));
+  }
+}
+
+TEST_CASE("GPTQ output bytes are the same with 1 and 2 threads", "[cli][determinism][gptq]") {
+  qt::TempDir tmp;
+  const std::string base = q() + " convert " + model() + " --method gptq --bits 3 --group-size 64 --act-order --calib " +
+                           qt::repo("data/kjv/kjv_train.txt") + " --nsamples 4 --seqlen 128 --quiet";
+  const auto a = qt::run(base + " --threads 1 -o " + (tmp / "a.gguf"));
+  const auto b = qt::run(base + " --threads 2 -o " + (tmp / "b.gguf"));
+  INFO(a.out << b.out);
+  REQUIRE(a.code == 0);
+  REQUIRE(b.code == 0);
+  CHECK(qt::slurp(tmp / "a.gguf") == qt::slurp(tmp / "b.gguf"));
+  const auto ins = nlohmann::json::parse(qt::run(q() + " inspect " + (tmp / "a.gguf") + " --json").out);
+  CHECK(ins["metadata"]["quant.method"] == "\"gptq\"");
+  for (const auto& t : ins["tensors"])
+    if (t["name"] == "blk.2.ffn_up.weight") {
+      CHECK(t["method"] == "gptq");
+      CHECK(t["grid"] == "int3 g64 asym");
+      CHECK(t["type"] == "Q4_1");
+    }
+}
+
+TEST_CASE("GPTQ bad input: short calibration text, window past the context, missing --calib", "[cli][bad-input][gptq]") {
+  qt::TempDir tmp;
+  qt::write_file(tmp / "short.txt", "And God said, Let there be light: and there was light.");
+  const std::string base = q() + " convert " + model() + " --method gptq --bits 4 --group-size 128 -o " + (tmp / "x.gguf");
+  expect_error(qt::run(base + " --calib " + (tmp / "short.txt") + " --seqlen 256"), {"short.txt", "shorter than one window of 256"});
+  expect_error(qt::run(base + " --calib " + qt::repo("data/kjv/kjv_train.txt") + " --seqlen 1024"),
+               {"window of 1024 tokens is longer than the model's context of 512"});
+  expect_error(qt::run(base), {"--method gptq needs --calib"});
+  expect_error(qt::run(q() + " convert " + model() + " --method gptq --qtype Q4_0 --calib x -o " + (tmp / "x.gguf")),
+               {"give --bits"});
+  CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
+}
+
+TEST_CASE("quant calibrate saves statistics; convert --stats reuses them; another model's are refused", "[cli][gptq][calibration]") {
+  qt::TempDir tmp;
+  const std::string stats = tmp / "stats";
+  auto r = qt::run(q() + " calibrate " + model() + " --calib " + qt::repo("data/kjv/kjv_train.txt") +
+                   " --nsamples 4 --seqlen 128 --quiet -o " + stats);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  CHECK(std::filesystem::exists(stats + "/manifest.json"));
+  CHECK(std::filesystem::exists(stats + "/blk.5.safetensors"));
+  r = qt::run(q() + " convert " + model() + " --method gptq --bits 4 --group-size 128 --stats " + stats + " --json --quiet -o " +
+              (tmp / "m.gguf"));
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["gptq"]["layers"].size() == 42);
+  CHECK(j["calibration"]["nsamples"] == 4);
+  CHECK(j["gptq"]["recipe"]["true_sequential"] == false);
+  // Statistics of another model (the synthetic shapes differ): refused with a clear error.
+  qt::write_file(stats + "/manifest.json",
+                 R"({"format": "quant-stats", "version": 1, "model": {"dim": 64}, "calibration": {}, "tokens": 1})");
+  expect_error(qt::run(q() + " convert " + model() + " --method gptq --bits 4 --stats " + stats + " -o " + (tmp / "n.gguf")),
+               {"manifest.json", "statistics are of another model"});
+  CHECK_FALSE(std::filesystem::exists(tmp / "n.gguf"));
+}

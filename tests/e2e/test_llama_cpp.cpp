@@ -55,3 +55,32 @@ TEST_CASE("llama.cpp loads each GGUF type we write and agrees with our runtime",
   std::filesystem::create_directories(std::string(QUANT_BUILD_DIR) + "/reports");
   qt::write_file(std::string(QUANT_BUILD_DIR) + "/reports/llama_cpp_agreement.json", report.dump(2));
 }
+
+TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime", "[e2e][peers][llama.cpp][gptq]") {
+  if (!qt::install_llama_cpp()) return;
+  qt::TempDir tmp;
+  const std::string calib = qt::repo("data/kjv/kjv_train.txt");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"w4g128", "--bits 4 --group-size 128 --asym"}, {"w3g128", "--bits 3 --group-size 128 --asym --act-order"},
+      {"w4g32sym", "--bits 4 --group-size 32 --sym --act-order"}};
+  std::vector<std::string> files;
+  for (const auto& [name, args] : cases) {
+    files.push_back(tmp / (name + ".gguf"));
+    const auto r = qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " --method gptq " + args + " --calib " + calib +
+                           " --nsamples 16 --seqlen 256 --quiet -o " + files.back());
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+  }
+  LoadedModel m = load_model(qt::bundled_model());
+  const std::string text = read_text(qt::repo("data/kjv/kjv_heldout.txt"));
+  const auto tokens = m.tokenizer->encode(text, true);
+  std::vector<std::vector<int32_t>> seqs = {std::vector<int32_t>(tokens.begin(), tokens.begin() + 512)};
+  const auto res = qt::compare_with_llama_cpp(files, seqs, "");
+  for (size_t i = 0; i < cases.size(); ++i) {
+    INFO(cases[i].first << ": " << res[i].error);
+    REQUIRE(res[i].error.empty());
+    std::cout << fmt::format("llama.cpp vs quant on GPTQ {:>9}: {} positions, top-1 agreement {:.2f}%, mean |dlogp| {:.5f}\n",
+                             cases[i].first, res[i].positions, 100 * res[i].top1, res[i].mean_abs_dlogp);
+    CHECK(res[i].top1 >= 0.97);
+  }
+}

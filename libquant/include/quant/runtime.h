@@ -31,6 +31,11 @@ using TapFn = std::function<void(Tap, const float* data, int64_t rows, int64_t w
 // right after that tap has been reported (x is then left partly updated).
 void run_block(const LlamaConfig& cfg, const BlockWeights& w, float* x, int64_t T, const TapFn& tap = {},
                int stop_after = -1);
+// The two halves of run_block: x += attention(norm(x)), then x += mlp(norm(x)).
+void run_attention(const LlamaConfig& cfg, const BlockWeights& w, float* x, int64_t T, const TapFn& tap = {},
+                   int stop_after = -1);
+void run_mlp(const LlamaConfig& cfg, const BlockWeights& w, float* x, int64_t T, const TapFn& tap = {},
+             int stop_after = -1);
 
 struct RuntimeOptions {
   // Converted fp32 weights are kept while their total stays under this; beyond it each

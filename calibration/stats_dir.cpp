@@ -1,0 +1,167 @@
+// quant calibrate: statistics of the FP model saved to a directory, and GPTQ from them.
+#include "quant/stats_dir.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "quant/error.h"
+#include "quant/formats/mmap.h"
+#include "quant/formats/safetensors.h"
+
+namespace quant {
+
+namespace fs = std::filesystem;
+
+namespace {
+nlohmann::json model_json(const LlamaConfig& c) {
+  return {{"dim", c.dim}, {"hidden", c.hidden}, {"n_layers", c.n_layers}, {"n_heads", c.n_heads},
+          {"n_kv_heads", c.n_kv_heads}, {"vocab", c.vocab}};
+}
+std::string block_file(const std::string& dir, int64_t l) { return (fs::path(dir) / ("blk." + std::to_string(l) + ".safetensors")).string(); }
+int64_t tap_width(const LlamaConfig& c, Tap t) { return t == Tap::DownIn ? c.hidden : c.dim; }
+
+SafeTensorOut f32_tensor(const std::string& name, const std::vector<double>& v, std::vector<int64_t> shape) {
+  SafeTensorOut t{name, TType::F32, std::move(shape), std::vector<uint8_t>(v.size() * 4)};
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float f = static_cast<float>(v[i]);
+    std::memcpy(t.data.data() + 4 * i, &f, 4);
+  }
+  return t;
+}
+}  // namespace
+
+void calibrate_to_dir(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
+                      const CalibSpec& spec, const std::string& dir, const std::function<void(int64_t, int64_t)>& progress) {
+  QUANT_CHECK(!windows.empty(), "calibration needs windows");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  QUANT_CHECK(!ec && fs::is_directory(dir), "{}: cannot create directory: {}", dir, ec.message());
+  fs::remove(fs::path(dir) / "manifest.json", ec);  // incomplete until rewritten at the end
+  const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
+  std::vector<float> X(static_cast<size_t>(S * T * D));
+  {
+    const std::vector<float> emb = store.read_f32("token_embd.weight");
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t t = 0; t < T; ++t) {
+        const int32_t id = windows[static_cast<size_t>(s)][static_cast<size_t>(t)];
+        QUANT_CHECK(id >= 0 && id < cfg.vocab, "calibration token {} outside the vocabulary", id);
+        std::copy_n(emb.data() + id * D, D, X.data() + (s * T + t) * D);
+      }
+  }
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    if (progress) progress(l, cfg.n_layers);
+    const std::string b = "blk." + std::to_string(l) + ".";
+    std::map<std::string, std::vector<float>> W;
+    for (const char* n : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"})
+      W[n] = store.read_f32(b + n + ".weight");
+    if (cfg.qkv_bias)
+      for (const char* n : {"attn_q", "attn_k", "attn_v"}) W[std::string(n) + ".bias"] = store.read_f32(b + n + ".bias");
+    BlockWeights bw{W["attn_norm"].data(), W["attn_q"].data(), W["attn_k"].data(), W["attn_v"].data()};
+    if (cfg.qkv_bias) bw.bq = W["attn_q.bias"].data(), bw.bk = W["attn_k.bias"].data(), bw.bv = W["attn_v.bias"].data();
+    bw.wo = W["attn_output"].data();
+    bw.ffn_norm = W["ffn_norm"].data();
+    bw.wg = W["ffn_gate"].data();
+    bw.wu = W["ffn_up"].data();
+    bw.wd = W["ffn_down"].data();
+    std::vector<InputStats> stats;
+    for (int t = 0; t < kNumTaps; ++t) stats.emplace_back(tap_width(cfg, static_cast<Tap>(t)));
+    for (int64_t s = 0; s < S; ++s)
+      run_block(cfg, bw, X.data() + s * T * D, T, [&](Tap t, const float* data, int64_t rows, int64_t) {
+        stats[static_cast<size_t>(t)].add(data, rows);
+      });
+    std::vector<SafeTensorOut> out;
+    for (int t = 0; t < kNumTaps; ++t) {
+      const std::string tap = tap_name(static_cast<Tap>(t));
+      const int64_t w = tap_width(cfg, static_cast<Tap>(t));
+      out.push_back(f32_tensor(tap + ".hessian", stats[static_cast<size_t>(t)].hessian(), {w, w}));
+      out.push_back(f32_tensor(tap + ".mean_abs", stats[static_cast<size_t>(t)].mean_abs(), {w}));
+      out.push_back(f32_tensor(tap + ".max_abs", stats[static_cast<size_t>(t)].max_abs(), {w}));
+    }
+    write_safetensors(block_file(dir, l), out);
+  }
+  const nlohmann::json manifest = {{"format", "quant-stats"}, {"version", 1}, {"model", model_json(cfg)},
+                                   {"calibration", spec.to_json()}, {"tokens", S * T}};
+  AtomicFile f((fs::path(dir) / "manifest.json").string());
+  const std::string text = manifest.dump(2);
+  f.write(text.data(), text.size());
+  f.commit();
+  if (progress) progress(cfg.n_layers, cfg.n_layers);
+}
+
+StatsDir::StatsDir(const std::string& dir, const LlamaConfig& cfg) : dir_(dir), cfg_(cfg) {
+  const std::string mpath = (fs::path(dir) / "manifest.json").string();
+  std::ifstream in(mpath);
+  QUANT_CHECK(in, "{}: no manifest.json (not a statistics directory, or calibrate did not finish)", dir);
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail("{}: not valid JSON: {}", mpath, e.what());
+  }
+  QUANT_CHECK(m.value("format", "") == "quant-stats", "{}: format is not quant-stats", mpath);
+  QUANT_CHECK(m.value("version", 0) == 1, "{}: statistics format version {} is not supported (1 is)", mpath, m.value("version", 0));
+  QUANT_CHECK(m.contains("model") && m["model"] == model_json(cfg), "{}: statistics are of another model ({} vs this model's {})",
+              mpath, m.contains("model") ? m["model"].dump() : "none", model_json(cfg).dump());
+  calibration_ = m.value("calibration", nlohmann::json::object()).dump();
+}
+
+std::vector<double> StatsDir::read(int64_t block, Tap tap, const char* what, int64_t numel) const {
+  const std::string path = block_file(dir_, block);
+  SafetensorsFile f(path);
+  const std::string name = std::string(tap_name(tap)) + "." + what;
+  auto it = f.tensors().find(name);
+  QUANT_CHECK(it != f.tensors().end(), "{}: statistic {} is missing", path, name);
+  QUANT_CHECK(it->second.dtype == TType::F32 && static_cast<int64_t>(it->second.nbytes) == numel * 4,
+              "{}: statistic {} has the wrong size ({} bytes, expected {} F32)", path, name, it->second.nbytes, numel);
+  std::vector<double> v(static_cast<size_t>(numel));
+  for (int64_t i = 0; i < numel; ++i) {
+    float x;
+    std::memcpy(&x, it->second.data + 4 * i, 4);
+    QUANT_CHECK(std::isfinite(x), "{}: statistic {} is not finite at {}", path, name, i);
+    v[static_cast<size_t>(i)] = x;
+  }
+  return v;
+}
+
+std::vector<double> StatsDir::hessian(int64_t block, Tap tap) const {
+  const int64_t w = tap_width(cfg_, tap);
+  return read(block, tap, "hessian", w * w);
+}
+std::vector<double> StatsDir::mean_abs(int64_t block, Tap tap) const { return read(block, tap, "mean_abs", tap_width(cfg_, tap)); }
+std::vector<double> StatsDir::max_abs(int64_t block, Tap tap) const { return read(block, tap, "max_abs", tap_width(cfg_, tap)); }
+
+SequentialResult gptq_from_stats(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats,
+                                 const std::vector<TensorPlan>& plans, const SequentialOptions& opts) {
+  const auto t0 = std::chrono::steady_clock::now();
+  SequentialResult res;
+  const std::vector<std::pair<const char*, Tap>> linears = {{"attn_q", Tap::AttnIn},    {"attn_k", Tap::AttnIn},
+                                                            {"attn_v", Tap::AttnIn},    {"attn_output", Tap::OIn},
+                                                            {"ffn_gate", Tap::MlpIn},   {"ffn_up", Tap::MlpIn},
+                                                            {"ffn_down", Tap::DownIn}};
+  std::map<std::string, const TensorPlan*> plan_of;
+  for (const auto& p : plans) plan_of[p.name] = &p;
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    if (opts.progress) opts.progress(fmt::format("block {}", l), l, cfg.n_layers);
+    for (const auto& [n, tap] : linears) {
+      const std::string name = "blk." + std::to_string(l) + "." + n + ".weight";
+      auto it = plan_of.find(name);
+      if (it == plan_of.end() || it->second->requested.kind != QuantSpec::Kind::Grid) continue;
+      const TensorPlan& p = *it->second;
+      const std::vector<float> w = store.read_f32(name);
+      GptqOptions go = opts.gptq;
+      go.grid = p.requested.grid;
+      GptqResult g = gptq_quantize(w.data(), p.rows, p.cols, stats.hessian(l, tap), go, name);
+      res.layers.push_back({name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
+      res.packed.emplace(name, pack(g.q, p.stored));
+    }
+  }
+  if (opts.progress) opts.progress("done", cfg.n_layers, cfg.n_layers);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace quant

@@ -1,0 +1,60 @@
+// Thread-count-independent GEMMs (see gemm.h).
+#include "quant/gemm.h"
+
+#include <omp.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+
+namespace quant {
+
+namespace {
+using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Map = Eigen::Map<MatF, 0, Eigen::OuterStride<>>;
+using CMap = Eigen::Map<const MatF, 0, Eigen::OuterStride<>>;
+constexpr int64_t kPanel = 64;
+
+struct EigenSingleThreaded {
+  EigenSingleThreaded() { Eigen::setNbThreads(1); }
+};
+const EigenSingleThreaded kInit;
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n > 0) omp_set_num_threads(n);
+  Eigen::setNbThreads(1);
+}
+
+void gemm_nt(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K, float alpha, bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel;
+  const CMap a(A, M, K, Eigen::OuterStride<>(lda));
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t n0 = p * kPanel, nn = std::min(kPanel, N - n0);
+    const CMap b(B + n0 * ldb, nn, K, Eigen::OuterStride<>(ldb));
+    Map c(C + n0, M, nn, Eigen::OuterStride<>(ldc));
+    if (accumulate)
+      c.noalias() += alpha * (a * b.transpose());
+    else
+      c.noalias() = alpha * (a * b.transpose());
+  }
+}
+
+void gemm_nn(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K, float alpha, bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel;
+  const CMap a(A, M, K, Eigen::OuterStride<>(lda));
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t n0 = p * kPanel, nn = std::min(kPanel, N - n0);
+    const CMap b(B + n0, K, nn, Eigen::OuterStride<>(ldb));
+    Map c(C + n0, M, nn, Eigen::OuterStride<>(ldc));
+    if (accumulate)
+      c.noalias() += alpha * (a * b);
+    else
+      c.noalias() = alpha * (a * b);
+  }
+}
+
+}  // namespace quant
