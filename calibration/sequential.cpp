@@ -27,52 +27,63 @@ void add_linear(float* x, const float* a, const float* w, int64_t rows, int64_t 
 
 }  // namespace
 
+std::vector<float> embed_windows(const LlamaConfig& cfg, const WeightStore& store,
+                                 const std::vector<std::vector<int32_t>>& windows) {
+  QUANT_CHECK(!windows.empty(), "calibration needs windows");
+  const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
+  for (const auto& w : windows) QUANT_CHECK(static_cast<int64_t>(w.size()) == T, "calibration windows differ in length");
+  std::vector<float> X(static_cast<size_t>(S * T * D));
+  const std::vector<float> emb = store.read_f32("token_embd.weight");
+  for (int64_t s = 0; s < S; ++s)
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t id = windows[static_cast<size_t>(s)][static_cast<size_t>(t)];
+      QUANT_CHECK(id >= 0 && id < cfg.vocab, "calibration token {} outside the vocabulary", id);
+      std::copy_n(emb.data() + id * D, D, X.data() + (s * T + t) * D);
+    }
+  return X;
+}
+
+BlockTensors::BlockTensors(const LlamaConfig& cfg, const WeightStore& store, int64_t block) : qkv_bias(cfg.qkv_bias) {
+  const std::string b = "blk." + std::to_string(block) + ".";
+  for (const char* n : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"})
+    w[n] = store.read_f32(b + n + ".weight");
+  if (qkv_bias)
+    for (const char* n : {"attn_q", "attn_k", "attn_v"}) w[std::string(n) + ".bias"] = store.read_f32(b + n + ".bias");
+}
+
+BlockWeights BlockTensors::view() {
+  BlockWeights bw{w["attn_norm"].data(), w["attn_q"].data(), w["attn_k"].data(), w["attn_v"].data()};
+  if (qkv_bias) {
+    bw.bq = w["attn_q.bias"].data();
+    bw.bk = w["attn_k.bias"].data();
+    bw.bv = w["attn_v.bias"].data();
+  }
+  bw.wo = w["attn_output"].data();
+  bw.ffn_norm = w["ffn_norm"].data();
+  bw.wg = w["ffn_gate"].data();
+  bw.wu = w["ffn_up"].data();
+  bw.wd = w["ffn_down"].data();
+  return bw;
+}
+
 SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& store,
                                  const std::vector<std::vector<int32_t>>& windows, const std::vector<TensorPlan>& plans,
                                  const SequentialOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
-  QUANT_CHECK(!windows.empty(), "sequential GPTQ needs calibration windows");
   std::map<std::string, const TensorPlan*> plan_of;
   for (const auto& p : plans) plan_of[p.name] = &p;
+  std::vector<float> X = embed_windows(cfg, store, windows);  // block 0's inputs
   const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
-  for (const auto& w : windows) QUANT_CHECK(static_cast<int64_t>(w.size()) == T, "calibration windows differ in length");
-
-  // Block 0's inputs: the embeddings of every window.
-  std::vector<float> X(static_cast<size_t>(S * T * D));
-  {
-    const std::vector<float> emb = store.read_f32("token_embd.weight");
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t t = 0; t < T; ++t) {
-        const int32_t id = windows[static_cast<size_t>(s)][static_cast<size_t>(t)];
-        QUANT_CHECK(id >= 0 && id < cfg.vocab, "calibration token {} outside the vocabulary", id);
-        std::copy_n(emb.data() + id * D, D, X.data() + (s * T + t) * D);
-      }
-  }
   SequentialResult res;
   std::vector<float> scratch(static_cast<size_t>(T * D));
   int64_t current_window = 0;
+  double windows_per_s = 0;
   const int64_t total_steps = cfg.n_layers * static_cast<int64_t>(kSteps.size());
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    std::map<std::string, std::vector<float>> W;  // this block's weights, replaced as they are quantized
-    for (const char* n : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"})
-      W[n] = store.read_f32(b + n + ".weight");
-    if (cfg.qkv_bias)
-      for (const char* n : {"attn_q", "attn_k", "attn_v"}) W[std::string(n) + ".bias"] = store.read_f32(b + n + ".bias");
-    auto block_weights = [&] {
-      BlockWeights bw{W["attn_norm"].data(), W["attn_q"].data(), W["attn_k"].data(), W["attn_v"].data()};
-      if (cfg.qkv_bias) {
-        bw.bq = W["attn_q.bias"].data();
-        bw.bk = W["attn_k.bias"].data();
-        bw.bv = W["attn_v.bias"].data();
-      }
-      bw.wo = W["attn_output"].data();
-      bw.ffn_norm = W["ffn_norm"].data();
-      bw.wg = W["ffn_gate"].data();
-      bw.wu = W["ffn_up"].data();
-      bw.wd = W["ffn_down"].data();
-      return bw;
-    };
+    BlockTensors blk(cfg, store, l);  // replaced tensor by tensor as they are quantized
+    auto& W = blk.w;
+    auto block_weights = [&] { return blk.view(); };
     // Quantizes this step's linears from statistics of `input` (each window through `half`,
     // stopped at the step's tap).
     auto do_step = [&](size_t si, const std::vector<float>& input, bool mlp_half, const TapFn& also) {
@@ -83,10 +94,13 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
         if (it != plan_of.end() && it->second->requested.kind == QuantSpec::Kind::Grid) todo.push_back(it->second);
       }
       if (opts.progress)
-        opts.progress(fmt::format("block {} {}", l, tap_name(step.tap)), l * static_cast<int64_t>(kSteps.size()) + static_cast<int64_t>(si), total_steps);
+        opts.progress(fmt::format("block {} {}{}", l, tap_name(step.tap),
+                                  windows_per_s > 0 ? fmt::format(" ({:.1f} windows/s)", windows_per_s) : std::string()),
+                      l * static_cast<int64_t>(kSteps.size()) + static_cast<int64_t>(si), total_steps);
       if (todo.empty() && !also) return;
       InputStats stats;
       const BlockWeights bw = block_weights();
+      const auto s0 = std::chrono::steady_clock::now();
       for (int64_t s = 0; s < S; ++s) {
         std::copy_n(input.data() + s * T * D, T * D, scratch.data());
         current_window = s;
@@ -97,11 +111,16 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
           if (stats.width() == 0) stats = InputStats(width);
           stats.add(data, rows);
         };
-        if (mlp_half)
-          run_mlp(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
-        else
-          run_attention(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
+        try {
+          if (mlp_half)
+            run_mlp(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
+          else
+            run_attention(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
+        } catch (const Error& e) {
+          fail("block {} input {} (calibration window {}): {}", l, tap_name(step.tap), s, e.what());
+        }
       }
+      windows_per_s = static_cast<double>(S) / std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
       ++res.block_passes;
       if (todo.empty()) return;
       const std::vector<double> H = stats.hessian();

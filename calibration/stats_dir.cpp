@@ -42,31 +42,11 @@ void calibrate_to_dir(const LlamaConfig& cfg, const WeightStore& store, const st
   QUANT_CHECK(!ec && fs::is_directory(dir), "{}: cannot create directory: {}", dir, ec.message());
   fs::remove(fs::path(dir) / "manifest.json", ec);  // incomplete until rewritten at the end
   const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
-  std::vector<float> X(static_cast<size_t>(S * T * D));
-  {
-    const std::vector<float> emb = store.read_f32("token_embd.weight");
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t t = 0; t < T; ++t) {
-        const int32_t id = windows[static_cast<size_t>(s)][static_cast<size_t>(t)];
-        QUANT_CHECK(id >= 0 && id < cfg.vocab, "calibration token {} outside the vocabulary", id);
-        std::copy_n(emb.data() + id * D, D, X.data() + (s * T + t) * D);
-      }
-  }
+  std::vector<float> X = embed_windows(cfg, store, windows);
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     if (progress) progress(l, cfg.n_layers);
-    const std::string b = "blk." + std::to_string(l) + ".";
-    std::map<std::string, std::vector<float>> W;
-    for (const char* n : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"})
-      W[n] = store.read_f32(b + n + ".weight");
-    if (cfg.qkv_bias)
-      for (const char* n : {"attn_q", "attn_k", "attn_v"}) W[std::string(n) + ".bias"] = store.read_f32(b + n + ".bias");
-    BlockWeights bw{W["attn_norm"].data(), W["attn_q"].data(), W["attn_k"].data(), W["attn_v"].data()};
-    if (cfg.qkv_bias) bw.bq = W["attn_q.bias"].data(), bw.bk = W["attn_k.bias"].data(), bw.bv = W["attn_v.bias"].data();
-    bw.wo = W["attn_output"].data();
-    bw.ffn_norm = W["ffn_norm"].data();
-    bw.wg = W["ffn_gate"].data();
-    bw.wu = W["ffn_up"].data();
-    bw.wd = W["ffn_down"].data();
+    BlockTensors blk(cfg, store, l);
+    const BlockWeights bw = blk.view();
     std::vector<InputStats> stats;
     for (int t = 0; t < kNumTaps; ++t) stats.emplace_back(tap_width(cfg, static_cast<Tap>(t)));
     for (int64_t s = 0; s < S; ++s)

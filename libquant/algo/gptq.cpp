@@ -17,31 +17,7 @@ namespace quant {
 namespace {
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Scale and zero of one group (rtn_grid's formulas), on the current values of `cols` columns.
-struct GroupParams {
-  float scale, zero;
-};
-
-GroupParams fit_group(const float* x, int64_t n, int64_t stride, const GridSpec& g) {
-  const int maxq = (1 << g.bits) - 1;
-  float xmin = 0.0f, xmax = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    xmin = std::min(xmin, x[j * stride]);
-    xmax = std::max(xmax, x[j * stride]);
-  }
-  if (g.sym) {
-    xmax = std::max(-xmin, xmax);
-    xmin = -xmax;
-  }
-  if (xmin == 0.0f && xmax == 0.0f) {
-    xmin = -1.0f;
-    xmax = 1.0f;
-  }
-  const float scale = (xmax - xmin) / static_cast<float>(maxq);
-  return {scale, g.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale)};
-}
-
-inline float quant_code(float w, const GroupParams& p, int maxq) {
+inline float quant_code(float w, const GridParams& p, int maxq) {
   return std::clamp(std::nearbyint(w / p.scale) + p.zero, 0.0f, static_cast<float>(maxq));
 }
 }  // namespace
@@ -103,11 +79,11 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   // group = column / group_size even under act-order. Without act-order, groups are fitted
   // when their first column is reached, from the already-updated weights.
   const int64_t ng = cols / group;
-  std::vector<GroupParams> params(static_cast<size_t>(rows * ng));
+  std::vector<GridParams> params(static_cast<size_t>(rows * ng));
   const bool static_groups = o.act_order || o.static_groups || group == cols;
   if (static_groups)
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t g = 0; g < ng; ++g) params[static_cast<size_t>(r * ng + g)] = fit_group(W.data() + r * cols + g * group, group, 1, o.grid);
+      for (int64_t g = 0; g < ng; ++g) params[static_cast<size_t>(r * ng + g)] = fit_grid_group(W.data() + r * cols + g * group, group, 1, o.grid);
 
   std::vector<int64_t> perm(static_cast<size_t>(cols));
   std::iota(perm.begin(), perm.end(), 0);
@@ -165,13 +141,13 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
           for (int64_t r = r0; r < r1; ++r) {
             for (int64_t j = 0; j < n_in; ++j) gbuf[static_cast<size_t>(j)] = W1(r, i + j);
             for (int64_t j = n_in; j < group; ++j) gbuf[static_cast<size_t>(j)] = W(r, c + j);
-            params[static_cast<size_t>(r * ng + c / group)] = fit_group(gbuf.data(), group, 1, o.grid);
+            params[static_cast<size_t>(r * ng + c / group)] = fit_grid_group(gbuf.data(), group, 1, o.grid);
           }
         }
         const int64_t g = perm[static_cast<size_t>(c)] / group;  // natural-order group of this column
         const float* urow = Hinv.data() + c * cols + c;
         for (int64_t r = r0; r < r1; ++r) {
-          const GroupParams& p = params[static_cast<size_t>(r * ng + g)];
+          const GridParams& p = params[static_cast<size_t>(r * ng + g)];
           float* w1 = &W1(r, 0);
           const float wv = w1[i];
           const float code = quant_code(wv, p, maxq);
@@ -209,7 +185,7 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
     for (int64_t c = 0; c < cols; ++c)
       q.codes[static_cast<size_t>(r * cols + perm[static_cast<size_t>(c)])] = static_cast<uint8_t>(Q(r, c));
     for (int64_t g = 0; g < ng; ++g) {
-      const GroupParams& p = params[static_cast<size_t>(r * ng + g)];
+      const GridParams& p = params[static_cast<size_t>(r * ng + g)];
       q.scales[static_cast<size_t>(r * ng + g)] = p.scale;
       q.mins[static_cast<size_t>(r * ng + g)] = -p.zero * p.scale;
     }

@@ -25,6 +25,25 @@ double QuantWeight::logical_bpw() const {
   return bits + (16.0 + (sym ? 0.0 : bits)) / static_cast<double>(group);
 }
 
+GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridSpec& spec) {
+  const int maxq = (1 << spec.bits) - 1;
+  float xmin = 0.0f, xmax = 0.0f;  // the range always includes 0
+  for (int64_t j = 0; j < n; ++j) {
+    xmin = std::min(xmin, x[j * stride]);
+    xmax = std::max(xmax, x[j * stride]);
+  }
+  if (spec.sym) {
+    xmax = std::max(-xmin, xmax);
+    xmin = -xmax;
+  }
+  if (xmin == 0.0f && xmax == 0.0f) {
+    xmin = -1.0f;
+    xmax = 1.0f;
+  }
+  const float scale = (xmax - xmin) / static_cast<float>(maxq);
+  return {scale, spec.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale)};
+}
+
 QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec) {
   QUANT_CHECK(spec.bits >= 2 && spec.bits <= 8, "bits {} outside 2..8", spec.bits);
   const int64_t group = spec.group == 0 ? cols : spec.group;
@@ -45,28 +64,14 @@ QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec&
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t g = 0; g < ng; ++g) {
       const float* x = w + r * cols + g * group;
-      float xmin = 0.0f, xmax = 0.0f;  // the range always includes 0
-      for (int64_t j = 0; j < group; ++j) {
-        xmin = std::min(xmin, x[j]);
-        xmax = std::max(xmax, x[j]);
-      }
-      if (spec.sym) {
-        xmax = std::max(-xmin, xmax);
-        xmin = -xmax;
-      }
-      if (xmin == 0.0f && xmax == 0.0f) {
-        xmin = -1.0f;
-        xmax = 1.0f;
-      }
-      const float scale = (xmax - xmin) / static_cast<float>(maxq);
-      const float zero = spec.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale);
+      const GridParams p = fit_grid_group(x, group, 1, spec);
       uint8_t* c = q.codes.data() + r * cols + g * group;
       for (int64_t j = 0; j < group; ++j) {
-        const float v = std::nearbyint(x[j] / scale) + zero;
+        const float v = std::nearbyint(x[j] / p.scale) + p.zero;
         c[j] = static_cast<uint8_t>(std::clamp(v, 0.0f, static_cast<float>(maxq)));
       }
-      q.scales[static_cast<size_t>(r * ng + g)] = scale;
-      q.mins[static_cast<size_t>(r * ng + g)] = -zero * scale;
+      q.scales[static_cast<size_t>(r * ng + g)] = p.scale;
+      q.mins[static_cast<size_t>(r * ng + g)] = -p.zero * p.scale;
     }
   }
   return q;

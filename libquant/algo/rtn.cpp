@@ -1,5 +1,6 @@
 // Policy resolution and round-to-nearest quantization of one tensor.
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <regex>
 
 #include "quant/error.h"
@@ -152,6 +153,8 @@ nlohmann::json plans_to_json(const std::vector<TensorPlan>& plans) {
 }
 
 PackedTensor quantize_tensor(const TensorPlan& plan, const float* w) {
+  for (int64_t i = 0; i < plan.rows * plan.cols; ++i)
+    QUANT_CHECK(std::isfinite(w[i]), "tensor {}: weight is not finite at row {} column {}", plan.name, i / plan.cols, i % plan.cols);
   const QuantSpec& s = plan.requested;
   switch (s.kind) {
     case QuantSpec::Kind::Float:

@@ -25,36 +25,33 @@ void set_num_threads(int n) {
   Eigen::setNbThreads(1);
 }
 
-void gemm_nt(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
-             int64_t K, float alpha, bool accumulate) {
+namespace {
+// C (=|+=) alpha * A * op(B) over fixed column panels; op(B) = B^T (b_transposed) or B.
+void panel_gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+                int64_t K, float alpha, bool accumulate, bool b_transposed) {
   const int64_t panels = (N + kPanel - 1) / kPanel;
   const CMap a(A, M, K, Eigen::OuterStride<>(lda));
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t n0 = p * kPanel, nn = std::min(kPanel, N - n0);
-    const CMap b(B + n0 * ldb, nn, K, Eigen::OuterStride<>(ldb));
     Map c(C + n0, M, nn, Eigen::OuterStride<>(ldc));
-    if (accumulate)
-      c.noalias() += alpha * (a * b.transpose());
+    if (!accumulate) c.setZero();
+    if (b_transposed)
+      c.noalias() += alpha * (a * CMap(B + n0 * ldb, nn, K, Eigen::OuterStride<>(ldb)).transpose());
     else
-      c.noalias() = alpha * (a * b.transpose());
+      c.noalias() += alpha * (a * CMap(B + n0, K, nn, Eigen::OuterStride<>(ldb)));
   }
+}
+}  // namespace
+
+void gemm_nt(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K, float alpha, bool accumulate) {
+  panel_gemm(A, lda, B, ldb, C, ldc, M, N, K, alpha, accumulate, true);
 }
 
 void gemm_nn(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
              int64_t K, float alpha, bool accumulate) {
-  const int64_t panels = (N + kPanel - 1) / kPanel;
-  const CMap a(A, M, K, Eigen::OuterStride<>(lda));
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < panels; ++p) {
-    const int64_t n0 = p * kPanel, nn = std::min(kPanel, N - n0);
-    const CMap b(B + n0, K, nn, Eigen::OuterStride<>(ldb));
-    Map c(C + n0, M, nn, Eigen::OuterStride<>(ldc));
-    if (accumulate)
-      c.noalias() += alpha * (a * b);
-    else
-      c.noalias() = alpha * (a * b);
-  }
+  panel_gemm(A, lda, B, ldb, C, ldc, M, N, K, alpha, accumulate, false);
 }
 
 }  // namespace quant

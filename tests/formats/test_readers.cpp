@@ -154,3 +154,29 @@ TEST_CASE("broken Hugging Face directories give one clear error", "[formats][hf]
 
   expect(tmp / "nope", "nope", "no such file");
 }
+
+#include "quant/calibration.h"
+#include "quant/sequential.h"
+
+TEST_CASE("NaN in weights or activations is detected and named before anything is written", "[formats][bad-input][gptq]") {
+  qt::TempDir tmp;
+  qt::Synth s = qt::make_synth(false, false, 11);
+  s.tensors["model.layers.1.mlp.up_proj.weight"].second[17] = std::nanf("");
+  qt::write_hf(tmp / "nan_w", s, TType::F32);
+  const LoadedModel m = load_model(tmp / "nan_w");
+  const Policy p = Policy::defaults(QuantSpec::parse("int4 g32 asym"));
+  auto plans = resolve_policy(p, m.weights->tensors());
+  CHECK_THROWS_WITH(write_gguf_model(m, p, plans, tmp / "x.gguf", {}),
+                    Catch::Contains("blk.1.ffn_up.weight") && Catch::Contains("not finite"));
+  CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
+  const std::vector<std::vector<int32_t>> windows(2, std::vector<int32_t>{1, 5, 9, 13, 17, 21, 25, 29});
+  CHECK_THROWS_WITH(gptq_sequential(m.config, *m.weights, windows, plans, {}),
+                    Catch::Contains("blk.1.ffn_up.weight") && Catch::Contains("not finite"));
+
+  qt::Synth a = qt::make_synth(false, false, 12);  // a NaN norm weight poisons the activations
+  a.tensors["model.layers.0.post_attention_layernorm.weight"].second[3] = std::nanf("");
+  qt::write_hf(tmp / "nan_a", a, TType::F32);
+  const LoadedModel ma = load_model(tmp / "nan_a");
+  CHECK_THROWS_WITH(gptq_sequential(ma.config, *ma.weights, windows, resolve_policy(p, ma.weights->tensors()), {}),
+                    Catch::Contains("block 0 input mlp_in") && Catch::Contains("not finite"));
+}

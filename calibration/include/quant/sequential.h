@@ -11,8 +11,21 @@
 #include "quant/gptq.h"
 #include "quant/model.h"
 #include "quant/policy.h"
+#include "quant/runtime.h"
 
 namespace quant {
+
+// Embeddings of every calibration window, [windows][seqlen][dim].
+std::vector<float> embed_windows(const LlamaConfig& cfg, const WeightStore& weights,
+                                 const std::vector<std::vector<int32_t>>& windows);
+
+// One decoder block's weights as fp32, owned; keys are short names (attn_q, attn_q.bias, ...).
+struct BlockTensors {
+  BlockTensors(const LlamaConfig& cfg, const WeightStore& weights, int64_t block);
+  std::map<std::string, std::vector<float>> w;
+  bool qkv_bias;
+  BlockWeights view();
+};
 
 struct SequentialOptions {
   GptqOptions gptq;  // damping, act-order, block; the grid comes from each tensor's plan

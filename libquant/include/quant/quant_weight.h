@@ -36,6 +36,13 @@ struct QuantWeight {
   double logical_bpw() const;
 };
 
+// One group's grid (GPTQ's quant.py formulas): x holds n values `stride` apart. code =
+// clamp(round(w / scale) + zero, 0, 2^bits - 1); w' = scale * (code - zero).
+struct GridParams {
+  float scale, zero;
+};
+GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridSpec& spec);
+
 // Round-to-nearest on the min-max grid of GPTQ's quant.py: range forced to include 0;
 // asym zero = round(-min / scale), sym zero = 2^(bits-1) with range [-absmax, absmax].
 // w: [rows][cols] row-major.
