@@ -275,7 +275,10 @@ int run_inspect(const std::string& path, bool json) {
   for (const auto& t : f.tensors()) {
     uint64_t n = 1;
     for (auto e : t.ne) n *= static_cast<uint64_t>(e);
-    const nlohmann::json m = meta_for(t.name);
+    // Per-tensor metadata describes this tensor only while its type is the one it recorded
+    // (llama-quantize copies our keys into files it requantizes).
+    nlohmann::json m = meta_for(t.name);
+    if (m.value("stored", "") != ttype_name(t.type)) m = nlohmann::json::object();
     const double logical = m.is_object() && m.contains("logical_bpw") ? m["logical_bpw"].get<double>() : type_bpw(t.type);
     n_total += n;
     bytes_total += t.nbytes;
