@@ -142,7 +142,7 @@ TEST_CASE("GPTQ bad input: short calibration text, window past the context, miss
   CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
 }
 
-TEST_CASE("quant calibrate saves statistics; convert --stats reuses them; another model's are refused", "[cli][gptq][calibration]") {
+TEST_CASE("quant calibrate saves statistics and convert --stats reuses them but refuses another model", "[cli][gptq][calibration]") {
   qt::TempDir tmp;
   const std::string stats = tmp / "stats";
   auto r = qt::run(q() + " calibrate " + model() + " --calib " + qt::repo("data/kjv/kjv_train.txt") +
