@@ -126,6 +126,7 @@ SequentialResult gptq_from_stats(const LlamaConfig& cfg, const WeightStore& stor
   for (const auto& p : plans) plan_of[p.name] = &p;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     if (opts.progress) opts.progress(fmt::format("block {}", l), l, cfg.n_layers);
+    std::map<Tap, std::vector<double>> hessians;  // q/k/v and gate/up share one: read it once
     for (const auto& [n, tap] : linears) {
       const std::string name = "blk." + std::to_string(l) + "." + n + ".weight";
       auto it = plan_of.find(name);
@@ -134,7 +135,9 @@ SequentialResult gptq_from_stats(const LlamaConfig& cfg, const WeightStore& stor
       const std::vector<float> w = store.read_f32(name);
       GptqOptions go = opts.gptq;
       go.grid = p.requested.grid;
-      GptqResult g = gptq_quantize(w.data(), p.rows, p.cols, stats.hessian(l, tap), go, name);
+      auto h = hessians.find(tap);
+      if (h == hessians.end()) h = hessians.emplace(tap, stats.hessian(l, tap)).first;
+      GptqResult g = gptq_quantize(w.data(), p.rows, p.cols, h->second, go, name);
       res.layers.push_back({name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
       res.packed.emplace(name, pack(g.q, p.stored));
     }

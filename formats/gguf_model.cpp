@@ -15,6 +15,16 @@ bool is_q_or_k(const std::string& name, bool* is_q) {
   return q || k;
 }
 
+// Permutes attn_q / attn_k (weights, or biases: one element per row) between rotate-half and
+// ggml's interleaved pairs; false (nothing written) for any other tensor.
+bool permute_qk(const TensorDesc& t, const LlamaConfig& c, const float* in, float* out, bool to_interleaved) {
+  bool q = false;
+  if (!is_q_or_k(t.name, &q)) return false;
+  const int64_t rows = t.n_dims == 1 ? t.cols : t.rows, width = t.n_dims == 1 ? 1 : t.cols;
+  permute_rope_rows(in, out, q ? c.n_heads : c.n_kv_heads, rows, width, to_interleaved);
+  return true;
+}
+
 class GgufStore final : public WeightStore {
  public:
   GgufStore(std::shared_ptr<GgufFile> f, const LlamaConfig& c) : f_(std::move(f)), cfg_(c) {
@@ -31,17 +41,13 @@ class GgufStore final : public WeightStore {
     const GgufTensorInfo& g = f_->tensors()[i];
     const int64_t rb = row_bytes(g.type, t.cols);
     bool q = false;
-    if (is_q_or_k(t.name, &q)) {  // ggml's interleaved RoPE rows -> rotate-half
-      std::vector<float> tmp(static_cast<size_t>(t.numel()));
-      for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, tmp.data() + r * t.cols, t.cols);
-      const int64_t heads = q ? cfg_.n_heads : cfg_.n_kv_heads;
-      if (t.n_dims == 1)
-        permute_rope_rows(tmp.data(), out, heads, t.cols, 1, false);
-      else
-        permute_rope_rows(tmp.data(), out, heads, t.rows, t.cols, false);
+    if (!is_q_or_k(t.name, &q)) {
+      for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, out + r * t.cols, t.cols);
       return;
     }
-    for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, out + r * t.cols, t.cols);
+    std::vector<float> tmp(static_cast<size_t>(t.numel()));  // ggml's interleaved rows -> rotate-half
+    for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, tmp.data() + r * t.cols, t.cols);
+    permute_qk(t, cfg_, tmp.data(), out, false);
   }
 
  private:
@@ -203,11 +209,7 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, const std:
     model.weights->read_f32(t, f.data());
     if (is_q_or_k(p.name, &q)) {  // rotate-half -> ggml's interleaved pairs
       std::vector<float> perm(f.size());
-      const int64_t heads = q ? c.n_heads : c.n_kv_heads;
-      if (t.n_dims == 1)
-        permute_rope_rows(f.data(), perm.data(), heads, t.cols, 1, true);
-      else
-        permute_rope_rows(f.data(), perm.data(), heads, t.rows, t.cols, true);
+      permute_qk(t, c, f.data(), perm.data(), true);
       f.swap(perm);
     }
     return quantize_tensor(p, f.data());

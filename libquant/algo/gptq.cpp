@@ -64,8 +64,7 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   std::vector<float> H(static_cast<size_t>(cols * cols));
   for (size_t i = 0; i < H.size(); ++i) H[i] = static_cast<float>(h_in[i]);
   for (int64_t c = 0; c < cols; ++c) QUANT_CHECK(std::isfinite(H[static_cast<size_t>(c * cols + c)]), "tensor {}: H has a non-finite diagonal at {}", name, c);
-  for (int64_t i = 0; i < rows * cols; ++i)
-    QUANT_CHECK(std::isfinite(W.data()[i]), "tensor {}: weight is not finite at row {} column {}", name, i / cols, i % cols);
+  check_finite_weights(W.data(), rows, cols, name);
 
   // Dead inputs: never seen by the calibration data. Their weights cannot matter; zero them.
   for (int64_t c = 0; c < cols; ++c)

@@ -21,8 +21,14 @@ void QuantWeight::dequantize(float* out) const {
     }
 }
 
-double QuantWeight::logical_bpw() const {
-  return bits + (16.0 + (sym ? 0.0 : bits)) / static_cast<double>(group);
+double GridSpec::logical_bpw(int64_t cols) const {
+  const double g = static_cast<double>(group == 0 ? cols : group);
+  return bits + (16.0 + (sym ? 0.0 : bits)) / g;
+}
+
+void check_finite_weights(const float* w, int64_t rows, int64_t cols, std::string_view name) {
+  for (int64_t i = 0; i < rows * cols; ++i)
+    QUANT_CHECK(std::isfinite(w[i]), "tensor {}: weight is not finite at row {} column {}", name, i / cols, i % cols);
 }
 
 GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridSpec& spec) {

@@ -130,12 +130,7 @@ std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<T
     }
     const QuantSpec& r = p.requested;
     p.method = r.kind == QuantSpec::Kind::Float ? "none" : "rtn";
-    if (r.kind == QuantSpec::Kind::Grid) {
-      const double g = static_cast<double>(r.grid.group == 0 ? t.cols : r.grid.group);
-      p.logical_bpw = r.grid.bits + (16.0 + (r.grid.sym ? 0.0 : r.grid.bits)) / g;
-    } else {
-      p.logical_bpw = type_bpw(r.type);
-    }
+    p.logical_bpw = r.kind == QuantSpec::Kind::Grid ? r.grid.logical_bpw(t.cols) : type_bpw(r.type);
     p.stored_bpw = type_bpw(p.stored);
     out.push_back(std::move(p));
   }
@@ -153,8 +148,7 @@ nlohmann::json plans_to_json(const std::vector<TensorPlan>& plans) {
 }
 
 PackedTensor quantize_tensor(const TensorPlan& plan, const float* w) {
-  for (int64_t i = 0; i < plan.rows * plan.cols; ++i)
-    QUANT_CHECK(std::isfinite(w[i]), "tensor {}: weight is not finite at row {} column {}", plan.name, i / plan.cols, i % plan.cols);
+  check_finite_weights(w, plan.rows, plan.cols, plan.name);
   const QuantSpec& s = plan.requested;
   switch (s.kind) {
     case QuantSpec::Kind::Float:

@@ -131,7 +131,7 @@ torch::Tensor torch_gptq(torch::Tensor W, torch::Tensor H, int bits, int64_t gro
                          double percdamp = 0.01, int64_t blocksize = 128) {
   W = W.clone();
   H = H.clone();
-  const int64_t rows = W.size(0), columns = W.size(1);
+  const int64_t columns = W.size(1);
   const int64_t gs = groupsize == 0 ? columns : groupsize;
   auto dead = H.diag() == 0;
   H.index_put_({dead, dead}, 1);

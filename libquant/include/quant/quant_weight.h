@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "quant/qtype.h"
@@ -15,7 +16,12 @@ struct GridSpec {
   int64_t group = 32;  // 0 = one group per output row (per-channel)
   bool sym = false;
   std::string str() const;  // "int4 g32 asym"
+  // Logical size of `cols`-wide rows: codes plus fp16 scales, plus b-bit zeros when asymmetric.
+  double logical_bpw(int64_t cols) const;
 };
+
+// Throws naming `name`, the row and the column of the first weight that is not finite.
+void check_finite_weights(const float* w, int64_t rows, int64_t cols, std::string_view name);
 
 // Layout: codes [rows][cols] (0 .. 2^bits-1); scales, mins [rows][cols / group].
 // Dequantized weight: w[r][c] = scales[r][g] * codes[r][c] + mins[r][g], g = c / group.
@@ -32,8 +38,6 @@ struct QuantWeight {
 
   int64_t n_groups() const { return cols / group; }
   void dequantize(float* out) const;  // out: [rows][cols]
-  // Logical size: codes plus fp16 scales, plus b-bit zeros when asymmetric.
-  double logical_bpw() const;
 };
 
 // One group's grid (GPTQ's quant.py formulas): x holds n values `stride` apart. code =
