@@ -130,11 +130,16 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
         GptqOptions go = opts.gptq;
         go.grid = p->requested.grid;
         GptqResult g = gptq_quantize(w.data(), p->rows, p->cols, H, go, p->name);
+        res.layers.push_back({p->name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
+        if (opts.grid_sink) {
+          g.q.dequantize(w.data());  // the block computes with exactly the grid the file holds
+          opts.grid_sink(p->name, std::move(g.q));
+          continue;
+        }
         PackedTensor packed = pack(g.q, p->stored);
         // The block now computes with exactly what the file will hold.
         const int64_t rb = row_bytes(packed.type, p->cols);
         for (int64_t r = 0; r < p->rows; ++r) dequantize_row(packed.type, packed.data.data() + r * rb, w.data() + r * p->cols, p->cols);
-        res.layers.push_back({p->name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
         res.packed.emplace(p->name, std::move(packed));
       }
     };

@@ -139,7 +139,10 @@ SequentialResult gptq_from_stats(const LlamaConfig& cfg, const WeightStore& stor
       if (h == hessians.end()) h = hessians.emplace(tap, stats.hessian(l, tap)).first;
       GptqResult g = gptq_quantize(w.data(), p.rows, p.cols, h->second, go, name);
       res.layers.push_back({name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
-      res.packed.emplace(name, pack(g.q, p.stored));
+      if (opts.grid_sink)
+        opts.grid_sink(name, std::move(g.q));
+      else
+        res.packed.emplace(name, pack(g.q, p.stored));
     }
   }
   if (opts.progress) opts.progress("done", cfg.n_layers, cfg.n_layers);

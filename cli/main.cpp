@@ -15,6 +15,7 @@
 #include "quant/gemm.h"
 #include "quant/formats/gguf_model.h"
 #include "quant/formats/loader.h"
+#include "quant/formats/onnx_model.h"
 #include "quant/policy.h"
 #include "quant/runtime.h"
 #include "quant/sequential.h"
@@ -91,8 +92,9 @@ int run_ppl(const PplArgs& a) {
 
 // --- convert ---
 struct ConvertArgs {
-  std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name;
-  int bits = 0;
+  std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
+  int bits = 0, onnx_accuracy = 0;
+  bool external_data = false, force = false;
   int64_t group = 32;
   bool sym = false, asym = false, dry_run = false, json = false, quiet = false;
   int threads = 0;
@@ -106,6 +108,11 @@ int run_convert(const ConvertArgs& a) {
   QUANT_CHECK(a.method == "rtn" || a.method == "gptq", "--method {} is not available (rtn, gptq are)", a.method);
   QUANT_CHECK(a.qtype.empty() != (a.bits == 0), "give either --qtype or --bits (with --group-size and --sym/--asym)");
   const bool gptq = a.method == "gptq";
+  std::string format = a.format;
+  if (format.empty()) format = std::filesystem::path(a.out).extension() == ".onnx" ? "onnx" : "gguf";
+  QUANT_CHECK(format == "gguf" || format == "onnx", "--format {} (gguf or onnx)", format);
+  const bool onnx = format == "onnx";
+  QUANT_CHECK(onnx || (!a.external_data && a.onnx_accuracy == 0), "--external-data and --onnx-accuracy-level apply to --format onnx");
   if (gptq) {
     QUANT_CHECK(a.bits != 0, "--method gptq quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)");
     QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(),
@@ -123,6 +130,7 @@ int run_convert(const ConvertArgs& a) {
   }
   LoadedModel m = load_model(a.model, {a.tokenizer});
   Policy policy = Policy::defaults(target);
+  std::vector<OnnxStorage> onnx_storage;
   if (!a.policy_file.empty()) {
     std::ifstream in(a.policy_file);
     QUANT_CHECK(in, "{}: cannot open policy file", a.policy_file);
@@ -137,6 +145,7 @@ int run_convert(const ConvertArgs& a) {
     policy = std::move(user);
   }
   auto plans = resolve_policy(policy, m.weights->tensors());
+  if (onnx) onnx_storage = resolve_onnx_storage(plans);  // throws for what MatMulNBits cannot hold
   if (gptq)  // GPTQ needs the Hessian of a linear's input: the decoder linears
     for (auto& p : plans)
       if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2 && p.requested.kind == QuantSpec::Kind::Grid) p.method = "gptq";
@@ -150,15 +159,15 @@ int run_convert(const ConvertArgs& a) {
       linear_n += n;
     }
   }
-  nlohmann::json summary = {{"model", a.model}, {"out", a.out}, {"method", a.method}, {"target", target.str()},
+  nlohmann::json summary = {{"model", a.model}, {"out", a.out}, {"format", format}, {"method", a.method}, {"target", target.str()},
                             {"policy", policy.to_json()}, {"tensors", plans_to_json(plans)},
                             {"decoder_linear_logical_bpw", linear_n > 0 ? linear_logical / linear_n : 0.0},
                             {"logical_size_bytes", logical_bits / 8}, {"stored_size_bytes", stored_bits / 8}};
   auto print_plan = [&] {
-    std::cout << fmt::format("{:<28} {:>12} {:>16} {:>6} {:>7}  {}\n", "tensor", "shape", "requested", "stored", "bpw", "note");
+    std::cout << fmt::format("{:<28} {:>12} {:>16} {:>18} {:>7}  {}\n", "tensor", "shape", "requested", "stored", "bpw", "note");
     for (const auto& p : plans)
-      std::cout << fmt::format("{:<28} {:>12} {:>16} {:>6} {:>7.3f}  {}\n", p.name, fmt::format("{}x{}", p.rows, p.cols),
-                               p.requested.str(), ttype_name(p.stored), p.stored_bpw,
+      std::cout << fmt::format("{:<28} {:>12} {:>16} {:>18} {:>7.3f}  {}\n", p.name, fmt::format("{}x{}", p.rows, p.cols),
+                               p.requested.str(), p.stored_as.empty() ? std::string(ttype_name(p.stored)) : p.stored_as, p.stored_bpw,
                                p.note == "exact" ? "" : p.note);
     std::cout << fmt::format("decoder linears: {:.3f} logical bits/weight; model {:.2f} MB stored\n",
                              linear_n > 0 ? linear_logical / linear_n : 0.0, stored_bits / 8 / 1e6);
@@ -172,18 +181,26 @@ int run_convert(const ConvertArgs& a) {
     }
     return 0;
   }
-  QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf");
+  QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
   QUANT_CHECK(!std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
   const auto t0 = std::chrono::steady_clock::now();
   GgufExportInfo info;
   info.method = a.method;
   info.name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
   SequentialResult seq;
+  std::map<std::string, NBitsTensor> nbits;  // GPTQ'd grids packed for MatMulNBits (ONNX)
+  std::map<std::string, int> bits_of;        // their MatMulNBits bits
   if (gptq) {
     Progress gprog("gptq", a.quiet);
     SequentialOptions so;
     so.gptq = a.gptq;
     so.progress = [&](const std::string& what, int64_t d, int64_t t) { gprog.update(d, t, what); };
+    if (onnx) {
+      for (size_t i = 0; i < plans.size(); ++i) bits_of[plans[i].name] = onnx_storage[i].bits;
+      so.grid_sink = [&](const std::string& name, QuantWeight&& q) {
+        nbits.emplace(name, pack_nbits(q, bits_of.at(name), name.c_str()));
+      };
+    }
     nlohmann::json calib_json;
     if (!a.stats_dir.empty()) {
       const StatsDir stats(a.stats_dir, m.config);
@@ -215,9 +232,29 @@ int run_convert(const ConvertArgs& a) {
   }
   Progress prog("convert", a.quiet);
   info.progress = [&](size_t d, size_t t, const std::string& n) { prog.update(static_cast<int64_t>(d) + 1, static_cast<int64_t>(t), n); };
-  write_gguf_model(m, policy, plans, a.out, info);
+  uint64_t out_bytes = 0;
+  if (onnx) {
+    OnnxExportInfo oi;
+    oi.method = info.method;
+    oi.name = info.name;
+    oi.extra = info.extra;
+    oi.accuracy_level = a.onnx_accuracy;
+    oi.external_data = a.external_data;
+    oi.force = a.force;
+    oi.prequantized = gptq ? &nbits : nullptr;
+    oi.progress = info.progress;
+    const OnnxExportResult r = write_onnx_model(m, policy, plans, a.out, oi);
+    out_bytes = r.bytes;
+    summary["files"] = r.files;
+    summary["external_data"] = r.external;
+    summary["onnx"] = {{"ir_version", kOnnxIrVersion}, {"opset", kOnnxOpset}, {"com.microsoft", kOnnxMsOpset},
+                       {"accuracy_level", a.onnx_accuracy}};
+  } else {
+    write_gguf_model(m, policy, plans, a.out, info);
+    out_bytes = std::filesystem::file_size(a.out);
+  }
   summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  summary["file_size_bytes"] = std::filesystem::file_size(a.out);
+  summary["file_size_bytes"] = out_bytes;
   if (a.json) {
     std::cout << summary.dump(2) << "\n";
   } else {
@@ -225,7 +262,7 @@ int run_convert(const ConvertArgs& a) {
     for (const auto& l : seq.layers)
       std::cout << fmt::format("gptq {:<26} loss {:12.6g}  {:6.3f} s  damp {:.2f}{}\n", l.name, l.loss, l.seconds, l.damp,
                                l.retries ? fmt::format(" ({} retries)", l.retries) : "");
-    std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, std::filesystem::file_size(a.out) / 1e6,
+    std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, out_bytes / 1e6,
                              summary["seconds"].get<double>());
   }
   return 0;
@@ -252,7 +289,35 @@ int run_calibrate(const std::string& model, const std::string& out, CalibSpec sp
 }
 
 // --- inspect ---
+int run_inspect_onnx(const std::string& path, bool json) {
+  const nlohmann::json j = nlohmann::json::parse(inspect_onnx_json(path));
+  if (json) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << fmt::format("{}: ONNX IR {}, {}, {:.2f} MB{}\n", path, j["ir_version"].get<int64_t>(), j["producer"].get<std::string>(),
+                           j["size_bytes"].get<uint64_t>() / 1e6, j["external_data"].empty() ? "" : " (with external data)");
+  std::cout << "  opsets:";
+  for (const auto& [k, v] : j["opsets"].items()) std::cout << " " << k << " " << v.get<int64_t>();
+  std::cout << "\n  operators:";
+  for (const auto& [k, v] : j["operators"].items()) std::cout << " " << k << " x" << v.get<int>();
+  std::cout << "\n";
+  for (const auto& [k, v] : j["metadata"].items()) std::cout << fmt::format("  {:<28} {}\n", k, v.get<std::string>());
+  std::cout << fmt::format("\n  {:<28} {:>12} {:>18} {:>7} {:>16} {:>8}\n", "tensor", "shape", "stored", "bpw", "grid", "logical");
+  for (const auto& t : j["tensors"])
+    std::cout << fmt::format("  {:<28} {:>12} {:>18} {:>7.3f} {:>16} {:>8.3f}\n", t["name"].get<std::string>(),
+                             fmt::format("{}x{}", t["shape"][0].get<int64_t>(), t["shape"][1].get<int64_t>()),
+                             t["stored"].get<std::string>(), t["bpw"].get<double>(), t["grid"].get<std::string>(),
+                             t["logical_bpw"].get<double>());
+  std::cout << fmt::format("\n  {} parameters, {:.3f} bits/weight stored, {:.3f} logical\n", j["params"].get<uint64_t>(),
+                           j["bpw"].get<double>(), j["logical_bpw"].get<double>());
+  return 0;
+}
+
 int run_inspect(const std::string& path, bool json) {
+  if (std::filesystem::path(path).extension() == ".onnx") return run_inspect_onnx(path, json);
+  if (std::filesystem::is_directory(path) && std::filesystem::exists(std::filesystem::path(path) / "model.onnx"))
+    return run_inspect_onnx((std::filesystem::path(path) / "model.onnx").string(), json);
   GgufFile f(path);
   nlohmann::json tensor_meta = nlohmann::json::array();
   if (const GgufValue* v = f.find("quant.tensors"); v && v->type == GgufType::STR) {
@@ -349,9 +414,14 @@ int main(int argc, char** argv) {
   ppl->add_flag("--quiet", pa.quiet, "no progress on stderr");
 
   ConvertArgs ca;
-  auto* conv = app.add_subcommand("convert", "quantize a model and write GGUF");
+  auto* conv = app.add_subcommand("convert", "quantize a model and write GGUF or ONNX");
   conv->add_option("model", ca.model, "model path")->required();
-  conv->add_option("-o,--out", ca.out, "output .gguf");
+  conv->add_option("-o,--out", ca.out, "output .gguf, or DIR/model.onnx");
+  conv->add_option("--format", ca.format, "gguf | onnx (default: from the output's extension)")->check(CLI::IsMember({"gguf", "onnx"}));
+  conv->add_option("--onnx-accuracy-level", ca.onnx_accuracy, "MatMulNBits accuracy_level: 0 (fp32) | 4 (int8 activations)")
+      ->check(CLI::IsMember({0, 4}))->capture_default_str();
+  conv->add_flag("--external-data", ca.external_data, "ONNX: weights in model.onnx.data beside the graph (forced above 2 GB)");
+  conv->add_flag("--force", ca.force, "ONNX: write into an output directory that already holds files");
   conv->add_option("--method", ca.method, "rtn | gptq")->capture_default_str();
   conv->add_option("--calib", ca.calib.file, "calibration text (plain, or .jsonl with a text field)");
   conv->add_option("--nsamples", ca.calib.nsamples, "calibration windows")->capture_default_str();
@@ -395,8 +465,8 @@ int main(int argc, char** argv) {
 
   std::string ipath;
   bool ijson = false;
-  auto* insp = app.add_subcommand("inspect", "list a GGUF file's metadata and tensors");
-  insp->add_option("file", ipath, "GGUF file")->required();
+  auto* insp = app.add_subcommand("inspect", "list a GGUF or ONNX file's metadata and tensors");
+  insp->add_option("file", ipath, "GGUF file, or ONNX model written by quant convert")->required();
   insp->add_flag("--json", ijson, "print one JSON object");
 
   std::string gmodel, gtok, gprompt;

@@ -56,7 +56,6 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
               h_in.size(), cols, cols);
   QUANT_CHECK(o.grid.bits >= 2 && o.grid.bits <= 8, "tensor {}: bits {} outside 2..8", name, o.grid.bits);
   const int64_t group = o.grid.group == 0 ? cols : o.grid.group;
-  QUANT_CHECK(cols % group == 0, "tensor {}: group {} does not divide {} columns", name, group, cols);
   const int maxq = (1 << o.grid.bits) - 1;
   GptqResult res;
 
@@ -77,12 +76,13 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   // Static groups: fitted up front on the natural-order weights, so the stored layout stays
   // group = column / group_size even under act-order. Without act-order, groups are fitted
   // when their first column is reached, from the already-updated weights.
-  const int64_t ng = cols / group;
+  const int64_t ng = (cols + group - 1) / group;  // a shorter last group when group does not divide cols
   std::vector<GridParams> params(static_cast<size_t>(rows * ng));
   const bool static_groups = o.act_order || o.static_groups || group == cols;
   if (static_groups)
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t g = 0; g < ng; ++g) params[static_cast<size_t>(r * ng + g)] = fit_grid_group(W.data() + r * cols + g * group, group, 1, o.grid);
+      for (int64_t g = 0; g < ng; ++g) params[static_cast<size_t>(r * ng + g)] =
+            fit_grid_group(W.data() + r * cols + g * group, std::min(group, cols - g * group), 1, o.grid);
 
   std::vector<int64_t> perm(static_cast<size_t>(cols));
   std::iota(perm.begin(), perm.end(), 0);
@@ -136,11 +136,11 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
         const float d = U(c, c);
         if (!static_groups && c % group == 0) {
           // Fit on the current values: columns of this lazy block carry their in-block updates.
-          const int64_t n_in = std::min(group, i2 - c);
+          const int64_t len = std::min(group, cols - c), n_in = std::min(len, i2 - c);
           for (int64_t r = r0; r < r1; ++r) {
             for (int64_t j = 0; j < n_in; ++j) gbuf[static_cast<size_t>(j)] = W1(r, i + j);
-            for (int64_t j = n_in; j < group; ++j) gbuf[static_cast<size_t>(j)] = W(r, c + j);
-            params[static_cast<size_t>(r * ng + c / group)] = fit_grid_group(gbuf.data(), group, 1, o.grid);
+            for (int64_t j = n_in; j < len; ++j) gbuf[static_cast<size_t>(j)] = W(r, c + j);
+            params[static_cast<size_t>(r * ng + c / group)] = fit_grid_group(gbuf.data(), len, 1, o.grid);
           }
         }
         const int64_t g = perm[static_cast<size_t>(c)] / group;  // natural-order group of this column

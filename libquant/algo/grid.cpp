@@ -53,15 +53,14 @@ GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridS
 QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec) {
   QUANT_CHECK(spec.bits >= 2 && spec.bits <= 8, "bits {} outside 2..8", spec.bits);
   const int64_t group = spec.group == 0 ? cols : spec.group;
-  QUANT_CHECK(group > 0 && cols % group == 0, "group size {} does not divide {} columns", group,
-              cols);
+  QUANT_CHECK(group > 0, "group size {} for {} columns", group, cols);
   QuantWeight q;
   q.rows = rows;
   q.cols = cols;
   q.bits = spec.bits;
   q.group = group;
   q.sym = spec.sym;
-  const int64_t ng = cols / group;
+  const int64_t ng = q.n_groups();
   q.codes.resize(static_cast<size_t>(rows * cols));
   q.scales.resize(static_cast<size_t>(rows * ng));
   q.mins.resize(static_cast<size_t>(rows * ng));
@@ -69,10 +68,11 @@ QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec&
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t g = 0; g < ng; ++g) {
+      const int64_t len = std::min(group, cols - g * group);
       const float* x = w + r * cols + g * group;
-      const GridParams p = fit_grid_group(x, group, 1, spec);
+      const GridParams p = fit_grid_group(x, len, 1, spec);
       uint8_t* c = q.codes.data() + r * cols + g * group;
-      for (int64_t j = 0; j < group; ++j) {
+      for (int64_t j = 0; j < len; ++j) {
         const float v = std::nearbyint(x[j] / p.scale) + p.zero;
         c[j] = static_cast<uint8_t>(std::clamp(v, 0.0f, static_cast<float>(maxq)));
       }

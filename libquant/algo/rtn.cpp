@@ -121,9 +121,9 @@ std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<T
         p.note = fmt::format("{} columns do not tile {} blocks: F16 instead", t.cols, ttype_name(s.type));
       }
     } else {
-      QUANT_CHECK(s.grid.group == 0 || t.cols % s.grid.group == 0,
-                  "policy: tensor {}: group {} does not divide {} columns", t.name, s.grid.group, t.cols);
-      const StorageChoice c = storage_for_grid(s.grid, t.cols);
+      StorageChoice c = storage_for_grid(s.grid, t.cols);
+      if (s.grid.group != 0 && t.cols % s.grid.group != 0)
+        c = {TType::F16, false, fmt::format("group {} does not divide {} columns: stored as dequantized F16", s.grid.group, t.cols)};
       p.stored = c.type;
       p.exact = c.exact;
       p.note = c.why;
@@ -142,7 +142,7 @@ nlohmann::json plans_to_json(const std::vector<TensorPlan>& plans) {
   for (const auto& p : plans)
     j.push_back({{"name", p.name}, {"rows", p.rows}, {"cols", p.cols}, {"rule", p.rule},
                  {"method", p.method},
-                 {"requested", p.requested.str()}, {"stored", std::string(ttype_name(p.stored))},
+                 {"requested", p.requested.str()}, {"stored", p.stored_as.empty() ? std::string(ttype_name(p.stored)) : p.stored_as},
                  {"exact", p.exact}, {"note", p.note}, {"logical_bpw", p.logical_bpw}, {"stored_bpw", p.stored_bpw}});
   return j;
 }

@@ -12,6 +12,7 @@ case $name in
 esac
 dir="$build/peers/$name"
 mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
 exec 9>"$build/peers/.$name.lock"
 flock 9                      # one installer at a time; the others wait, then find the stamp
 stamp="$dir/.installed-${pkgs[0]}"

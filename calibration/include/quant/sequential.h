@@ -30,6 +30,9 @@ struct BlockTensors {
 struct SequentialOptions {
   GptqOptions gptq;  // damping, act-order, block; the grid comes from each tensor's plan
   std::function<void(const std::string& what, int64_t done, int64_t total)> progress;
+  // When set, each GPTQ'd grid goes here (exact, fp32 scales) instead of being packed into its
+  // plan's GGUF type, and later steps compute with the grid itself (the ONNX exporter's path).
+  std::function<void(const std::string& name, QuantWeight&& q)> grid_sink;
 };
 
 struct LayerReport {
@@ -40,7 +43,7 @@ struct LayerReport {
 };
 
 struct SequentialResult {
-  std::map<std::string, PackedTensor> packed;  // GPTQ'd linears, canonical row order
+  std::map<std::string, PackedTensor> packed;  // GPTQ'd linears, canonical row order (unless grid_sink)
   std::vector<LayerReport> layers;
   int64_t block_passes = 0;  // block forward passes over all windows
   double seconds = 0;

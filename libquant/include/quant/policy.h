@@ -47,6 +47,7 @@ struct TensorPlan {
   std::string method = "rtn";  // none (float), rtn, gptq
   QuantSpec requested;
   TType stored = TType::F32;
+  std::string stored_as;  // set when the container is not GGUF ("MatMulNBits 4b b32"); else ttype_name(stored)
   bool exact = true;    // the stored bytes hold the requested grid exactly (scales in fp16)
   std::string note;     // why a fallback happened
   double logical_bpw = 32;  // of the requested grid

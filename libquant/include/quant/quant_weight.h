@@ -26,7 +26,8 @@ void check_finite_weights(const float* w, int64_t rows, int64_t cols, std::strin
 // Layout: codes [rows][cols] (0 .. 2^bits-1); scales, mins [rows][cols / group].
 // Dequantized weight: w[r][c] = scales[r][g] * codes[r][c] + mins[r][g], g = c / group.
 // Integer-zero grids (GPTQ style, Q4_0, Q8_0) have mins = -zero * scale; ggml's Q4_1/Q5_1
-// store any min. `group` is a multiple of 32 or equals cols.
+// store any min. When `group` does not divide cols the last group is shorter (cols % group
+// columns: MatMulNBits pads it; ggml blocks need group a multiple of 32 dividing cols).
 struct QuantWeight {
   int64_t rows = 0, cols = 0;
   int bits = 4;
@@ -36,7 +37,7 @@ struct QuantWeight {
   std::vector<float> scales;
   std::vector<float> mins;
 
-  int64_t n_groups() const { return cols / group; }
+  int64_t n_groups() const { return (cols + group - 1) / group; }
   void dequantize(float* out) const;  // out: [rows][cols]
 };
 
@@ -49,7 +50,7 @@ GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridS
 
 // Round-to-nearest on the min-max grid of GPTQ's quant.py: range forced to include 0;
 // asym zero = round(-min / scale), sym zero = 2^(bits-1) with range [-absmax, absmax].
-// w: [rows][cols] row-major.
+// w: [rows][cols] row-major. A group that does not divide cols leaves a shorter last group.
 QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec);
 
 // ggml's reference quantizers (quantize_row_*_ref): the bytes llama.cpp's own quantizer

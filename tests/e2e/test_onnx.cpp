@@ -1,0 +1,370 @@
+// ONNX export: the ONNX checker accepts every file, ONNX Runtime (onnxruntime-node from npm)
+// runs it, and its logits agree with our runtime reading the same file back.
+#include <fmt/format.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "../common.h"
+#include "quant/formats/loader.h"
+#include "quant/nbits.h"
+#include "quant/runtime.h"
+#include "quant/text.h"
+
+using namespace quant;
+
+namespace {
+
+std::string q() { return qt::quant_bin(); }
+
+bool install_ort() {
+  const qt::RunResult r = qt::run("bash " + qt::repo("tests/peers/install.sh") + " " + QUANT_BUILD_DIR + " ort");
+  if (r.code == 3) {
+    WARN("skipped: npm is not installed, ONNX Runtime cannot be fetched");
+    return false;
+  }
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  return true;
+}
+
+// onnx.checker.check_model(full_check=True) from Debian's python3-onnx on each file.
+void check_with_onnx_checker(const std::vector<std::string>& files) {
+  if (qt::run("/usr/bin/python3 -c 'import onnx'").code != 0) {
+    WARN("skipped the ONNX checker: /usr/bin/python3 has no onnx module (apt install python3-onnx)");
+    return;
+  }
+  std::string cmd = "/usr/bin/python3 -c 'import onnx,sys\nfor p in sys.argv[1:]:\n  onnx.checker.check_model(p, full_check=True)\n  print(\"ok\", p)'";
+  for (const auto& f : files) cmd += " " + f;
+  const qt::RunResult r = qt::run(cmd);
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+}
+
+struct OrtRun {
+  int64_t vocab = 0;
+  std::vector<double> nll;      // per scored position (gptq protocol: rows 0..ctx-2 of each window)
+  std::vector<int32_t> argmax;
+  std::vector<float> logits;    // the first `dump` windows, [ctx][vocab] each
+  double seconds = 0;
+};
+
+OrtRun run_ort(const std::string& model, const std::vector<int32_t>& flat_windows, int64_t ctx, int64_t dump) {
+  qt::TempDir tmp;
+  qt::write_file(tmp / "ids.i32", std::string(reinterpret_cast<const char*>(flat_windows.data()), flat_windows.size() * 4));
+  const std::string cmd = fmt::format("node {} {}/peers/ort {} {} {} {} {} 1", qt::repo("tests/peers/ort_logits.mjs"),
+                                      QUANT_BUILD_DIR, model, tmp / "ids.i32", ctx, tmp / "out", dump);
+  const qt::RunResult r = qt::run(cmd);
+  INFO(cmd << "\n" << r.out);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(qt::slurp(tmp / "out.json"));
+  OrtRun o;
+  o.vocab = j["vocab"].get<int64_t>();
+  o.nll = j["nll"].get<std::vector<double>>();
+  o.argmax = j["argmax"].get<std::vector<int32_t>>();
+  o.seconds = j["seconds"].get<double>();
+  const std::string raw = qt::slurp(tmp / "out.logits.f32");
+  o.logits.resize(raw.size() / 4);
+  std::memcpy(o.logits.data(), raw.data(), raw.size());
+  REQUIRE(static_cast<int64_t>(o.logits.size()) == dump * ctx * o.vocab);
+  return o;
+}
+
+// Windows of the gptq protocol: consecutive ctx-token chunks of the text's tokens (BOS first).
+std::vector<int32_t> gptq_windows(const std::vector<int32_t>& tokens, int64_t ctx, int64_t n) {
+  n = std::min<int64_t>(n, static_cast<int64_t>(tokens.size()) / ctx);
+  return {tokens.begin(), tokens.begin() + n * ctx};
+}
+
+struct Agreement {
+  double max_abs_dlogit = 0, top1 = 0;
+  int64_t positions = 0;
+};
+
+// ONNX Runtime's logits of the dumped windows against our runtime's on the same file.
+Agreement compare_logits(const std::string& model, const std::vector<int32_t>& flat, int64_t ctx, const OrtRun& ort) {
+  LoadedModel m = load_model(model);
+  LlamaRuntime rt(m.config, *m.weights);
+  const int64_t V = m.config.vocab;
+  REQUIRE(ort.vocab == V);
+  Agreement a;
+  int64_t agree = 0;
+  std::vector<float> ours;
+  const int64_t windows = static_cast<int64_t>(ort.logits.size()) / (ctx * V);
+  for (int64_t w = 0; w < windows; ++w) {
+    rt.forward(std::span<const int32_t>(flat.data() + w * ctx, static_cast<size_t>(ctx)), 0, ours);
+    for (int64_t j = 0; j < ctx; ++j) {
+      const float* x = ours.data() + j * V;
+      const float* y = ort.logits.data() + (w * ctx + j) * V;
+      for (int64_t v = 0; v < V; ++v) a.max_abs_dlogit = std::max(a.max_abs_dlogit, static_cast<double>(std::fabs(x[v] - y[v])));
+      agree += (std::max_element(x, x + V) - x) == (std::max_element(y, y + V) - y);
+      ++a.positions;
+    }
+  }
+  a.top1 = static_cast<double>(agree) / static_cast<double>(a.positions);
+  return a;
+}
+
+double ppl_from_nll(const std::vector<double>& nll) {
+  double s = 0;
+  for (double x : nll) s += x;
+  return std::exp(s / static_cast<double>(nll.size()));
+}
+
+}  // namespace
+
+TEST_CASE("ONNX: ONNX Runtime runs RTN and GPTQ exports (4-bit, g32/g128, sym/asym, accuracy 0/4) and agrees with us",
+          "[e2e][peers][onnx]") {
+  if (!install_ort()) return;
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string heldout = qt::repo("data/kjv/kjv_heldout.txt");
+  LoadedModel m = load_model(model);
+  const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(heldout), true);
+  const int64_t ctx = 512;
+  // Full-text perplexity through ONNX Runtime for every file with QUANT_ORT_FULL=1 (the closing
+  // note's table); by default two chunks for the logit comparison and 16 for perplexity.
+  const bool full = std::getenv("QUANT_ORT_FULL") != nullptr;
+  const std::vector<int32_t> flat = gptq_windows(tokens, ctx, full ? 1 << 20 : 16);
+
+  // GPTQ from statistics gathered once (32 windows: this test checks the export, not GPTQ).
+  const std::string stats = tmp / "stats";
+  {
+    const auto r = qt::run(q() + " calibrate " + model + " --calib " + qt::repo("data/kjv/kjv_train.txt") +
+                           " --nsamples 32 -o " + stats + " --quiet");
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+  }
+  struct Case {
+    std::string method;
+    int64_t group;
+    bool sym;
+    int acc;
+  };
+  std::vector<Case> cases;
+  for (const char* method : {"rtn", "gptq"})
+    for (int64_t group : {32, 128})
+      for (bool sym : {true, false})
+        for (int acc : {0, 4}) cases.push_back({method, group, sym, acc});
+  std::vector<std::string> files;
+  for (const auto& c : cases) {
+    const std::string dir = tmp / fmt::format("{}-g{}-{}-acc{}", c.method, c.group, c.sym ? "sym" : "asym", c.acc);
+    files.push_back(dir + "/model.onnx");
+    const std::string cmd = fmt::format("{} convert {} --method {} --bits 4 --group-size {} {} --onnx-accuracy-level {} {} -o {} --quiet",
+                                        q(), model, c.method, c.group, c.sym ? "--sym" : "--asym", c.acc,
+                                        c.method == "gptq" ? "--stats " + stats + " --act-order" : "", files.back());
+    const auto r = qt::run(cmd);
+    INFO(cmd << "\n" << r.out);
+    REQUIRE(r.code == 0);
+  }
+  check_with_onnx_checker(files);
+
+  nlohmann::json report = nlohmann::json::array();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    // Perplexity through ONNX Runtime on accuracy level 0 files (and all of them with QUANT_ORT_FULL).
+    const bool want_ppl = full || c.acc == 0;
+    const std::vector<int32_t> run_windows = want_ppl ? flat : gptq_windows(tokens, ctx, 2);
+    const OrtRun ort = run_ort(files[i], run_windows, ctx, 2);
+    const Agreement a = compare_logits(files[i], flat, ctx, ort);
+    nlohmann::json row = {{"method", c.method}, {"group", c.group}, {"sym", c.sym}, {"accuracy_level", c.acc},
+                          {"file_bytes", std::filesystem::file_size(files[i])}, {"positions", a.positions},
+                          {"max_abs_dlogit", a.max_abs_dlogit}, {"top1", a.top1}, {"ort_seconds", ort.seconds}};
+    std::string line = fmt::format("ONNX Runtime vs quant, {:>4} g{:<3} {:<4} acc {}: {} positions, top-1 {:.2f}%, max|dlogit| {:.2e}",
+                                   c.method, c.group, c.sym ? "sym" : "asym", c.acc, a.positions, 100 * a.top1, a.max_abs_dlogit);
+    CHECK(a.positions >= 512);
+    INFO(line);
+    if (c.acc == 0) {
+      CHECK(a.top1 >= 0.99);
+      CHECK(a.max_abs_dlogit < 0.05);
+    } else {
+      CHECK(a.top1 >= 0.95);  // int8 activations: close, not equal
+    }
+    if (want_ppl) {
+      LoadedModel om = load_model(files[i]);
+      LlamaRuntime rt(om.config, *om.weights);
+      PplOptions po;
+      po.protocol = PplProtocol::Gptq;
+      po.ctx = ctx;
+      po.max_chunks = static_cast<int64_t>(run_windows.size()) / ctx;
+      const PplResult ours = perplexity(rt, tokens, om.config.bos_id, po);
+      const double theirs = ppl_from_nll(ort.nll);
+      REQUIRE(ours.tokens_scored == static_cast<int64_t>(ort.nll.size()));
+      const double rel = theirs / ours.ppl - 1;
+      row["ppl_ours"] = ours.ppl;
+      row["ppl_ort"] = theirs;
+      row["ppl_chunks"] = po.max_chunks;
+      line += fmt::format(", ppl {:.4f} (ours {:.4f}, {:+.3f}%, {} chunks)", theirs, ours.ppl, 100 * rel, po.max_chunks);
+      CHECK(std::fabs(rel) < 0.005);
+    }
+    std::cout << line << "\n";
+    report.push_back(row);
+  }
+  std::filesystem::create_directories(std::string(QUANT_BUILD_DIR) + "/reports");
+  qt::write_file(std::string(QUANT_BUILD_DIR) + "/reports/onnx_ort_agreement.json", report.dump(2));
+}
+
+TEST_CASE("ONNX: external data, inspect, and our reader give the same model as the inline file", "[e2e][peers][onnx]") {
+  if (!install_ort()) return;
+  qt::TempDir tmp;
+  const std::string inline_f = tmp / "inline/model.onnx", ext_f = tmp / "ext/model.onnx";
+  for (const auto& [f, flag] : {std::pair{inline_f, ""}, std::pair{ext_f, "--external-data"}}) {
+    const auto r = qt::run(q() + " convert " + qt::bundled_model() + " --bits 4 --group-size 64 --asym " + flag + " -o " + f + " --quiet --json");
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+  }
+  REQUIRE(std::filesystem::exists(ext_f + ".data"));
+  CHECK(!std::filesystem::exists(inline_f + ".data"));
+  CHECK(std::filesystem::file_size(ext_f) * 20 < std::filesystem::file_size(inline_f));  // graph and metadata only
+  check_with_onnx_checker({inline_f, ext_f});
+  LoadedModel a = load_model(inline_f), b = load_model(ext_f);
+  for (const auto& t : a.weights->tensors()) CHECK(a.weights->read_f32(t.name) == b.weights->read_f32(t.name));
+  const std::vector<int32_t> toks = a.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
+  const std::vector<int32_t> win(toks.begin(), toks.begin() + 512);
+  const OrtRun oa = run_ort(inline_f, win, 512, 1), ob = run_ort(ext_f, win, 512, 1);
+  CHECK(oa.logits == ob.logits);
+
+  const auto r = qt::run(q() + " inspect " + ext_f + " --json");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["opsets"]["ai.onnx"] == 17);
+  CHECK(j["opsets"]["com.microsoft"] == 1);
+  CHECK(j["operators"]["com.microsoft.MatMulNBits"].get<int>() == a.config.n_layers * 7 + 1);
+  CHECK(j["external_data"] == nlohmann::json::array({"model.onnx.data"}));
+  bool seen = false;
+  for (const auto& t : j["tensors"])
+    if (t["name"] == "blk.1.ffn_up.weight") {
+      seen = true;
+      CHECK(t["stored"] == "MatMulNBits 4b b64");
+      CHECK(t["block_size"] == 64);
+      CHECK(t["zero_points"] == true);
+      CHECK(t["grid"] == "int4 g64 asym");
+    }
+  CHECK(seen);
+  CHECK(j["metadata"]["quant.method"] == "rtn");
+}
+
+TEST_CASE("ONNX: stories260K (K = 172, not a multiple of the block) exports with K padded and runs in ONNX Runtime",
+          "[e2e][peers][onnx]") {
+  REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  if (!install_ort()) return;
+  qt::TempDir tmp;
+  const std::string src = qt::shared("models/stories260K/stories260K.bin");
+  LoadedModel m = load_model(src);
+  const std::vector<int32_t> toks = m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
+  const int64_t ctx = std::min<int64_t>(256, m.config.max_ctx);
+  const std::vector<int32_t> flat = gptq_windows(toks, ctx, 4);
+  REQUIRE(flat.size() >= 512);
+  qt::write_file(tmp / "calib.txt", read_text(qt::repo("data/kjv/kjv_train.txt")).substr(0, 200000));
+  std::vector<std::string> files;
+  for (const std::string& args : {std::string("--bits 4 --group-size 32 --asym"), std::string("--bits 4 --group-size 128 --sym"),
+                                  "--method gptq --bits 4 --group-size 32 --asym --nsamples 16 --seqlen 256 --calib " + (tmp / "calib.txt")}) {
+    files.push_back(tmp / fmt::format("s{}/model.onnx", files.size()));
+    const auto r = qt::run(q() + " convert " + src + " " + args + " -o " + files.back() + " --quiet --json");
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    for (const auto& t : nlohmann::json::parse(r.out)["tensors"])
+      if (t["name"] == "blk.0.ffn_down.weight") {
+        CHECK(t["stored"].get<std::string>().rfind("MatMulNBits 4b", 0) == 0);
+        CHECK(t["note"].get<std::string>().find("K padded to") != std::string::npos);
+      }
+  }
+  check_with_onnx_checker(files);
+  for (const auto& f : files) {
+    const OrtRun ort = run_ort(f, flat, ctx, static_cast<int64_t>(flat.size()) / ctx);
+    const Agreement a = compare_logits(f, flat, ctx, ort);
+    std::cout << fmt::format("stories260K {}: top-1 {:.2f}%, max|dlogit| {:.2e} over {} positions\n", f, 100 * a.top1,
+                             a.max_abs_dlogit, a.positions);
+    CHECK(a.top1 >= 0.99);
+    CHECK(a.max_abs_dlogit < 0.01);
+  }
+}
+
+TEST_CASE("ONNX bad input: unsupported grids, occupied directory, foreign architecture, no partial files",
+          "[cli][bad-input][onnx]") {
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  auto expect_error = [](const qt::RunResult& r, std::vector<std::string> parts) {
+    INFO(r.out);
+    CHECK(r.code == 1);
+    CHECK(r.out.rfind("error: ", 0) == 0);
+    for (const auto& p : parts) CHECK(r.out.find(p) != std::string::npos);
+  };
+  const std::string out = tmp / "o/model.onnx";
+  expect_error(qt::run(q() + " convert " + model + " --bits 4 --group-size 0 -o " + out), {"per-channel grid cannot be MatMulNBits"});
+  expect_error(qt::run(q() + " convert " + model + " --qtype Q4_1 -o " + out), {"Q4_1 has a float min", "--bits 4 --asym"});
+  expect_error(qt::run(q() + " convert " + model + " --qtype Q4_1 --format gguf --onnx-accuracy-level 4 -o " + (tmp / "x.gguf")),
+               {"apply to --format onnx"});
+  CHECK(!std::filesystem::exists(tmp / "o"));
+  // An output directory that holds files: refused unless --force.
+  std::filesystem::create_directories(tmp / "busy");
+  qt::write_file(tmp / "busy/notes.txt", "mine");
+  expect_error(qt::run(q() + " convert " + model + " --bits 4 -o " + (tmp / "busy/model.onnx")), {"busy", "not empty", "--force"});
+  CHECK(!std::filesystem::exists(tmp / "busy/model.onnx"));
+  const auto forced = qt::run(q() + " convert " + model + " --bits 4 --force -o " + (tmp / "busy/model.onnx") + " --quiet");
+  INFO(forced.out);
+  CHECK(forced.code == 0);
+  CHECK(std::filesystem::exists(tmp / "busy/model.onnx"));
+  CHECK(qt::slurp(tmp / "busy/notes.txt") == "mine");
+  // A checkpoint of an architecture nobody exports: the reader names it, nothing is written.
+  std::filesystem::create_directories(tmp / "gpt2");
+  std::filesystem::copy(model + "/model.safetensors", tmp / "gpt2/model.safetensors");
+  std::filesystem::copy(model + "/tokenizer.model", tmp / "gpt2/tokenizer.model");
+  auto cfg = nlohmann::json::parse(qt::slurp(model + "/config.json"));
+  cfg["architectures"] = {"GPT2LMHeadModel"};
+  cfg["model_type"] = "gpt2";
+  qt::write_file(tmp / "gpt2/config.json", cfg.dump());
+  expect_error(qt::run(q() + " convert " + (tmp / "gpt2") + " --bits 4 -o " + (tmp / "g/model.onnx")), {"GPT2LMHeadModel"});
+  CHECK(!std::filesystem::exists(tmp / "g"));
+  // Readers: a truncated model and an external-data reference outside the directory.
+  const auto ok = qt::run(q() + " convert " + model + " --bits 4 --external-data -o " + (tmp / "e/model.onnx") + " --quiet");
+  REQUIRE(ok.code == 0);
+  const std::string bytes = qt::slurp(tmp / "e/model.onnx");
+  qt::write_file(tmp / "trunc.onnx", bytes.substr(0, bytes.size() / 2));
+  expect_error(qt::run(q() + " inspect " + (tmp / "trunc.onnx")), {"trunc.onnx"});
+  std::string evil = bytes;
+  const size_t at = evil.find("model.onnx.data");
+  REQUIRE(at != std::string::npos);
+  evil.replace(at, 15, "../xx.onnx.data");  // same length: the protobuf stays well formed
+  qt::write_file(tmp / "e/evil.onnx", evil);
+  expect_error(qt::run(q() + " inspect " + (tmp / "e/evil.onnx")), {"not a file beside the model"});
+  std::filesystem::resize_file(tmp / "e/model.onnx.data", 10000);
+  expect_error(qt::run(q() + " ppl " + (tmp / "e/model.onnx") + " --text " + qt::repo("data/kjv/kjv_heldout.txt")), {"outside model.onnx.data"});
+}
+
+TEST_CASE("MatMulNBits packing: round trip, padding, zero points, and what it refuses", "[unit][onnx]") {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0, 1);
+  for (int64_t cols : {64, 172, 200}) {
+    for (const GridSpec spec : {GridSpec{4, 32, true}, GridSpec{4, 64, false}, GridSpec{3, 32, false}, GridSpec{8, 128, true},
+                                GridSpec{5, 16, false}}) {
+      std::vector<float> w(static_cast<size_t>(5 * cols));
+      for (auto& x : w) x = nd(rng);
+      const QuantWeight qw = rtn_grid(w.data(), 5, cols, spec);
+      CHECK(qw.n_groups() == (cols + spec.group - 1) / spec.group);
+      const int bits = nbits_storage_bits(spec.bits, spec.group, "t");
+      const NBitsTensor nb = pack_nbits(qw, bits, "t");
+      nb.validate("t");
+      CHECK(nb.k_blocks() * nb.block >= cols);
+      CHECK(nb.has_zeros() == !(spec.sym && spec.bits == bits));
+      const QuantWeight back = unpack_nbits(nb);
+      CHECK(back.codes == qw.codes);
+      CHECK(back.scales == qw.scales);
+      std::vector<float> a(w.size()), b(w.size());
+      qw.dequantize(a.data());
+      nb.dequantize(b.data());
+      for (size_t i = 0; i < a.size(); ++i) CHECK(b[i] == Approx(a[i]).margin(1e-6));
+      // Padding columns decode to weight 0 (code = the block's zero point).
+      for (int64_t c = cols; c < nb.k_blocks() * nb.block; ++c) CHECK(nb.code(0, c) == nb.zero(0, c / nb.block));
+      // Low nibble first: element 0 of row 0 in bits 0..3 of byte 0.
+      if (bits == 4) CHECK((nb.b[0] & 0xF) == qw.codes[0]);
+    }
+  }
+  std::vector<float> w(64 * 2, 0.5f);
+  CHECK_THROWS_WITH(nbits_storage_bits(4, 0, "t"), Catch::Contains("per-channel"));
+  CHECK_THROWS_WITH(nbits_storage_bits(4, 48, "t"), Catch::Contains("power of two"));
+  w[3] = -1.3f;
+  const QuantWeight q41 = quantize_ggml(TType::Q4_1, w.data(), 2, 64);
+  CHECK_THROWS_WITH(pack_nbits(q41, 4, "t"), Catch::Contains("not an integer"));
+}
