@@ -1,8 +1,15 @@
-// Micro-benchmarks of the packers and row dequantizers (the hot path of GGUF evaluation).
+// Micro-benchmarks: packers and row dequantizers (GGUF evaluation), and the integer GEMMs of
+// the W8A8 / W4A8 runtime per ISA next to the FP32 GEMM (Eigen, our fixed-panel gemm_nt) on
+// the same shapes, with the machine's peak int8 multiply-add rate for reference.
+//   build/bin/bench_kernels --benchmark_filter='Gemm|Peak'
 #include <benchmark/benchmark.h>
+#include <immintrin.h>
+#include <omp.h>
 
 #include <random>
 
+#include "quant/gemm.h"
+#include "quant/int_gemm.h"
 #include "quant/quant_weight.h"
 
 namespace {
@@ -42,6 +49,119 @@ void BM_DequantizeRow(benchmark::State& st) {
   st.SetLabel(std::string(quant::ttype_name(type)));
 }
 BENCHMARK(BM_DequantizeRow)->Arg(2)->Arg(3)->Arg(8);
+
+// --- GEMMs: args {M, K = N, isa} ---
+
+void set_ops(benchmark::State& st, int64_t M, int64_t N, int64_t K) {
+  // 2 ops (multiply, add) per multiply-accumulate, as FLOP/s counts them.
+  st.counters["GOP/s"] = benchmark::Counter(2.0 * static_cast<double>(M * N * K) * static_cast<double>(st.iterations()),
+                                            benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  st.counters["threads"] = omp_get_max_threads();
+}
+
+void BM_GemmF32(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(1);
+  const auto a = random_weights(M * K), w = random_weights(N * K);
+  std::vector<float> y(static_cast<size_t>(M * N));
+  for (auto _ : st) {
+    quant::gemm_nt(a.data(), K, w.data(), K, y.data(), N, M, N, K, 1.0f, false);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_ops(st, M, N, K);
+  st.SetLabel("fp32 eigen");
+}
+BENCHMARK(BM_GemmF32)->Args({512, 4096})->Args({1, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_GemmW8A8(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(1);
+  const auto isa = static_cast<quant::Isa>(st.range(2));
+  if (!quant::isa_supported(isa)) {
+    st.SkipWithError((std::string(quant::isa_name(isa)) + " not supported by this CPU").c_str());
+    return;
+  }
+  const auto x = random_weights(M * K), w = random_weights(N * K);
+  const quant::QActs a = quant::quantize_acts(x.data(), M, K, quant::ActQuant::PerToken);
+  const quant::W8Weights w8 = quant::quantize_w8(w.data(), N, K);
+  std::vector<float> y(static_cast<size_t>(M * N));
+  for (auto _ : st) {
+    quant::gemm_w8a8(a, w8, y.data(), isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_ops(st, M, N, K);
+  st.SetLabel(quant::isa_name(isa));
+}
+
+void BM_GemmW4A8(benchmark::State& st) {
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(1);
+  const auto isa = static_cast<quant::Isa>(st.range(2));
+  if (!quant::isa_supported(isa)) {
+    st.SkipWithError((std::string(quant::isa_name(isa)) + " not supported by this CPU").c_str());
+    return;
+  }
+  const auto x = random_weights(M * K), w = random_weights(N * K);
+  const quant::QActs a = quant::quantize_acts(x.data(), M, K, quant::ActQuant::PerToken);
+  const quant::QuantWeight g = quant::rtn_grid(w.data(), N, K, quant::GridSpec{4, 128, false});
+  const quant::W4Weights w4 = quant::pack_w4(g.codes.data(), g.scales.data(), g.mins.data(), N, K, g.group);
+  std::vector<float> y(static_cast<size_t>(M * N));
+  for (auto _ : st) {
+    quant::gemm_w4a8(a, w4, y.data(), isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_ops(st, M, N, K);
+  st.SetLabel(quant::isa_name(isa));
+}
+
+void int_gemm_args(benchmark::internal::Benchmark* b) {
+  for (int isa : {0, 1, 2})
+    for (int64_t m : {512, 1}) {
+      if (isa == 0 && m == 512) continue;  // the scalar twin is the specification, not a contender
+      b->Args({m, 4096, isa});
+    }
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+BENCHMARK(BM_GemmW8A8)->Apply(int_gemm_args);
+BENCHMARK(BM_GemmW4A8)->Apply(int_gemm_args);
+
+// Peak int8 multiply-add rate: independent vpmaddubsw + vpmaddwd + vpaddd chains in registers
+// on every thread (the AVX2 sequence our W8A8 kernel issues per 32 products).
+__attribute__((target("avx2"))) void BM_PeakInt8Avx2(benchmark::State& st) {
+  for (auto _ : st) {
+#pragma omp parallel
+    {
+      const __m256i ones = _mm256_set1_epi16(1);
+      __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(5);
+      __m256i acc[8];
+      for (auto& x : acc) x = _mm256_setzero_si256();
+      for (int i = 0; i < (1 << 20); ++i)
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+      for (auto& x : acc) benchmark::DoNotOptimize(x);
+    }
+  }
+  const double macs = 32.0 * 8 * (1 << 20) * omp_get_max_threads();
+  st.counters["GOP/s"] = benchmark::Counter(2 * macs * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate,
+                                            benchmark::Counter::kIs1000);
+  st.counters["threads"] = omp_get_max_threads();
+}
+BENCHMARK(BM_PeakInt8Avx2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Peak fp32 FMA rate for comparison: independent vfmadd231ps chains.
+__attribute__((target("avx2,fma"))) void BM_PeakF32Fma(benchmark::State& st) {
+  for (auto _ : st) {
+#pragma omp parallel
+    {
+      __m256 a = _mm256_set1_ps(1.0001f), b = _mm256_set1_ps(0.9999f);
+      __m256 acc[10];
+      for (auto& x : acc) x = _mm256_setzero_ps();
+      for (int i = 0; i < (1 << 20); ++i)
+        for (int j = 0; j < 10; ++j) acc[j] = _mm256_fmadd_ps(a, b, acc[j]);
+      for (auto& x : acc) benchmark::DoNotOptimize(x);
+    }
+  }
+  const double fmas = 8.0 * 10 * (1 << 20) * omp_get_max_threads();
+  st.counters["GOP/s"] = benchmark::Counter(2 * fmas * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate,
+                                            benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_PeakF32Fma)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 

@@ -29,8 +29,9 @@ void set_threads(int n) { quant::set_num_threads(n); }
 
 // --- ppl ---
 struct PplArgs {
-  std::string model, text, protocol = "llamacpp", kl_base, tokenizer;
+  std::string model, text, protocol = "llamacpp", kl_base, tokenizer, act_quant = "per-token";
   int64_t ctx = 512, chunks = -1;
+  int act_bits = 0;
   int threads = 0;
   bool json = false, quiet = false;
 };
@@ -54,7 +55,10 @@ int run_ppl(const PplArgs& a) {
   LoadedModel m = load_model(a.model, {a.tokenizer});
   const std::string text = read_text(a.text);
   const std::vector<int32_t> tokens = m.tokenizer->encode(text, true);
-  LlamaRuntime rt(m.config, *m.weights);
+  RuntimeOptions ro;
+  ro.act_bits = a.act_bits;
+  ro.act_quant = parse_act_quant(a.act_quant);
+  LlamaRuntime rt(m.config, *m.weights, ro);
   std::unique_ptr<LoadedModel> base;
   std::unique_ptr<LlamaRuntime> base_rt;
   if (!a.kl_base.empty()) {
@@ -74,6 +78,11 @@ int run_ppl(const PplArgs& a) {
   j["model"] = a.model;
   j["text"] = a.text;
   j["threads"] = omp_get_max_threads();
+  j["act_bits"] = a.act_bits;
+  if (a.act_bits) {
+    j["act_quant"] = a.act_quant;
+    j["isa"] = isa_name(best_isa());
+  }
   if (base) j["kl_base"] = a.kl_base;
   if (a.json) {
     std::cout << j.dump(2) << "\n";
@@ -81,6 +90,8 @@ int run_ppl(const PplArgs& a) {
   }
   std::cout << fmt::format("model     {}\ntext      {}\nprotocol  {}  ctx {}  chunks {}  tokens scored {} (of {})\n", a.model,
                            a.text, protocol_name(r.protocol), r.ctx, r.chunks, r.tokens_scored, r.tokens_total);
+  if (a.act_bits)
+    std::cout << fmt::format("acts      int{} {} (integer GEMMs, {})\n", a.act_bits, a.act_quant, isa_name(best_isa()));
   std::cout << fmt::format("ppl       {:.4f} +/- {:.4f}\n", r.ppl, r.ppl_stderr);
   if (r.has_kl)
     std::cout << fmt::format("KL        mean {:.6f}  p99 {:.6f}  top-1 agreement {:.2f}%  (base {})\n", r.kl_mean, r.kl_p99,
@@ -410,6 +421,10 @@ int main(int argc, char** argv) {
   ppl->add_option("--kl-base", pa.kl_base, "reference model for KL-divergence and top-1 agreement");
   ppl->add_option("--tokenizer", pa.tokenizer, "tokenizer.bin for llama2.c models");
   ppl->add_option("--threads", pa.threads, "OpenMP threads (default: all cores)");
+  ppl->add_option("--act-bits", pa.act_bits, "8: int8 activations and integer GEMMs (W8A8 / W4A8); 0: float")
+      ->check(CLI::IsMember({0, 8}))->capture_default_str();
+  ppl->add_option("--act-quant", pa.act_quant, "int8 activation scales: per-token | per-tensor | per-block (32, llama.cpp's Q8_0)")
+      ->check(CLI::IsMember({"per-token", "per-tensor", "per-block"}))->capture_default_str();
   ppl->add_flag("--json", pa.json, "print one JSON object");
   ppl->add_flag("--quiet", pa.quiet, "no progress on stderr");
 

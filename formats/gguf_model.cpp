@@ -49,6 +49,18 @@ class GgufStore final : public WeightStore {
     for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, tmp.data() + r * t.cols, t.cols);
     permute_qk(t, cfg_, tmp.data(), out, false);
   }
+  bool read_grid(const TensorDesc& t, QuantWeight& out) const override {
+    const size_t i = static_cast<size_t>(&t - descs_.data());
+    QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), t.name);
+    const GgufTensorInfo& g = f_->tensors()[i];
+    if (!is_quantized(g.type) || t.n_dims != 2) return false;
+    PackedTensor p{g.type, t.rows, t.cols, std::vector<uint8_t>(g.data, g.data + g.nbytes)};
+    bool q = false;
+    if (is_q_or_k(t.name, &q))  // ggml's interleaved rows -> rotate-half, whole packed rows
+      permute_rope_row_bytes(g.data, p.data.data(), q ? cfg_.n_heads : cfg_.n_kv_heads, t.rows, row_bytes(g.type, t.cols), false);
+    out = unpack(p);
+    return true;
+  }
 
  private:
   std::shared_ptr<GgufFile> f_;

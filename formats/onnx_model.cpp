@@ -53,8 +53,10 @@ OnnxStorage storage_for(TensorPlan& p) {
     return s;
   }
   if (is_embedding(p.name)) {
-    as_float(TType::F16, "the embedding is a Gather of rows: stored F16");
+    as_float(TType::F16, r.kind == QuantSpec::Kind::Float ? "" : fmt::format("the embedding is a Gather of rows: F16, not {}", r.str()));
     p.method = "none";
+    p.requested = QuantSpec{QuantSpec::Kind::Float, TType::F16, {}};
+    p.logical_bpw = 16;
     p.stored_as = s.str();
     return s;
   }
@@ -738,6 +740,14 @@ class OnnxStore final : public WeightStore {
     }
     nb.validate((f_->path() + ": " + d.name).c_str());
     return nb;
+  }
+
+  bool read_grid(const TensorDesc& d, QuantWeight& out) const override {
+    const size_t i = static_cast<size_t>(&d - descs_.data());
+    QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), d.name);
+    if (!t_[i].node) return false;
+    out = unpack_nbits(nbits(i));
+    return true;
   }
 
   void read_f32(const TensorDesc& d, float* out) const override {

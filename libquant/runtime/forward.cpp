@@ -14,9 +14,12 @@ using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor
 
 // y [T][out] (= or +=) x [T][in] * w^T, w [out][in]: the deterministic panel GEMM.
 template <typename X, typename Y>
-void linear(const X& x, const float* w, int64_t out, Y& y, bool accumulate = false) {
+void linear(const X& x, const float* w, const LinearOp* op, int64_t out, Y& y, bool accumulate = false) {
   if (!accumulate) y.resize(x.rows(), out);
-  gemm_nt(x.data(), x.cols(), w, x.cols(), y.data(), out, x.rows(), out, x.cols(), 1.0f, accumulate);
+  if (op)
+    op->apply(x.data(), x.rows(), y.data(), accumulate);
+  else
+    gemm_nt(x.data(), x.cols(), w, x.cols(), y.data(), out, x.rows(), out, x.cols(), 1.0f, accumulate);
 }
 
 template <typename X>
@@ -56,6 +59,15 @@ LlamaRuntime::LlamaRuntime(const LlamaConfig& cfg, const WeightStore& weights, R
     : cfg_(cfg), weights_(weights), opts_(opts) {
   cfg_.validate(weights.source());
   check_tensors_match(cfg_, weights_);
+  QUANT_CHECK(opts_.act_bits == 0 || opts_.act_bits == 8, "--act-bits {} (8, or 0 for float activations)", opts_.act_bits);
+  if (opts_.act_bits == 8 && opts_.isa == Isa::Scalar) opts_.isa = best_isa();
+}
+
+const LinearOp* LlamaRuntime::op(const std::string& name) {
+  if (opts_.act_bits == 0) return nullptr;
+  auto it = ops_.find(name);
+  if (it == ops_.end()) it = ops_.emplace(name, make_int_linear(weights_, weights_.get(name), opts_)).first;
+  return it->second.get();
 }
 
 std::shared_ptr<const std::vector<float>> LlamaRuntime::weight(const std::string& name) {
@@ -96,9 +108,9 @@ void run_attention(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int
   Mat xn, q, k, v, attn(T, D);
   rmsnorm(x, w.attn_norm, cfg.norm_eps, xn);
   if (report(tap, stop_after, Tap::AttnIn, xn)) return;
-  linear(xn, w.wq, D, q);
-  linear(xn, w.wk, KV, k);
-  linear(xn, w.wv, KV, v);
+  linear(xn, w.wq, w.oq, D, q);
+  linear(xn, w.wk, w.ok, KV, k);
+  linear(xn, w.wv, w.ov, KV, v);
   if (w.bq) q.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bq, D);
   if (w.bk) k.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bk, KV);
   if (w.bv) v.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bv, KV);
@@ -120,7 +132,7 @@ void run_attention(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int
     attn.middleCols(h * hd, hd).noalias() = s * v.middleCols(kvh * hd, hd);
   }
   if (report(tap, stop_after, Tap::OIn, attn)) return;
-  linear(attn, w.wo, D, x, true);
+  linear(attn, w.wo, w.oo, D, x, true);
 }
 
 void run_mlp(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t T, const TapFn& tap, int stop_after) {
@@ -129,11 +141,11 @@ void run_mlp(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t T
   Mat xn, g, u;
   rmsnorm(x, w.ffn_norm, cfg.norm_eps, xn);
   if (report(tap, stop_after, Tap::MlpIn, xn)) return;
-  linear(xn, w.wg, H, g);
-  linear(xn, w.wu, H, u);
+  linear(xn, w.wg, w.og, H, g);
+  linear(xn, w.wu, w.ou, H, u);
   g = g.array() / (1.0f + (-g.array()).exp()) * u.array();  // silu(gate) * up
   if (report(tap, stop_after, Tap::DownIn, g)) return;
-  linear(g, w.wd, D, x, true);
+  linear(g, w.wd, w.od, D, x, true);
 }
 
 void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::vector<float>& out) {
@@ -156,23 +168,35 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::v
       hold.push_back(weight(b + n));
       return hold.back()->data();
     };
-    BlockWeights w{get("attn_norm.weight"), get("attn_q.weight"), get("attn_k.weight"), get("attn_v.weight")};
+    // A linear with an integer op needs no fp32 copy.
+    auto lin = [&](const std::string& n, const LinearOp*& o) -> const float* {
+      o = op(b + n);
+      return o ? nullptr : get(n);
+    };
+    BlockWeights w{get("attn_norm.weight")};
+    w.wq = lin("attn_q.weight", w.oq);
+    w.wk = lin("attn_k.weight", w.ok);
+    w.wv = lin("attn_v.weight", w.ov);
     if (cfg_.qkv_bias) {
       w.bq = get("attn_q.bias");
       w.bk = get("attn_k.bias");
       w.bv = get("attn_v.bias");
     }
-    w.wo = get("attn_output.weight");
+    w.wo = lin("attn_output.weight", w.oo);
     w.ffn_norm = get("ffn_norm.weight");
-    w.wg = get("ffn_gate.weight");
-    w.wu = get("ffn_up.weight");
-    w.wd = get("ffn_down.weight");
+    w.wg = lin("ffn_gate.weight", w.og);
+    w.wu = lin("ffn_up.weight", w.ou);
+    w.wd = lin("ffn_down.weight", w.od);
     run_block(cfg_, w, x.data(), T);
   }
   Mat last = x.bottomRows(T - from);
   rmsnorm(last, weight("output_norm.weight")->data(), cfg_.norm_eps, xn);
-  auto head = weight(cfg_.tied_embeddings ? "token_embd.weight" : "output.weight");
   out.resize(static_cast<size_t>((T - from) * V));
+  if (const LinearOp* o = cfg_.tied_embeddings ? nullptr : op("output.weight")) {
+    o->apply(xn.data(), T - from, out.data(), false);
+    return;
+  }
+  auto head = weight(cfg_.tied_embeddings ? "token_embd.weight" : "output.weight");
   gemm_nt(xn.data(), D, head->data(), D, out.data(), V, T - from, V, D, 1.0f, false);
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "quant/qtype.h"
+#include "quant/quant_weight.h"
 
 namespace quant {
 
@@ -53,6 +54,9 @@ class WeightStore {
   // Converts a tensor to fp32 [rows][cols] in canonical layout. out holds numel() floats.
   virtual void read_f32(const TensorDesc& t, float* out) const = 0;
   virtual std::string source() const = 0;
+  // The exact integer grid a quantized tensor is stored as (canonical row order), for the
+  // integer kernels; false for float tensors or stores that do not keep codes.
+  virtual bool read_grid(const TensorDesc& t, QuantWeight& out) const { return false; }
 
   const TensorDesc* find(std::string_view name) const;
   const TensorDesc& get(std::string_view name) const;  // throws naming the missing tensor

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "quant/int_gemm.h"
 #include "quant/model.h"
 
 namespace quant {
@@ -18,10 +19,20 @@ enum class Tap { AttnIn = 0, OIn = 1, MlpIn = 2, DownIn = 3 };
 inline constexpr int kNumTaps = 4;
 const char* tap_name(Tap t);  // "attn_in", "o_in", "mlp_in", "down_in"
 
+// A linear computed some other way than the fp32 GEMM (the integer kernels):
+// y [T][out] (= or +=) x [T][in] Wᵀ.
+class LinearOp {
+ public:
+  virtual ~LinearOp() = default;
+  virtual void apply(const float* x, int64_t T, float* y, bool accumulate) const = 0;
+};
+
 // One block's weights, fp32 [out][in] in canonical (rotate-half) layout; biases may be null.
+// A non-null op replaces its weight's fp32 GEMM.
 struct BlockWeights {
   const float *attn_norm, *wq, *wk, *wv, *bq = nullptr, *bk = nullptr, *bv = nullptr, *wo;
   const float *ffn_norm, *wg, *wu, *wd;
+  const LinearOp *oq = nullptr, *ok = nullptr, *ov = nullptr, *oo = nullptr, *og = nullptr, *ou = nullptr, *od = nullptr;
 };
 
 // Called with each linear's input [rows][width] as the block runs.
@@ -41,7 +52,17 @@ struct RuntimeOptions {
   // Converted fp32 weights are kept while their total stays under this; beyond it each
   // tensor is converted when used and dropped after, so memory grows with one layer.
   int64_t cache_mb = 2048;
+  // 8: every linear whose input width is a multiple of 32 quantizes its input to int8
+  // (dynamic, `act_quant` granularity) and runs an integer GEMM: W4A8 on 4-bit grids, blocked
+  // W8A8 on 5..8-bit grids (Q8_0), per-channel W8A8 on float weights (quantized at load to
+  // int8 per output channel, SmoothQuant's weights). The head stays float unless quantized.
+  int act_bits = 0;
+  ActQuant act_quant = ActQuant::PerToken;
+  Isa isa = Isa::Scalar;  // set from best_isa() by LlamaRuntime when act_bits is 8
 };
+
+// The integer linear the runtime uses for `t` under `opts` (null: stays fp32).
+std::shared_ptr<const LinearOp> make_int_linear(const WeightStore& store, const TensorDesc& t, const RuntimeOptions& opts);
 
 class LlamaRuntime {
  public:
@@ -53,10 +74,12 @@ class LlamaRuntime {
 
  private:
   std::shared_ptr<const std::vector<float>> weight(const std::string& name);
+  const LinearOp* op(const std::string& name);  // the integer linear, or null
   LlamaConfig cfg_;
   const WeightStore& weights_;
   RuntimeOptions opts_;
   std::map<std::string, std::shared_ptr<const std::vector<float>>> cache_;
+  std::map<std::string, std::shared_ptr<const LinearOp>> ops_;
   int64_t cached_bytes_ = 0;
 };
 

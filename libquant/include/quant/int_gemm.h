@@ -1,0 +1,98 @@
+// Integer GEMMs for INT8 activations: W8A8 (int8 weights, one scale per output row) and W4A8
+// (4-bit codes in 32-blocks with a scale and a min per block, as ggml's Q4_0/Q4_1 and our
+// integer grids). Integer products are accumulated exactly in int32; the float epilogue is the
+// same code in every ISA, so every SIMD kernel equals its scalar `_ref` twin bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace quant {
+
+enum class Isa { Scalar = 0, Avx2 = 1, Avx512Vnni = 2 };
+const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);  // from the CPU (cpuid), never from compile flags
+// The best supported ISA, capped by the QUANT_ISA environment variable (scalar|avx2|avx512vnni).
+Isa best_isa();
+
+inline constexpr int64_t kQBlock = 32;  // activation and W4 block (columns)
+
+// How activations get their int8 scales: one per row (token), one for the whole matrix, or one
+// per 32 columns of a row (llama.cpp's Q8_0 activations).
+enum class ActQuant { PerToken, PerTensor, PerBlock };
+const char* act_quant_name(ActQuant g);
+ActQuant parse_act_quant(const std::string& s);  // per-token | per-tensor | per-block
+
+// Activations [m][k] quantized to int8 symmetrically (q = round(x / s), |q| <= 127), dynamic
+// (scales from the values themselves). k % 32 == 0.
+struct QActs {
+  int64_t m = 0, k = 0;
+  bool per_block = false;  // scales differ inside a row
+  std::vector<int8_t> q;       // [m][k]
+  std::vector<float> scale;    // [m][k/32]; per-row scales repeated in every block
+  std::vector<int32_t> bsum;   // [m][k/32]: sum of q over the block (for W4 mins)
+};
+QActs quantize_acts(const float* x, int64_t m, int64_t k, ActQuant g);
+
+// W8: q [n][k] int8 in [-127, 127], w = scale[n] * q.
+struct W8Weights {
+  int64_t n = 0, k = 0;
+  std::vector<int8_t> q;
+  std::vector<float> scale;   // [n]
+  std::vector<int32_t> wsum;  // [n]: sum of q over the row (VNNI's unsigned-offset correction)
+};
+// Symmetric per-output-channel INT8 (SmoothQuant's weights): scale = max|w| / 127.
+W8Weights quantize_w8(const float* w, int64_t n, int64_t k);
+
+// W8 with a scale and a min per 32-block (ggml's Q8_0/Q5_x, or per-channel scales repeated):
+// w = d * q + mn, q int8 in [-127, 127] (|q| <= 127 keeps the AVX2 sign trick exact).
+struct W8BlockWeights {
+  int64_t n = 0, k = 0;
+  std::vector<int8_t> q;     // [n][k]
+  std::vector<float> d, mn;  // [n][k/32]
+};
+// From a grid's codes (<= 8 bits; group a multiple of 32, dividing k): q = code - 2^(bits-1),
+// mn = min + 2^(bits-1) * scale (exact for integer-zero grids, whose mn is then 0).
+W8BlockWeights pack_w8_blocks(const uint8_t* codes, const float* scales, const float* mins, int64_t n, int64_t k,
+                              int64_t group, int bits);
+
+// W4: codes 0..15 in ggml's Q4 nibble order (byte j of a block: element j low, j + 16 high);
+// w = d * code + mn per 32-block.
+struct W4Weights {
+  int64_t n = 0, k = 0;
+  std::vector<uint8_t> nib;  // [n][k/32][16]
+  std::vector<float> d, mn;  // [n][k/32]
+};
+// From a grid's codes (<= 4 bits) with groups that are multiples of 32: w = scale*code + min.
+W4Weights pack_w4(const uint8_t* codes, const float* scales, const float* mins, int64_t n, int64_t k, int64_t group);
+
+// Y [m][n] = A Wᵀ. W8A8 (per-row activation scales only): sa[m] · sw[n] · Σ_k a·w.
+// W4A8: Σ_b (d·sa)·isum_b + (mn·sa)·bsum_b over 32-blocks b, in block order.
+void gemm_w8a8(const QActs& a, const W8Weights& w, float* y, Isa isa);
+void gemm_w4a8(const QActs& a, const W4Weights& w, float* y, Isa isa);
+// Blocked W8: Σ_b (d·sa)·isum_b + (mn·sa)·bsum_b, any activation granularity.
+void gemm_w8a8_blocks(const QActs& a, const W8BlockWeights& w, float* y, Isa isa);
+
+// The kernels by ISA (exposed for tests and benchmarks). Each takes one activation row and
+// kNc consecutive weight rows and returns exact int32 dot products: W8, the whole row (out[c]);
+// W4, one per 32-block (out[c][k/32]). The float epilogue is shared, outside the kernels.
+namespace igemm {
+inline constexpr int64_t kNc = 4;
+using W8Dots = void (*)(const int8_t* a, const int8_t* w, const int32_t* wsum, int64_t k, int32_t* out);
+using W4Dots = void (*)(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out);
+void w8_dots_ref(const int8_t* a, const int8_t* w, const int32_t* wsum, int64_t k, int32_t* out);
+void w8_dots_avx2(const int8_t* a, const int8_t* w, const int32_t* wsum, int64_t k, int32_t* out);
+void w8_dots_avx512vnni(const int8_t* a, const int8_t* w, const int32_t* wsum, int64_t k, int32_t* out);
+void w4_dots_ref(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out);
+void w4_dots_avx2(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out);
+void w4_dots_avx512vnni(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out);
+void w8b_dots_ref(const int8_t* a, const uint8_t* w, int64_t k, int32_t* out);
+void w8b_dots_avx2(const int8_t* a, const uint8_t* w, int64_t k, int32_t* out);
+void w8b_dots_avx512vnni(const int8_t* a, const uint8_t* w, int64_t k, int32_t* out);
+W8Dots w8_dots(Isa isa);
+W4Dots w8b_dots(Isa isa);  // same shape as W4's: per-block sums of kNc int8 rows (passed as bytes)
+W4Dots w4_dots(Isa isa);
+}  // namespace igemm
+
+}  // namespace quant

@@ -1,0 +1,335 @@
+// Integer GEMM drivers, packing, activation quantization, the scalar reference kernels and
+// run-time ISA dispatch. SIMD kernels: int_gemm_simd.cpp.
+#include "quant/int_gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "quant/error.h"
+
+namespace quant {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
+
+bool isa_supported(Isa isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::Avx512Vnni:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512vnni");
+  }
+  return false;
+}
+
+Isa best_isa() {
+  Isa cap = Isa::Avx512Vnni;
+  if (const char* e = std::getenv("QUANT_ISA")) {
+    const std::string v(e);
+    if (v == "scalar") cap = Isa::Scalar;
+    else if (v == "avx2") cap = Isa::Avx2;
+    else QUANT_CHECK(v == "avx512vnni", "QUANT_ISA={} (scalar, avx2, avx512vnni)", v);
+  }
+  for (Isa i : {Isa::Avx512Vnni, Isa::Avx2})
+    if (static_cast<int>(i) <= static_cast<int>(cap) && isa_supported(i)) return i;
+  return Isa::Scalar;
+}
+
+const char* act_quant_name(ActQuant g) {
+  switch (g) {
+    case ActQuant::PerToken: return "per-token";
+    case ActQuant::PerTensor: return "per-tensor";
+    case ActQuant::PerBlock: return "per-block";
+  }
+  return "?";
+}
+
+ActQuant parse_act_quant(const std::string& s) {
+  for (ActQuant g : {ActQuant::PerToken, ActQuant::PerTensor, ActQuant::PerBlock})
+    if (s == act_quant_name(g)) return g;
+  fail("activation quantization {} (per-token, per-tensor, per-block)", s);
+}
+
+QActs quantize_acts(const float* x, int64_t m, int64_t k, ActQuant g) {
+  QUANT_CHECK(k % kQBlock == 0, "int8 activations: {} columns are not a multiple of 32", k);
+  QActs a;
+  a.m = m;
+  a.k = k;
+  a.per_block = g == ActQuant::PerBlock;
+  const int64_t kb = k / kQBlock;
+  a.q.resize(static_cast<size_t>(m * k));
+  a.scale.resize(static_cast<size_t>(m * kb));
+  a.bsum.resize(static_cast<size_t>(m * kb));
+  float tensor_max = 0;  // per-tensor: the max over every row (fixed order: deterministic)
+  if (g == ActQuant::PerTensor)
+    for (int64_t i = 0; i < m * k; ++i) tensor_max = std::max(tensor_max, std::fabs(x[i]));
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * k;
+    auto fill = [&](int64_t c0, int64_t c1, float amax) {
+      const float s = amax / 127.0f, inv = s != 0.0f ? 1.0f / s : 0.0f;
+      for (int64_t c = c0; c < c1; ++c)
+        a.q[static_cast<size_t>(r * k + c)] = static_cast<int8_t>(std::clamp(std::nearbyint(xr[c] * inv), -127.0f, 127.0f));
+      return s;
+    };
+    if (g == ActQuant::PerBlock) {
+      for (int64_t b = 0; b < kb; ++b) {
+        float amax = 0;
+        for (int64_t c = b * kQBlock; c < (b + 1) * kQBlock; ++c) amax = std::max(amax, std::fabs(xr[c]));
+        a.scale[static_cast<size_t>(r * kb + b)] = fill(b * kQBlock, (b + 1) * kQBlock, amax);
+      }
+    } else {
+      float amax = tensor_max;
+      if (g == ActQuant::PerToken)
+        for (int64_t c = 0; c < k; ++c) amax = std::max(amax, std::fabs(xr[c]));
+      const float s = fill(0, k, amax);
+      for (int64_t b = 0; b < kb; ++b) a.scale[static_cast<size_t>(r * kb + b)] = s;
+    }
+    for (int64_t b = 0; b < kb; ++b) {
+      int32_t s = 0;
+      for (int64_t c = b * kQBlock; c < (b + 1) * kQBlock; ++c) s += a.q[static_cast<size_t>(r * k + c)];
+      a.bsum[static_cast<size_t>(r * kb + b)] = s;
+    }
+  }
+  return a;
+}
+
+W8Weights quantize_w8(const float* w, int64_t n, int64_t k) {
+  QUANT_CHECK(k % kQBlock == 0, "W8: {} columns are not a multiple of 32", k);
+  W8Weights o;
+  o.n = n;
+  o.k = k;
+  o.q.resize(static_cast<size_t>(n * k));
+  o.scale.resize(static_cast<size_t>(n));
+  o.wsum.resize(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) {
+    float amax = 0;
+    for (int64_t c = 0; c < k; ++c) amax = std::max(amax, std::fabs(w[r * k + c]));
+    const float s = amax / 127.0f, inv = s != 0.0f ? 1.0f / s : 0.0f;
+    int32_t sum = 0;
+    for (int64_t c = 0; c < k; ++c) {
+      const auto q = static_cast<int8_t>(std::clamp(std::nearbyint(w[r * k + c] * inv), -127.0f, 127.0f));
+      o.q[static_cast<size_t>(r * k + c)] = q;
+      sum += q;
+    }
+    o.scale[static_cast<size_t>(r)] = s;
+    o.wsum[static_cast<size_t>(r)] = sum;
+  }
+  return o;
+}
+
+W4Weights pack_w4(const uint8_t* codes, const float* scales, const float* mins, int64_t n, int64_t k, int64_t group) {
+  QUANT_CHECK(k % kQBlock == 0 && group % kQBlock == 0 && k % group == 0,
+              "W4: {} columns with groups of {} do not tile 32-blocks", k, group);
+  W4Weights o;
+  o.n = n;
+  o.k = k;
+  const int64_t kb = k / kQBlock, ng = k / group;
+  o.nib.assign(static_cast<size_t>(n * kb * 16), 0);
+  o.d.resize(static_cast<size_t>(n * kb));
+  o.mn.resize(static_cast<size_t>(n * kb));
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t b = 0; b < kb; ++b) {
+      const int64_t g = b * kQBlock / group;
+      o.d[static_cast<size_t>(r * kb + b)] = scales[r * ng + g];
+      o.mn[static_cast<size_t>(r * kb + b)] = mins[r * ng + g];
+      uint8_t* dst = o.nib.data() + (r * kb + b) * 16;
+      const uint8_t* src = codes + r * k + b * kQBlock;
+      for (int j = 0; j < 16; ++j) {
+        QUANT_CHECK(src[j] < 16 && src[j + 16] < 16, "W4: code above 15 at row {} block {}", r, b);
+        dst[j] = static_cast<uint8_t>(src[j] | src[j + 16] << 4);
+      }
+    }
+  return o;
+}
+
+W8BlockWeights pack_w8_blocks(const uint8_t* codes, const float* scales, const float* mins, int64_t n, int64_t k,
+                              int64_t group, int bits) {
+  QUANT_CHECK(k % kQBlock == 0 && group % kQBlock == 0 && k % group == 0 && bits >= 2 && bits <= 8,
+              "W8 blocks: {} columns with groups of {} ({} bits) do not tile 32-blocks", k, group, bits);
+  W8BlockWeights o;
+  o.n = n;
+  o.k = k;
+  const int64_t kb = k / kQBlock, ng = k / group;
+  const int z0 = 1 << (bits - 1);
+  o.q.resize(static_cast<size_t>(n * k));
+  o.d.resize(static_cast<size_t>(n * kb));
+  o.mn.resize(static_cast<size_t>(n * kb));
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t b = 0; b < kb; ++b) {
+      const int64_t g = b * kQBlock / group;
+      const float d = scales[r * ng + g], m = mins[r * ng + g];
+      o.d[static_cast<size_t>(r * kb + b)] = d;
+      // Integer-zero grids (min = -z0 * d) give exactly 0 here.
+      o.mn[static_cast<size_t>(r * kb + b)] = m == -static_cast<float>(z0) * d ? 0.0f : m + static_cast<float>(z0) * d;
+    }
+    for (int64_t c = 0; c < k; ++c) {
+      const int q = static_cast<int>(codes[r * k + c]) - z0;
+      QUANT_CHECK(q >= -127 && q <= 127, "W8 blocks: code {} at row {} column {} leaves int8's symmetric range", q + z0, r, c);
+      o.q[static_cast<size_t>(r * k + c)] = static_cast<int8_t>(q);
+    }
+  }
+  return o;
+}
+
+namespace igemm {
+
+void w8b_dots_ref(const int8_t* a, const uint8_t* wb, int64_t k, int32_t* out) {
+  const auto* w = reinterpret_cast<const int8_t*>(wb);
+  const int64_t kb = k / kQBlock;
+  for (int64_t c = 0; c < kNc; ++c)
+    for (int64_t b = 0; b < kb; ++b) {
+      int32_t s = 0;
+      for (int64_t j = 0; j < kQBlock; ++j) s += static_cast<int32_t>(a[b * kQBlock + j]) * w[c * k + b * kQBlock + j];
+      out[c * kb + b] = s;
+    }
+}
+
+W4Dots w8b_dots(Isa isa) {
+  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
+  switch (isa) {
+    case Isa::Avx512Vnni: return w8b_dots_avx512vnni;
+    case Isa::Avx2: return w8b_dots_avx2;
+    default: return w8b_dots_ref;
+  }
+}
+
+void w8_dots_ref(const int8_t* a, const int8_t* w, const int32_t*, int64_t k, int32_t* out) {
+  for (int64_t c = 0; c < kNc; ++c) {
+    int32_t s = 0;
+    for (int64_t i = 0; i < k; ++i) s += static_cast<int32_t>(a[i]) * w[c * k + i];
+    out[c] = s;
+  }
+}
+
+void w4_dots_ref(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out) {
+  const int64_t kb = k / kQBlock;
+  for (int64_t c = 0; c < kNc; ++c)
+    for (int64_t b = 0; b < kb; ++b) {
+      const uint8_t* q = nib + (c * kb + b) * 16;
+      const int8_t* x = a + b * kQBlock;
+      int32_t s = 0;
+      for (int j = 0; j < 16; ++j) s += (q[j] & 0xF) * x[j] + (q[j] >> 4) * x[j + 16];
+      out[c * kb + b] = s;
+    }
+}
+
+W8Dots w8_dots(Isa isa) {
+  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
+  switch (isa) {
+    case Isa::Avx512Vnni: return w8_dots_avx512vnni;
+    case Isa::Avx2: return w8_dots_avx2;
+    default: return w8_dots_ref;
+  }
+}
+
+W4Dots w4_dots(Isa isa) {
+  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
+  switch (isa) {
+    case Isa::Avx512Vnni: return w4_dots_avx512vnni;
+    case Isa::Avx2: return w4_dots_avx2;
+    default: return w4_dots_ref;
+  }
+}
+
+}  // namespace igemm
+
+namespace {
+constexpr int64_t kNChunk = 64;  // columns per task: 64 weight rows stay in L2 while all activation rows pass
+}
+
+void gemm_w8a8(const QActs& a, const W8Weights& w, float* y, Isa isa) {
+  QUANT_CHECK(a.k == w.k, "W8A8: activations have {} columns, weights {}", a.k, w.k);
+  QUANT_CHECK(!a.per_block, "W8A8 takes per-row activation scales (per token or per tensor)");
+  const auto dots = igemm::w8_dots(isa);
+  const int64_t M = a.m, N = w.n, K = a.k, kb = K / kQBlock;
+  const int64_t chunks = (N + kNChunk - 1) / kNChunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t n0 = ch * kNChunk, n1 = std::min(N, n0 + kNChunk);
+    int32_t out[igemm::kNc];
+    for (int64_t m = 0; m < M; ++m) {
+      const int8_t* ar = a.q.data() + m * K;
+      const float sa = a.scale[static_cast<size_t>(m * kb)];
+      for (int64_t n = n0; n < n1; n += igemm::kNc) {
+        if (n + igemm::kNc <= n1)
+          dots(ar, w.q.data() + n * K, w.wsum.data() + n, K, out);
+        else
+          for (int64_t c = n; c < n1; ++c) {  // tail: one row at a time through the reference
+            int32_t s = 0;
+            for (int64_t i = 0; i < K; ++i) s += static_cast<int32_t>(ar[i]) * w.q[static_cast<size_t>(c * K + i)];
+            out[c - n] = s;
+          }
+        for (int64_t c = n; c < std::min(n1, n + igemm::kNc); ++c)
+          y[m * N + c] = (sa * w.scale[static_cast<size_t>(c)]) * static_cast<float>(out[c - n]);
+      }
+    }
+  }
+}
+
+namespace {
+
+// The blocked driver shared by W4A8 and blocked W8A8: kernels give per-block int32 sums for kNc
+// weight rows; `row_bytes` bytes of packed weights per row; the epilogue runs in block order.
+void gemm_blocks(const QActs& a, int64_t N, const uint8_t* wp, int64_t row_bytes, const float* wd, const float* wmn,
+                 igemm::W4Dots dots, igemm::W4Dots ref, float* y) {
+  const int64_t M = a.m, K = a.k, kb = K / kQBlock;
+  const int64_t chunks = (N + kNChunk - 1) / kNChunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t n0 = ch * kNChunk, n1 = std::min(N, n0 + kNChunk);
+    std::vector<int32_t> out(static_cast<size_t>(igemm::kNc * kb));
+    std::vector<uint8_t> pad;
+    for (int64_t m = 0; m < M; ++m) {
+      const int8_t* ar = a.q.data() + m * K;
+      const float* sa = a.scale.data() + m * kb;
+      const int32_t* bs = a.bsum.data() + m * kb;
+      for (int64_t n = n0; n < n1; n += igemm::kNc) {
+        const int64_t nc = std::min(igemm::kNc, n1 - n);
+        if (nc == igemm::kNc) {
+          dots(ar, wp + n * row_bytes, K, out.data());
+        } else {  // tail rows through the reference, padded by repeating the last row
+          pad.resize(static_cast<size_t>(igemm::kNc * row_bytes));
+          for (int64_t c = 0; c < igemm::kNc; ++c)
+            std::memcpy(pad.data() + c * row_bytes, wp + (n + std::min(c, nc - 1)) * row_bytes, static_cast<size_t>(row_bytes));
+          ref(ar, pad.data(), K, out.data());
+        }
+        for (int64_t c = 0; c < nc; ++c) {
+          const float* d = wd + (n + c) * kb;
+          const float* mn = wmn + (n + c) * kb;
+          float acc = 0;
+          for (int64_t b = 0; b < kb; ++b)
+            acc += (d[b] * sa[b]) * static_cast<float>(out[static_cast<size_t>(c * kb + b)]) + (mn[b] * sa[b]) * static_cast<float>(bs[b]);
+          y[m * N + n + c] = acc;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_w4a8(const QActs& a, const W4Weights& w, float* y, Isa isa) {
+  QUANT_CHECK(a.k == w.k, "W4A8: activations have {} columns, weights {}", a.k, w.k);
+  gemm_blocks(a, w.n, w.nib.data(), w.k / 2, w.d.data(), w.mn.data(), igemm::w4_dots(isa), igemm::w4_dots_ref, y);
+}
+
+void gemm_w8a8_blocks(const QActs& a, const W8BlockWeights& w, float* y, Isa isa) {
+  QUANT_CHECK(a.k == w.k, "W8A8: activations have {} columns, weights {}", a.k, w.k);
+  gemm_blocks(a, w.n, reinterpret_cast<const uint8_t*>(w.q.data()), w.k, w.d.data(), w.mn.data(), igemm::w8b_dots(isa),
+              igemm::w8b_dots_ref, y);
+}
+
+}  // namespace quant

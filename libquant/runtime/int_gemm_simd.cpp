@@ -1,0 +1,144 @@
+// SIMD integer dot kernels. Each function carries its own target attribute and is called only
+// after isa_supported() said yes, so the binary runs on CPUs without AVX-512. Every kernel
+// returns the same int32 sums as its _ref twin in int_gemm.cpp (integer arithmetic is exact).
+#include <immintrin.h>
+
+#include "quant/int_gemm.h"
+
+namespace quant::igemm {
+
+namespace {
+
+#define QUANT_AVX2 __attribute__((target("avx2,fma")))
+#define QUANT_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+QUANT_AVX2 inline int32_t hsum_avx2(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// Four vectors of 8 int32 -> their four totals.
+QUANT_AVX2 inline __m128i hsum4_avx2(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// Block b's sums of the kNc = 4 rows into out[c][kb].
+QUANT_AVX2 inline void store_block_sums(__m128i s, int32_t* out, int64_t kb, int64_t b) {
+  alignas(16) int32_t v[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(v), s);
+  for (int64_t c = 0; c < kNc; ++c) out[c * kb + b] = v[c];
+}
+
+// 32 4-bit codes of a block in element order: low nibbles are elements 0..15, high 16..31.
+QUANT_AVX2 inline __m256i unpack_nibbles(const uint8_t* q) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+
+}  // namespace
+
+QUANT_AVX2 void w8_dots_avx2(const int8_t* a, const int8_t* w, const int32_t*, int64_t k, int32_t* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[kNc];
+  for (auto& x : acc) x = _mm256_setzero_si256();
+  for (int64_t i = 0; i < k; i += 32) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i));
+    const __m256i aabs = _mm256_abs_epi8(av);
+    for (int64_t c = 0; c < kNc; ++c) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * k + i));
+      // |a| * (w with a's sign): u8 x s8 pairs stay below 2 * 127 * 127 in int16.
+      const __m256i p16 = _mm256_maddubs_epi16(aabs, _mm256_sign_epi8(wv, av));
+      acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(p16, ones));
+    }
+  }
+  for (int64_t c = 0; c < kNc; ++c) out[c] = hsum_avx2(acc[c]);
+}
+
+QUANT_AVX2 void w4_dots_avx2(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out) {
+  const int64_t kb = k / kQBlock;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < kb; ++b) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
+    __m256i p[kNc];
+    for (int64_t c = 0; c < kNc; ++c)  // codes 0..15 (u8) x activations (s8)
+      p[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(unpack_nibbles(nib + (c * kb + b) * 16), av), ones);
+    store_block_sums(hsum4_avx2(p[0], p[1], p[2], p[3]), out, kb, b);
+  }
+}
+
+QUANT_AVX2 void w8b_dots_avx2(const int8_t* a, const uint8_t* wb, int64_t k, int32_t* out) {
+  const auto* w = reinterpret_cast<const int8_t*>(wb);
+  const int64_t kb = k / kQBlock;
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < kb; ++b) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
+    const __m256i aabs = _mm256_abs_epi8(av);
+    __m256i p[kNc];
+    for (int64_t c = 0; c < kNc; ++c) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * k + b * kQBlock));
+      p[c] = _mm256_madd_epi16(_mm256_maddubs_epi16(aabs, _mm256_sign_epi8(wv, av)), ones);
+    }
+    store_block_sums(hsum4_avx2(p[0], p[1], p[2], p[3]), out, kb, b);
+  }
+}
+
+QUANT_VNNI void w8b_dots_avx512vnni(const int8_t* a, const uint8_t* wb, int64_t k, int32_t* out) {
+  const auto* w = reinterpret_cast<const int8_t*>(wb);
+  const int64_t kb = k / kQBlock;
+  for (int64_t b = 0; b < kb; ++b) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
+    const __m256i aabs = _mm256_abs_epi8(av);
+    __m256i p[kNc];
+    for (int64_t c = 0; c < kNc; ++c) {  // |a| (u8) x (w with a's sign) (s8), accumulated in int32
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * k + b * kQBlock));
+      p[c] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aabs, _mm256_sign_epi8(wv, av));
+    }
+    store_block_sums(hsum4_avx2(p[0], p[1], p[2], p[3]), out, kb, b);
+  }
+}
+
+QUANT_VNNI void w8_dots_avx512vnni(const int8_t* a, const int8_t* w, const int32_t* wsum, int64_t k, int32_t* out) {
+  // dpbusd multiplies u8 x s8: a + 128 (a ^ 0x80) is unsigned; Σ(a+128)w - 128 Σw = Σ a w.
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m256i flip256 = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m512i acc[kNc];
+  __m256i acc256[kNc];
+  for (int64_t c = 0; c < kNc; ++c) {
+    acc[c] = _mm512_setzero_si512();
+    acc256[c] = _mm256_setzero_si256();
+  }
+  int64_t i = 0;
+  for (; i + 64 <= k; i += 64) {
+    const __m512i au = _mm512_xor_si512(_mm512_loadu_si512(a + i), flip);
+    for (int64_t c = 0; c < kNc; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], au, _mm512_loadu_si512(w + c * k + i));
+  }
+  for (; i < k; i += 32) {
+    const __m256i au = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)), flip256);
+    for (int64_t c = 0; c < kNc; ++c)
+      acc256[c] = _mm256_dpbusd_epi32(acc256[c], au, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * k + i)));
+  }
+  for (int64_t c = 0; c < kNc; ++c) {
+    alignas(64) int32_t lanes[16];
+    _mm512_store_si512(lanes, acc[c]);
+    int32_t s = hsum_avx2(acc256[c]);
+    for (int32_t v : lanes) s += v;
+    out[c] = s - 128 * wsum[c];
+  }
+}
+
+QUANT_VNNI void w4_dots_avx512vnni(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out) {
+  const int64_t kb = k / kQBlock;
+  for (int64_t b = 0; b < kb; ++b) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
+    __m256i p[kNc];
+    for (int64_t c = 0; c < kNc; ++c)  // codes (u8) x activations (s8), four products per int32 lane
+      p[c] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), unpack_nibbles(nib + (c * kb + b) * 16), av);
+    store_block_sums(hsum4_avx2(p[0], p[1], p[2], p[3]), out, kb, b);
+  }
+}
+
+}  // namespace quant::igemm

@@ -1,0 +1,184 @@
+// The integer GEMM kernels: every SIMD kernel equals its scalar twin exactly (integer sums),
+// and the GEMMs equal the float product of their dequantized operands.
+#include <catch2/catch.hpp>
+#include <numeric>
+#include <random>
+
+#include "quant/int_gemm.h"
+#include "quant/quant_weight.h"
+
+using namespace quant;
+
+namespace {
+
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::Avx2, Isa::Avx512Vnni}) {
+    if (isa_supported(i))
+      out.push_back(i);
+    else
+      WARN("this CPU lacks " << isa_name(i) << ": its kernels are not exercised here");
+  }
+  return out;
+}
+
+std::vector<int8_t> random_i8(size_t n, std::mt19937& rng) {
+  std::uniform_int_distribution<int> d(-127, 127);
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = static_cast<int8_t>(d(rng));
+  // The extremes and zero, where sign tricks and offsets go wrong.
+  if (n >= 4) {
+    v[0] = 127;
+    v[1] = -127;
+    v[2] = 0;
+    v[n - 1] = -127;
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("int8 and int4 dot kernels equal their scalar twins exactly", "[unit][int-gemm]") {
+  std::mt19937 rng(11);
+  for (Isa isa : simd_isas()) {
+    for (int64_t k : {32, 64, 96, 4096, 4128}) {
+      CAPTURE(isa_name(isa), k);
+      const auto a = random_i8(static_cast<size_t>(k), rng);
+      const auto w = random_i8(static_cast<size_t>(igemm::kNc * k), rng);
+      std::vector<int32_t> wsum(igemm::kNc, 0);
+      for (int64_t c = 0; c < igemm::kNc; ++c)
+        for (int64_t i = 0; i < k; ++i) wsum[static_cast<size_t>(c)] += w[static_cast<size_t>(c * k + i)];
+      int32_t ref[igemm::kNc], got[igemm::kNc];
+      igemm::w8_dots_ref(a.data(), w.data(), wsum.data(), k, ref);
+      igemm::w8_dots(isa)(a.data(), w.data(), wsum.data(), k, got);
+      CHECK(std::vector<int32_t>(ref, ref + igemm::kNc) == std::vector<int32_t>(got, got + igemm::kNc));
+      // All-extreme rows: |a| = |w| = 127 everywhere, the int16 headroom case.
+      std::vector<int8_t> ae(static_cast<size_t>(k), -127), we(static_cast<size_t>(igemm::kNc * k), 127);
+      std::vector<int32_t> wse(igemm::kNc, static_cast<int32_t>(127 * k));
+      igemm::w8_dots_ref(ae.data(), we.data(), wse.data(), k, ref);
+      igemm::w8_dots(isa)(ae.data(), we.data(), wse.data(), k, got);
+      CHECK(got[0] == -127 * 127 * k);
+      CHECK(std::vector<int32_t>(ref, ref + igemm::kNc) == std::vector<int32_t>(got, got + igemm::kNc));
+
+      std::uniform_int_distribution<int> byte(0, 255);
+      std::vector<uint8_t> nib(static_cast<size_t>(igemm::kNc * k / 2));
+      for (auto& x : nib) x = static_cast<uint8_t>(byte(rng));
+      std::vector<int32_t> r4(static_cast<size_t>(igemm::kNc * k / 32)), g4(r4.size());
+      igemm::w4_dots_ref(a.data(), nib.data(), k, r4.data());
+      igemm::w4_dots(isa)(a.data(), nib.data(), k, g4.data());
+      CHECK(r4 == g4);
+      const auto w8b = random_i8(static_cast<size_t>(igemm::kNc * k), rng);
+      const auto* w8p = reinterpret_cast<const uint8_t*>(w8b.data());
+      igemm::w8b_dots_ref(a.data(), w8p, k, r4.data());
+      igemm::w8b_dots(isa)(a.data(), w8p, k, g4.data());
+      CHECK(r4 == g4);
+    }
+  }
+}
+
+TEST_CASE("W8A8 and W4A8 GEMMs: every ISA gives the same bytes, equal to the dequantized float product", "[unit][int-gemm]") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t M = 7, N = 70, K = 256;  // N not a multiple of the 4-column tile
+  std::vector<float> x(static_cast<size_t>(M * K)), w(static_cast<size_t>(N * K));
+  for (auto& v : x) v = nd(rng);
+  for (auto& v : w) v = 0.05f * nd(rng);
+  x[3] = 40.0f;  // an outlier channel
+  std::vector<Isa> isas = {Isa::Scalar};
+  for (Isa i : simd_isas()) isas.push_back(i);
+  for (ActQuant aq : {ActQuant::PerToken, ActQuant::PerTensor, ActQuant::PerBlock}) {
+    const bool per_block = aq == ActQuant::PerBlock;
+    const QActs a = quantize_acts(x.data(), M, K, aq);
+    std::vector<double> xd(x.size());  // dequantized activations
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t c = 0; c < K; ++c)
+        xd[static_cast<size_t>(r * K + c)] = static_cast<double>(a.scale[static_cast<size_t>(r * (K / 32) + c / 32)]) *
+                                             a.q[static_cast<size_t>(r * K + c)];
+    // W4A8 from an asymmetric int4 g64 grid.
+    const QuantWeight g = rtn_grid(w.data(), N, K, GridSpec{4, 64, false});
+    const W4Weights w4 = pack_w4(g.codes.data(), g.scales.data(), g.mins.data(), N, K, g.group);
+    std::vector<float> wdq(w.size());
+    g.dequantize(wdq.data());
+    std::vector<std::vector<float>> y4;
+    for (Isa isa : isas) {
+      y4.emplace_back(static_cast<size_t>(M * N));
+      gemm_w4a8(a, w4, y4.back().data(), isa);
+      CHECK(y4.back() == y4.front());
+    }
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t n = 0; n < N; ++n) {
+        double s = 0, mag = 0;
+        for (int64_t c = 0; c < K; ++c) {
+          s += xd[static_cast<size_t>(r * K + c)] * wdq[static_cast<size_t>(n * K + c)];
+          mag += std::fabs(xd[static_cast<size_t>(r * K + c)] * wdq[static_cast<size_t>(n * K + c)]);
+        }
+        CHECK(std::fabs(y4[0][static_cast<size_t>(r * N + n)] - s) <= 1e-5 * mag + 1e-6);
+      }
+    // Blocked W8A8 from ggml's Q8_0 (codes - 128, d per block) and Q5_1 (float mins).
+    for (TType t : {TType::Q8_0, TType::Q5_1}) {
+      const QuantWeight qg = quantize_ggml(t, w.data(), N, K);
+      const W8BlockWeights wb = pack_w8_blocks(qg.codes.data(), qg.scales.data(), qg.mins.data(), N, K, qg.group, qg.bits);
+      std::vector<float> wq(w.size());
+      qg.dequantize(wq.data());
+      std::vector<std::vector<float>> yb;
+      for (Isa isa : isas) {
+        yb.emplace_back(static_cast<size_t>(M * N));
+        gemm_w8a8_blocks(a, wb, yb.back().data(), isa);
+        CHECK(yb.back() == yb.front());
+      }
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t n = 0; n < N; ++n) {
+          double s = 0, mag = 0;
+          for (int64_t c = 0; c < K; ++c) {
+            s += xd[static_cast<size_t>(r * K + c)] * wq[static_cast<size_t>(n * K + c)];
+            mag += std::fabs(xd[static_cast<size_t>(r * K + c)] * wq[static_cast<size_t>(n * K + c)]);
+          }
+          CHECK(std::fabs(yb[0][static_cast<size_t>(r * N + n)] - s) <= 1e-5 * mag + 1e-6);
+        }
+    }
+    if (per_block) {
+      CHECK_THROWS_WITH(gemm_w8a8(a, quantize_w8(w.data(), N, K), y4[0].data(), Isa::Scalar), Catch::Contains("per-row"));
+      continue;
+    }
+    const W8Weights w8 = quantize_w8(w.data(), N, K);
+    std::vector<std::vector<float>> y8;
+    for (Isa isa : isas) {
+      y8.emplace_back(static_cast<size_t>(M * N));
+      gemm_w8a8(a, w8, y8.back().data(), isa);
+      CHECK(y8.back() == y8.front());
+    }
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t n = 0; n < N; ++n) {
+        double s = 0, mag = 0;
+        for (int64_t c = 0; c < K; ++c) {
+          const double wv = static_cast<double>(w8.scale[static_cast<size_t>(n)]) * w8.q[static_cast<size_t>(n * K + c)];
+          s += xd[static_cast<size_t>(r * K + c)] * wv;
+          mag += std::fabs(xd[static_cast<size_t>(r * K + c)] * wv);
+        }
+        CHECK(std::fabs(y8[0][static_cast<size_t>(r * N + n)] - s) <= 1e-5 * mag + 1e-6);
+      }
+  }
+}
+
+TEST_CASE("int8 activation quantization: symmetric, |q| <= 127, scales per row or per block", "[unit][int-gemm]") {
+  const std::vector<float> x = {0.5f, -1.0f, 0.25f, 0.0f, 2.0f, -2.0f, 1e-3f, 0.0f};
+  std::vector<float> row(64, 0.0f);
+  std::copy(x.begin(), x.end(), row.begin());
+  row[40] = 10.0f;
+  const QActs t = quantize_acts(row.data(), 1, 64, ActQuant::PerToken);
+  CHECK(t.scale[0] == Approx(10.0f / 127));
+  CHECK(t.scale[1] == t.scale[0]);
+  CHECK(t.q[40] == 127);
+  const QActs b = quantize_acts(row.data(), 1, 64, ActQuant::PerBlock);
+  CHECK(b.scale[0] == Approx(2.0f / 127));
+  CHECK(b.q[4] == 127);
+  CHECK(b.q[5] == -127);
+  CHECK(b.q[1] == -64);  // -1 / (2/127) = -63.5 rounds to even
+  CHECK(b.bsum[0] == std::accumulate(b.q.begin(), b.q.begin() + 32, 0));
+  CHECK_THROWS_WITH(quantize_acts(row.data(), 1, 60, ActQuant::PerToken), Catch::Contains("multiple of 32"));
+  std::vector<float> two(64, 1.0f);
+  two[63] = 4.0f;  // row 1's max sets both rows' scale per tensor
+  const QActs pt = quantize_acts(two.data(), 2, 32, ActQuant::PerTensor);
+  CHECK(pt.scale[0] == pt.scale[1]);
+  CHECK(pt.scale[0] == Approx(4.0f / 127));
+}
