@@ -16,6 +16,8 @@
 #include "quant/formats/gguf_model.h"
 #include "quant/formats/loader.h"
 #include "quant/formats/onnx_model.h"
+#include "quant/act_aware.h"
+#include "quant/formats/mmap.h"
 #include "quant/policy.h"
 #include "quant/runtime.h"
 #include "quant/sequential.h"
@@ -101,9 +103,23 @@ int run_ppl(const PplArgs& a) {
   return 0;
 }
 
+nlohmann::json read_json_file(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  QUANT_CHECK(in, "{}: cannot open {} file", path, what);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail("{}: not valid JSON: {}", path, e.what());
+  }
+}
+
 // --- convert ---
 struct ConvertArgs {
   std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
+  std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token";
+  int awq_grid = 20;
+  int64_t search_windows = 0;  // 0: the method's default (AWQ 32, SmoothQuant 16)
+  bool awq_no_clip = false;
   int bits = 0, onnx_accuracy = 0;
   bool external_data = false, force = false;
   int64_t group = 32;
@@ -116,18 +132,36 @@ struct ConvertArgs {
 
 int run_convert(const ConvertArgs& a) {
   set_threads(a.threads);
-  QUANT_CHECK(a.method == "rtn" || a.method == "gptq", "--method {} is not available (rtn, gptq are)", a.method);
+  QUANT_CHECK(a.method == "rtn" || a.method == "gptq" || a.method == "awq" || a.method == "awq+gptq" || a.method == "smoothquant",
+              "--method {} is not available (rtn, gptq, awq, awq+gptq, smoothquant are)", a.method);
   QUANT_CHECK(a.qtype.empty() != (a.bits == 0), "give either --qtype or --bits (with --group-size and --sym/--asym)");
-  const bool gptq = a.method == "gptq";
+  const bool gptq = a.method == "gptq" || a.method == "awq+gptq";
+  const bool awq = a.method == "awq" || a.method == "awq+gptq", smooth = a.method == "smoothquant";
+  QUANT_CHECK(a.plan_file.empty() || awq || smooth, "--plan applies an AWQ or SmoothQuant plan: give --method awq, awq+gptq or smoothquant");
+  QUANT_CHECK(a.dump_plan.empty() || awq || smooth, "--dump-plan writes the AWQ or SmoothQuant plan: give --method awq, awq+gptq or smoothquant");
+  double alpha = -1;
+  if (smooth && a.alpha != "auto") {
+    try {
+      size_t used = 0;
+      alpha = std::stod(a.alpha, &used);
+      QUANT_CHECK(used == a.alpha.size(), "");
+    } catch (const std::exception&) {
+      fail("--alpha {} is not a number or auto", a.alpha);
+    }
+    QUANT_CHECK(alpha >= 0 && alpha <= 1, "--alpha {} outside [0, 1] (or auto)", a.alpha);
+  }
+  QUANT_CHECK(!awq || a.plan_file.empty() == false || !a.calib.file.empty(),
+              "--method {} searches scales on calibration activations: give --calib FILE (saved --stats hold statistics only), or --plan",
+              a.method);
   std::string format = a.format;
   if (format.empty()) format = std::filesystem::path(a.out).extension() == ".onnx" ? "onnx" : "gguf";
   QUANT_CHECK(format == "gguf" || format == "onnx", "--format {} (gguf or onnx)", format);
   const bool onnx = format == "onnx";
   QUANT_CHECK(onnx || (!a.external_data && a.onnx_accuracy == 0), "--external-data and --onnx-accuracy-level apply to --format onnx");
   if (gptq) {
-    QUANT_CHECK(a.bits != 0, "--method gptq quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)");
+    QUANT_CHECK(a.bits != 0, "--method {} quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)", a.method);
     QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(),
-                "--method gptq needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)");
+                "--method {} needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)", a.method);
     QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
   }
   QuantSpec target;
@@ -143,15 +177,7 @@ int run_convert(const ConvertArgs& a) {
   Policy policy = Policy::defaults(target);
   std::vector<OnnxStorage> onnx_storage;
   if (!a.policy_file.empty()) {
-    std::ifstream in(a.policy_file);
-    QUANT_CHECK(in, "{}: cannot open policy file", a.policy_file);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      fail("{}: not valid JSON: {}", a.policy_file, e.what());
-    }
-    Policy user = Policy::from_json(j, a.policy_file);
+    Policy user = Policy::from_json(read_json_file(a.policy_file, "policy"), a.policy_file);
     user.rules.insert(user.rules.end(), policy.rules.begin(), policy.rules.end());
     policy = std::move(user);
   }
@@ -160,6 +186,10 @@ int run_convert(const ConvertArgs& a) {
   if (gptq)  // GPTQ needs the Hessian of a linear's input: the decoder linears
     for (auto& p : plans)
       if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2 && p.requested.kind == QuantSpec::Kind::Grid) p.method = "gptq";
+  if (awq || smooth)  // recorded per tensor: the transform ran on every decoder linear
+    for (auto& p : plans)
+      if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2 && p.requested.kind != QuantSpec::Kind::Float)
+        p.method = p.method == "gptq" ? "awq+gptq" : a.method;
   double logical_bits = 0, stored_bits = 0, linear_logical = 0, linear_n = 0;
   for (const auto& p : plans) {
     const double n = static_cast<double>(p.rows * p.cols);
@@ -198,6 +228,59 @@ int run_convert(const ConvertArgs& a) {
   GgufExportInfo info;
   info.method = a.method;
   info.name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
+  // AWQ / SmoothQuant: search (or read) the plan, then fold it into an overlay of the weights;
+  // everything after (GPTQ, the writers) sees the transformed model.
+  std::unique_ptr<WeightStore> base_weights;
+  if (awq || smooth) {
+    ActPlan ap;
+    Progress sprog(a.method, a.quiet);
+    if (!a.plan_file.empty()) {
+      ap = ActPlan::from_json(read_json_file(a.plan_file, "plan"), m.config, *m.weights, a.plan_file);
+      QUANT_CHECK((ap.method == "awq") == awq, "{}: a {} plan cannot serve --method {}", a.plan_file, ap.method, a.method);
+    } else {
+      std::vector<std::vector<int32_t>> windows;
+      if (!a.calib.file.empty())
+        windows = calibration_windows(m.tokenizer->encode(read_text(a.calib.file), true), a.calib, m.config.max_ctx);
+      if (awq) {
+        AwqOptions ao;
+        ao.grid = a.awq_grid;
+        ao.clip = !a.awq_no_clip;
+        if (a.search_windows > 0) ao.search_windows = a.search_windows;
+        ao.progress = [&](const std::string& w, int64_t d, int64_t t) { sprog.update(d, t, w); };
+        ap = awq_search(m.config, *m.weights, windows, plans, ao);
+      } else {
+        SmoothOptions so;
+        so.alpha = alpha;
+        so.act_quant = parse_act_quant(a.act_quant);
+        if (a.search_windows > 0) so.search_windows = a.search_windows;
+        std::unique_ptr<StatsDir> sd;
+        if (a.calib.file.empty() && !a.stats_dir.empty()) {
+          sd = std::make_unique<StatsDir>(a.stats_dir, m.config);
+          so.stats = sd.get();
+        }
+        so.progress = [&](const std::string& w, int64_t d, int64_t t) { sprog.update(d, t, w); };
+        ap = smoothquant_search(m.config, *m.weights, windows, so);
+      }
+    }
+    if (!a.dump_plan.empty()) {
+      AtomicFile f(a.dump_plan);
+      const std::string text = ap.to_json().dump(1);
+      f.write(text.data(), text.size());
+      f.commit();
+    }
+    auto overlay = std::make_unique<OverlayStore>(*m.weights);
+    ap.apply(*m.weights, *overlay);
+    base_weights = std::move(m.weights);
+    m.weights = std::move(overlay);
+    nlohmann::json entries = nlohmann::json::array();
+    for (const auto& e : ap.scales)
+      entries.push_back({{"prev", e.prev}, {"alpha", e.alpha}, {"loss_before", e.loss_before}, {"loss_after", e.loss_after}});
+    summary["plan"] = {{"method", ap.method}, {"scales", entries}, {"clipped_tensors", ap.clips.size()}, {"notes", ap.notes},
+                       {"settings", nlohmann::json::parse(ap.settings_json)}};
+    info.extra[ap.method] = nlohmann::json({{"settings", nlohmann::json::parse(ap.settings_json)},
+                                            {"plan", a.plan_file.empty() ? "searched" : a.plan_file}}).dump();
+    if (!a.calib.file.empty() && a.plan_file.empty()) info.extra["calibration"] = a.calib.to_json().dump();
+  }
   SequentialResult seq;
   std::map<std::string, NBitsTensor> nbits;  // GPTQ'd grids packed for MatMulNBits (ONNX)
   std::map<std::string, int> bits_of;        // their MatMulNBits bits
@@ -437,7 +520,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({0, 4}))->capture_default_str();
   conv->add_flag("--external-data", ca.external_data, "ONNX: weights in model.onnx.data beside the graph (forced above 2 GB)");
   conv->add_flag("--force", ca.force, "ONNX: write into an output directory that already holds files");
-  conv->add_option("--method", ca.method, "rtn | gptq")->capture_default_str();
+  conv->add_option("--method", ca.method, "rtn | gptq | awq | awq+gptq | smoothquant")->capture_default_str();
   conv->add_option("--calib", ca.calib.file, "calibration text (plain, or .jsonl with a text field)");
   conv->add_option("--nsamples", ca.calib.nsamples, "calibration windows")->capture_default_str();
   conv->add_option("--seqlen", ca.calib.seqlen, "tokens per calibration window")->capture_default_str();
@@ -448,7 +531,15 @@ int main(int argc, char** argv) {
   conv->add_flag("--dynamic-groups{false}", ca.gptq.static_groups,
                  "GPTQ: fit each group when reached, on updated weights (gptq.py's rule; default: static)");
   conv->add_option("--gptq-block", ca.gptq.block, "GPTQ lazy-batch width")->capture_default_str();
-  conv->add_option("--stats", ca.stats_dir, "GPTQ from saved statistics (quant calibrate) instead of --calib");
+  conv->add_option("--stats", ca.stats_dir, "GPTQ (or SmoothQuant with a fixed --alpha) from saved statistics (quant calibrate) instead of --calib");
+  conv->add_option("--awq-grid", ca.awq_grid, "AWQ: alpha candidates 0, 1/N, ..., (N-1)/N")->capture_default_str();
+  conv->add_flag("--awq-no-clip", ca.awq_no_clip, "AWQ: skip the clip search");
+  conv->add_option("--search-windows", ca.search_windows, "AWQ / SmoothQuant auto: calibration windows the searches measure on (default 32 / 16)");
+  conv->add_option("--alpha", ca.alpha, "SmoothQuant migration strength in [0, 1], or auto (per block, 0.30..0.95)")->capture_default_str();
+  conv->add_option("--act-quant", ca.act_quant, "SmoothQuant auto: int8 activations of the simulated W8A8 (per-token | per-tensor)")
+      ->check(CLI::IsMember({"per-token", "per-tensor", "per-block"}))->capture_default_str();
+  conv->add_option("--plan", ca.plan_file, "apply a saved AWQ / SmoothQuant plan (JSON) instead of searching");
+  conv->add_option("--dump-plan", ca.dump_plan, "write the AWQ / SmoothQuant plan as JSON");
   conv->add_option("--qtype", ca.qtype, "Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | F16 | BF16 | F32 (ggml's own quantizers)");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
   conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();

@@ -64,19 +64,24 @@ std::shared_ptr<const LinearOp> make_int_linear(const WeightStore& store, const 
   // Float weights (or a grid the kernels cannot take): int8 per output channel.
   std::vector<float> w(static_cast<size_t>(t.numel()));
   store.read_f32(t, w.data());
-  W8Weights w8 = quantize_w8(w.data(), t.rows, t.cols);
+  return make_w8a8_linear(w.data(), t.rows, t.cols, o);
+}
+
+std::shared_ptr<const LinearOp> make_w8a8_linear(const float* w, int64_t n, int64_t k, const RuntimeOptions& o) {
+  QUANT_CHECK(k % kQBlock == 0, "W8A8: {} input columns are not a multiple of 32", k);
+  W8Weights w8 = quantize_w8(w, n, k);
   if (o.act_quant != ActQuant::PerBlock) {
-    auto op = std::make_shared<IntLinear>(IntLinear::Kind::W8Channel, t.rows, t.cols, o);
+    auto op = std::make_shared<IntLinear>(IntLinear::Kind::W8Channel, n, k, o);
     op->w8 = std::move(w8);
     return op;
   }
-  auto op = std::make_shared<IntLinear>(IntLinear::Kind::W8Blocks, t.rows, t.cols, o);
-  const int64_t kb = t.cols / kQBlock;
-  op->w8b.n = t.rows;
-  op->w8b.k = t.cols;
+  auto op = std::make_shared<IntLinear>(IntLinear::Kind::W8Blocks, n, k, o);
+  const int64_t kb = k / kQBlock;
+  op->w8b.n = n;
+  op->w8b.k = k;
   op->w8b.q = std::move(w8.q);
-  op->w8b.mn.assign(static_cast<size_t>(t.rows * kb), 0.0f);
-  for (int64_t r = 0; r < t.rows; ++r)
+  op->w8b.mn.assign(static_cast<size_t>(n * kb), 0.0f);
+  for (int64_t r = 0; r < n; ++r)
     for (int64_t b = 0; b < kb; ++b) op->w8b.d.push_back(w8.scale[static_cast<size_t>(r)]);
   return op;
 }

@@ -109,4 +109,30 @@ void permute_rope_rows(const float* in, float* out, int64_t n_head, int64_t rows
   permute_rope_row_bytes(reinterpret_cast<const uint8_t*>(in), reinterpret_cast<uint8_t*>(out), n_head, rows,
                          cols * static_cast<int64_t>(sizeof(float)), to_interleaved);
 }
+OverlayStore::OverlayStore(const WeightStore& base) : base_(base), descs_(base.tensors()) {}
+
+void OverlayStore::set(const std::string& name, std::vector<float> w) {
+  for (auto& d : descs_)
+    if (d.name == name) {
+      QUANT_CHECK(static_cast<int64_t>(w.size()) == d.numel(), "overlay {}: {} values for {} elements", name, w.size(), d.numel());
+      d.type = TType::F32;
+      over_[name] = std::move(w);
+      return;
+    }
+  fail("overlay: {} has no tensor {}", base_.source(), name);
+}
+
+void OverlayStore::read_f32(const TensorDesc& t, float* out) const {
+  if (auto it = over_.find(t.name); it != over_.end()) {
+    std::copy(it->second.begin(), it->second.end(), out);
+    return;
+  }
+  base_.read_f32(base_.get(t.name), out);
+}
+
+bool OverlayStore::read_grid(const TensorDesc& t, QuantWeight& out) const {
+  if (over_.count(t.name)) return false;
+  return base_.read_grid(base_.get(t.name), out);
+}
+
 }  // namespace quant

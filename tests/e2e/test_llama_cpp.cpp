@@ -71,23 +71,9 @@ TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime
     INFO(r.out);
     REQUIRE(r.code == 0);
   }
-  LoadedModel m = load_model(qt::bundled_model());
-  const std::string text = read_text(qt::repo("data/kjv/kjv_heldout.txt"));
-  const auto tokens = m.tokenizer->encode(text, true);
-  std::vector<std::vector<int32_t>> seqs;  // two BOS-led 512-token windows: 1022 positions
-  for (int w = 0; w < 2; ++w) {
-    seqs.emplace_back(tokens.begin() + w * 512, tokens.begin() + (w + 1) * 512);
-    seqs.back()[0] = m.config.bos_id;
-  }
-  const auto res = qt::compare_with_llama_cpp(files, seqs, "");
-  for (size_t i = 0; i < cases.size(); ++i) {
-    INFO(cases[i].first << ": " << res[i].error);
-    REQUIRE(res[i].error.empty());
-    std::cout << fmt::format("llama.cpp vs quant on GPTQ {:>9}: {} positions, top-1 agreement {:.2f}%, mean |dlogp| {:.5f}\n",
-                             cases[i].first, res[i].positions, 100 * res[i].top1, res[i].mean_abs_dlogp);
-    CHECK(res[i].positions >= 512);
-    CHECK(res[i].top1 >= 0.97);
-  }
+  std::vector<std::string> names;
+  for (const auto& c : cases) names.push_back("GPTQ " + c.first);
+  qt::check_llama_agreement(names, files, 0.97);
 }
 
 #include "quant/formats/gguf.h"

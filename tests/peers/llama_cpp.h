@@ -2,6 +2,8 @@
 // next-token log-probabilities with our runtime's on the same files.
 #pragma once
 
+#include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -94,6 +96,33 @@ inline std::vector<PeerAgreement> compare_with_llama_cpp(const std::vector<std::
     res.push_back(a);
   }
   return res;
+}
+
+// Two BOS-led 512-token windows of kjv_heldout (1,022 scored positions).
+inline std::vector<std::vector<int32_t>> heldout_seqs() {
+  quant::LoadedModel m = quant::load_model(bundled_model());
+  std::ifstream in(repo("data/kjv/kjv_heldout.txt"));
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  const auto tokens = m.tokenizer->encode(text, true);
+  std::vector<std::vector<int32_t>> seqs;
+  for (int w = 0; w < 2; ++w) {
+    seqs.emplace_back(tokens.begin() + w * 512, tokens.begin() + (w + 1) * 512);
+    seqs.back()[0] = m.config.bos_id;
+  }
+  return seqs;
+}
+
+// llama.cpp loads every file and agrees with our runtime on top-1 at >= min_top1 of the positions.
+inline void check_llama_agreement(const std::vector<std::string>& names, const std::vector<std::string>& files, double min_top1) {
+  const auto res = compare_with_llama_cpp(files, heldout_seqs(), "");
+  for (size_t i = 0; i < files.size(); ++i) {
+    INFO(names[i] << ": " << res[i].error);
+    REQUIRE(res[i].error.empty());
+    std::cout << "llama.cpp vs quant on " << names[i] << ": " << res[i].positions << " positions, top-1 agreement "
+              << 100 * res[i].top1 << "%, mean |dlogp| " << res[i].mean_abs_dlogp << "\n";
+    CHECK(res[i].positions >= 512);
+    CHECK(res[i].top1 >= min_top1);
+  }
 }
 
 }  // namespace qt

@@ -182,3 +182,50 @@ TEST_CASE("int8 activation quantization: symmetric, |q| <= 127, scales per row o
   CHECK(pt.scale[0] == pt.scale[1]);
   CHECK(pt.scale[0] == Approx(4.0f / 127));
 }
+
+#include "../common.h"
+#include "quant/formats/gguf_model.h"
+#include "quant/formats/loader.h"
+#include "quant/runtime.h"
+#include "quant/text.h"
+
+TEST_CASE("Integer runtime (act-bits 8): the runtime's integer linears give the same logits on every ISA, close to float activations",
+          "[e2e][int-gemm]") {
+  qt::TempDir tmp;
+  LoadedModel fp = load_model(qt::bundled_model());
+  const Policy pol = Policy::defaults(QuantSpec::parse("Q4_0"));
+  write_gguf_model(fp, pol, resolve_policy(pol, fp.weights->tensors()), tmp / "q4.gguf", {});
+  LoadedModel q4 = load_model(tmp / "q4.gguf");
+  const auto toks = fp.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
+  const std::vector<int32_t> win(toks.begin(), toks.begin() + 128);
+  // F16 weights -> per-channel W8A8; Q4_0 -> W4A8 (+ blocked W8A8 for the Q8_0 head).
+  for (const LoadedModel* m : {&fp, &q4})
+    for (ActQuant aq : {ActQuant::PerToken, ActQuant::PerBlock}) {
+      CAPTURE(m->path, act_quant_name(aq));
+      LlamaRuntime flt(m->config, *m->weights);
+      std::vector<float> ref;
+      flt.forward(win, 0, ref);
+      std::vector<std::vector<float>> outs;
+      std::vector<Isa> isas = {Isa::Scalar};
+      for (Isa i : {Isa::Avx2, Isa::Avx512Vnni})
+        if (isa_supported(i)) isas.push_back(i);
+      for (Isa isa : isas) {
+        RuntimeOptions o;
+        o.act_bits = 8;
+        o.act_quant = aq;
+        o.isa = isa;
+        LlamaRuntime rt(m->config, *m->weights, o);
+        outs.emplace_back();
+        rt.forward(win, 0, outs.back());
+        CHECK(outs.back() == outs.front());
+      }
+      const int64_t V = m->config.vocab;
+      int64_t agree = 0;
+      for (size_t t = 0; t < win.size(); ++t) {
+        const float* a = ref.data() + t * V;
+        const float* b = outs[0].data() + t * V;
+        agree += (std::max_element(a, a + V) - a) == (std::max_element(b, b + V) - b);
+      }
+      CHECK(static_cast<double>(agree) / static_cast<double>(win.size()) >= 0.9);
+    }
+}

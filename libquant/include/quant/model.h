@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -61,6 +62,25 @@ class WeightStore {
   const TensorDesc* find(std::string_view name) const;
   const TensorDesc& get(std::string_view name) const;  // throws naming the missing tensor
   std::vector<float> read_f32(std::string_view name) const;
+};
+
+// A store whose tensors are `base`'s except those replaced (e.g. norms and weights with
+// AWQ / SmoothQuant scales folded in). Replaced tensors read as F32 and have no stored grid.
+class OverlayStore final : public WeightStore {
+ public:
+  explicit OverlayStore(const WeightStore& base);
+  void set(const std::string& name, std::vector<float> w);  // shape must match the base's
+  bool replaced(const std::string& name) const { return over_.count(name) > 0; }
+  const std::vector<TensorDesc>& tensors() const override { return descs_; }
+  using WeightStore::read_f32;
+  void read_f32(const TensorDesc& t, float* out) const override;
+  bool read_grid(const TensorDesc& t, QuantWeight& out) const override;
+  std::string source() const override { return base_.source(); }
+
+ private:
+  const WeightStore& base_;
+  std::vector<TensorDesc> descs_;
+  std::map<std::string, std::vector<float>> over_;
 };
 
 // Checks that `store` holds exactly the tensors `cfg` implies, with matching shapes.

@@ -30,8 +30,9 @@ class LinearOp {
 // One block's weights, fp32 [out][in] in canonical (rotate-half) layout; biases may be null.
 // A non-null op replaces its weight's fp32 GEMM.
 struct BlockWeights {
-  const float *attn_norm, *wq, *wk, *wv, *bq = nullptr, *bk = nullptr, *bv = nullptr, *wo;
-  const float *ffn_norm, *wg, *wu, *wd;
+  const float *attn_norm = nullptr, *wq = nullptr, *wk = nullptr, *wv = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr,
+              *wo = nullptr;
+  const float *ffn_norm = nullptr, *wg = nullptr, *wu = nullptr, *wd = nullptr;
   const LinearOp *oq = nullptr, *ok = nullptr, *ov = nullptr, *oo = nullptr, *og = nullptr, *ou = nullptr, *od = nullptr;
 };
 
@@ -63,6 +64,8 @@ struct RuntimeOptions {
 
 // The integer linear the runtime uses for `t` under `opts` (null: stays fp32).
 std::shared_ptr<const LinearOp> make_int_linear(const WeightStore& store, const TensorDesc& t, const RuntimeOptions& opts);
+// W8A8 from float weights [n][k]: int8 per output channel, activations per opts.act_quant.
+std::shared_ptr<const LinearOp> make_w8a8_linear(const float* w, int64_t n, int64_t k, const RuntimeOptions& opts);
 
 class LlamaRuntime {
  public:

@@ -1,0 +1,553 @@
+// AWQ and SmoothQuant searches, their plans as JSON, and folding a plan into the weights.
+#include "quant/act_aware.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "quant/error.h"
+#include "quant/gemm.h"
+#include "quant/runtime.h"
+#include "quant/sequential.h"
+
+namespace quant {
+
+namespace {
+
+
+std::string tname(int64_t l, const std::string& n) { return "blk." + std::to_string(l) + "." + n + ".weight"; }
+
+// The quantized-then-dequantized weight a plan would store (fp32, same layout).
+void fake_quant(const TensorPlan& p, const float* w, float* out) {
+  const QuantSpec& r = p.requested;
+  QuantWeight q;
+  if (r.kind == QuantSpec::Kind::Grid)
+    q = rtn_grid(w, p.rows, p.cols, r.grid);
+  else if (r.kind == QuantSpec::Kind::Ggml && p.cols % 32 == 0)
+    q = quantize_ggml(r.type, w, p.rows, p.cols);
+  else {
+    std::copy_n(w, p.rows * p.cols, out);
+    return;
+  }
+  q.dequantize(out);
+}
+
+double mse(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+  return s / static_cast<double>(a.size());
+}
+
+// Columns of w [rows][cols] times s (or divided when `divide`), rows of w times 1/s.
+void scale_cols(std::vector<float>& w, int64_t cols, const std::vector<float>& s) {
+  for (size_t i = 0; i < w.size(); ++i) w[i] *= s[i % static_cast<size_t>(cols)];
+}
+void scale_rows_inv(std::vector<float>& w, int64_t cols, const std::vector<float>& s) {
+  for (size_t i = 0; i < w.size(); ++i) w[i] /= s[i / static_cast<size_t>(cols)];
+}
+
+// The block inputs of the first `n` windows, run through `f` window by window.
+using WindowFn = std::function<void(float* x, int64_t T)>;
+std::vector<float> run_windows(const std::vector<float>& X, int64_t n, int64_t T, int64_t D, const WindowFn& f) {
+  std::vector<float> out(X.begin(), X.begin() + n * T * D);
+  for (int64_t s = 0; s < n; ++s) f(out.data() + s * T * D, T);
+  return out;
+}
+
+// Every row a linear's input `tap` sees over the first n windows, [n*T][width].
+std::vector<float> collect_tap(const LlamaConfig& cfg, const BlockWeights& bw, const std::vector<float>& X, int64_t n,
+                               int64_t T, Tap tap, bool mlp_half) {
+  std::vector<float> rows;
+  const int64_t D = cfg.dim;
+  std::vector<float> scratch(static_cast<size_t>(T * D));
+  for (int64_t s = 0; s < n; ++s) {
+    std::copy_n(X.data() + s * T * D, T * D, scratch.data());
+    const TapFn f = [&](Tap t, const float* data, int64_t r, int64_t w) {
+      if (t == tap) rows.insert(rows.end(), data, data + r * w);
+    };
+    if (mlp_half)
+      run_mlp(cfg, bw, scratch.data(), T, f, static_cast<int>(tap));
+    else
+      run_attention(cfg, bw, scratch.data(), T, f, static_cast<int>(tap));
+  }
+  return rows;
+}
+
+std::vector<double> col_stat(const std::vector<float>& x, int64_t width, bool max) {
+  std::vector<double> s(static_cast<size_t>(width), 0.0);
+  const int64_t n = static_cast<int64_t>(x.size()) / width;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < width; ++c) {
+      const double v = std::fabs(x[static_cast<size_t>(r * width + c)]);
+      s[static_cast<size_t>(c)] = max ? std::max(s[static_cast<size_t>(c)], v) : s[static_cast<size_t>(c)] + v;
+    }
+  if (!max)
+    for (auto& v : s) v /= static_cast<double>(n);
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Plans
+
+nlohmann::json ActPlan::to_json() const {
+  nlohmann::json j = {{"format", "quant-act-plan"}, {"version", 1}, {"method", method},
+                      {"model", {{"dim", dim}, {"hidden", hidden}, {"n_layers", n_layers}, {"n_heads", n_heads}, {"n_kv_heads", n_kv_heads}}},
+                      {"settings", settings_json.empty() ? nlohmann::json::object() : nlohmann::json::parse(settings_json)},
+                      {"notes", notes}};
+  j["scales"] = nlohmann::json::array();
+  for (const auto& e : scales)
+    j["scales"].push_back({{"prev", e.prev}, {"linears", e.linears}, {"alpha", e.alpha}, {"duo", e.duo}, {"loss_before", e.loss_before},
+                           {"loss_after", e.loss_after}, {"scales", e.scales}});
+  j["clips"] = nlohmann::json::array();
+  for (const auto& c : clips) j["clips"].push_back({{"tensor", c.tensor}, {"group", c.group}, {"max", c.max}});
+  return j;
+}
+
+ActPlan ActPlan::from_json(const nlohmann::json& j, const LlamaConfig& cfg, const WeightStore& store, const std::string& src) {
+  ActPlan p;
+  try {
+    QUANT_CHECK(j.at("format").get<std::string>() == "quant-act-plan", "{}: not a quant plan (format {})", src,
+                j.at("format").dump());
+    p.method = j.at("method").get<std::string>();
+    const auto& m = j.at("model");
+    p.dim = m.at("dim").get<int64_t>();
+    p.hidden = m.at("hidden").get<int64_t>();
+    p.n_layers = m.at("n_layers").get<int64_t>();
+    p.n_heads = m.at("n_heads").get<int64_t>();
+    p.n_kv_heads = m.at("n_kv_heads").get<int64_t>();
+    p.settings_json = j.value("settings", nlohmann::json::object()).dump();
+    p.notes = j.value("notes", std::vector<std::string>{});
+    for (const auto& e : j.at("scales"))
+      p.scales.push_back({e.at("prev").get<std::string>(), e.at("linears").get<std::vector<std::string>>(),
+                          e.at("alpha").get<double>(), e.value("duo", false), 0, e.value("loss_before", 0.0), e.value("loss_after", 0.0),
+                          e.at("scales").get<std::vector<float>>()});
+    for (const auto& c : j.at("clips"))
+      p.clips.push_back({c.at("tensor").get<std::string>(), c.at("group").get<int64_t>(), c.at("max").get<std::vector<float>>()});
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: plan: {}", src, e.what());
+  }
+  QUANT_CHECK(p.method == "awq" || p.method == "smoothquant", "{}: plan method {} (awq, smoothquant)", src, p.method);
+  QUANT_CHECK(p.dim == cfg.dim && p.hidden == cfg.hidden && p.n_layers == cfg.n_layers && p.n_heads == cfg.n_heads &&
+                  p.n_kv_heads == cfg.n_kv_heads,
+              "{}: the plan is for another model (dim {}, hidden {}, {} layers, {}/{} heads; this one: {}, {}, {}, {}/{})", src,
+              p.dim, p.hidden, p.n_layers, p.n_heads, p.n_kv_heads, cfg.dim, cfg.hidden, cfg.n_layers, cfg.n_heads,
+              cfg.n_kv_heads);
+  for (const auto& e : p.scales) {
+    const TensorDesc* prev = store.find(e.prev);
+    QUANT_CHECK(prev, "{}: plan names tensor {}, which the model does not have", src, e.prev);
+    QUANT_CHECK(!e.linears.empty(), "{}: plan entry for {} scales no linear", src, e.prev);
+    const int64_t width = static_cast<int64_t>(e.scales.size());
+    QUANT_CHECK(prev->n_dims == 1 ? prev->numel() == width : prev->rows == width,
+                "{}: plan scales {} with {} values; it has {}", src, e.prev, width, prev->n_dims == 1 ? prev->numel() : prev->rows);
+    for (const auto& l : e.linears) {
+      const TensorDesc* t = store.find(l);
+      QUANT_CHECK(t, "{}: plan names tensor {}, which the model does not have", src, l);
+      QUANT_CHECK(t->n_dims == 2 && t->cols == width, "{}: plan scales {} ({} columns) with {} values", src, l, t->cols, width);
+    }
+    for (float s : e.scales) QUANT_CHECK(std::isfinite(s) && s > 0, "{}: plan scale {} for {} is not positive and finite", src, s, e.prev);
+  }
+  for (const auto& c : p.clips) {
+    const TensorDesc* t = store.find(c.tensor);
+    QUANT_CHECK(t && t->n_dims == 2, "{}: plan clips tensor {}, which the model does not have", src, c.tensor);
+    QUANT_CHECK(c.group > 0 && static_cast<int64_t>(c.max.size()) == t->rows * ((t->cols + c.group - 1) / c.group),
+                "{}: clip of {} has {} values for {} rows of {} columns in groups of {}", src, c.tensor, c.max.size(), t->rows,
+                t->cols, c.group);
+    for (float v : c.max) QUANT_CHECK(std::isfinite(v) && v >= 0, "{}: clip value {} of {} is not finite", src, v, c.tensor);
+  }
+  return p;
+}
+
+void ActPlan::apply(const WeightStore& base, OverlayStore& out) const {
+  std::map<std::string, std::vector<float>> w;
+  auto get = [&](const std::string& n) -> std::vector<float>& {
+    auto it = w.find(n);
+    if (it == w.end()) it = w.emplace(n, out.replaced(n) ? out.read_f32(n) : base.read_f32(n)).first;
+    return it->second;
+  };
+  for (const auto& e : scales) {
+    std::vector<float>& prev = get(e.prev);
+    const TensorDesc& pd = base.get(e.prev);
+    if (pd.n_dims == 1)
+      for (size_t i = 0; i < prev.size(); ++i) prev[i] /= e.scales[i];
+    else
+      scale_rows_inv(prev, pd.cols, e.scales);
+    for (const auto& l : e.linears) scale_cols(get(l), base.get(l).cols, e.scales);
+  }
+  for (const auto& c : clips) {
+    std::vector<float>& t = get(c.tensor);
+    const TensorDesc& d = base.get(c.tensor);
+    const int64_t ng = (d.cols + c.group - 1) / c.group;
+    for (int64_t r = 0; r < d.rows; ++r)
+      for (int64_t col = 0; col < d.cols; ++col) {
+        const float m = c.max[static_cast<size_t>(r * ng + col / c.group)];
+        float& v = t[static_cast<size_t>(r * d.cols + col)];
+        v = std::clamp(v, -m, m);
+      }
+  }
+  for (auto& [n, v] : w) out.set(n, std::move(v));
+}
+
+// ---------------------------------------------------------------------------------------------
+// AWQ
+
+namespace {
+
+// AWQ's candidate scales: mean|x|^α (llm-awq auto_scale), or with `wmean` AutoAWQ's duo
+// scaling mean|x|^α / (wmean^(1-α) + 1e-4); normalized by sqrt(max * min).
+std::vector<float> awq_scales(const std::vector<double>& mean, double alpha, const std::vector<double>* wmean = nullptr) {
+  std::vector<float> s(mean.size());
+  double mx = 0, mn = INFINITY;
+  for (size_t i = 0; i < mean.size(); ++i) {
+    const double v = std::max(std::pow(mean[i], alpha) / (wmean ? std::pow((*wmean)[i], 1 - alpha) + 1e-4 : 1.0), 1e-4);
+    s[i] = static_cast<float>(v);
+    mx = std::max(mx, v);
+    mn = std::min(mn, v);
+  }
+  const double norm = std::sqrt(mx * mn);
+  for (auto& v : s) v = static_cast<float>(v / norm);
+  return s;
+}
+
+// y [rows][out] = x [rows][in] Wᵀ.
+std::vector<float> matmul_t(const std::vector<float>& x, const std::vector<float>& w, int64_t in) {
+  const int64_t rows = static_cast<int64_t>(x.size()) / in, out = static_cast<int64_t>(w.size()) / in;
+  std::vector<float> y(static_cast<size_t>(rows * out));
+  gemm_nt(x.data(), in, w.data(), in, y.data(), out, rows, out, in, 1.0f, false);
+  return y;
+}
+
+}  // namespace
+
+ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
+                   const std::vector<TensorPlan>& plans, const AwqOptions& o) {
+  QUANT_CHECK(o.grid >= 2, "--awq-grid {} (at least 2)", o.grid);
+  ActPlan plan;
+  plan.method = "awq";
+  plan.dim = cfg.dim;
+  plan.hidden = cfg.hidden;
+  plan.n_layers = cfg.n_layers;
+  plan.n_heads = cfg.n_heads;
+  plan.n_kv_heads = cfg.n_kv_heads;
+  plan.settings_json = nlohmann::json({{"grid", o.grid}, {"duo", o.duo}, {"clip", o.clip}, {"search_windows", o.search_windows},
+                                       {"clip_tokens", o.clip_tokens}}).dump();
+  std::map<std::string, const TensorPlan*> plan_of;
+  for (const auto& p : plans) plan_of[p.name] = &p;
+  auto tplan = [&](int64_t l, const std::string& nm) -> const TensorPlan& {
+    auto it = plan_of.find(tname(l, nm));
+    QUANT_CHECK(it != plan_of.end(), "AWQ: no plan for {}", tname(l, nm));
+    return *it->second;
+  };
+  std::vector<float> X = embed_windows(cfg, store, windows);
+  const int64_t D = cfg.dim, H = cfg.hidden, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
+  const int64_t n = std::min(S, std::max<int64_t>(1, o.search_windows));
+  const bool scale_o = cfg.n_kv_heads == cfg.n_heads && !cfg.qkv_bias;
+  if (!scale_o)
+    plan.notes.push_back(cfg.qkv_bias ? "o_proj not scaled: v_proj has a bias"
+                                      : "o_proj not scaled: under GQA v_proj has fewer rows than o_proj has inputs");
+  const int64_t steps = cfg.n_layers * 5;
+  int64_t step = 0;
+  auto progress = [&](const std::string& what) {
+    if (o.progress) o.progress(what, step, steps);
+    ++step;
+  };
+
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    BlockTensors blk(cfg, store, l);
+    auto& W = blk.w;
+    // Grid search over α for one input: `trial(s)` returns the output with the scaled linears
+    // fake-quantized, compared with `ref`. Returns the chosen scales (entry recorded).
+    auto search = [&](const std::string& prev, std::vector<std::string> linears, const std::vector<double>& mean,
+                      const std::vector<float>& ref, const std::function<std::vector<float>(const std::vector<float>&)>& trial) {
+      ScaleEntry e;
+      e.prev = prev;
+      for (const auto& nm : linears) e.linears.push_back(tname(l, nm));
+      // AutoAWQ's duo family weighs in each input channel's mean |w| (normalized per group).
+      std::vector<double> wmean(mean.size(), 0.0);
+      int64_t wrows = 0;
+      for (const auto& nm : linears) {
+        const TensorPlan& tp = tplan(l, nm);
+        const int64_t cols = tp.cols, group = tp.requested.kind == QuantSpec::Kind::Grid && tp.requested.grid.group
+                                                  ? tp.requested.grid.group : (tp.requested.kind == QuantSpec::Kind::Ggml ? 32 : cols);
+        const std::vector<float>& w = W[nm];
+        for (int64_t r = 0; r < tp.rows; ++r, ++wrows)
+          for (int64_t c0 = 0; c0 < cols; c0 += group) {
+            const int64_t c1 = std::min(cols, c0 + group);
+            float gmax = 0;
+            for (int64_t c = c0; c < c1; ++c) gmax = std::max(gmax, std::fabs(w[static_cast<size_t>(r * cols + c)]));
+            for (int64_t c = c0; c < c1; ++c)
+              wmean[static_cast<size_t>(c)] += std::fabs(w[static_cast<size_t>(r * cols + c)]) / (gmax + 1e-6);
+          }
+      }
+      for (auto& v : wmean) v /= static_cast<double>(wrows);
+      double best = INFINITY;
+      for (int duo = 0; duo < (o.duo ? 2 : 1); ++duo)
+        for (int i = 0; i < o.grid; ++i) {
+          const double alpha = static_cast<double>(i) / o.grid;
+          const std::vector<float> sc = awq_scales(mean, alpha, duo ? &wmean : nullptr);
+          const double loss = mse(trial(sc), ref);
+          if (i == 0 && !duo) e.loss_before = loss;
+          if (loss < best) {
+            best = loss;
+            e.alpha = alpha;
+            e.duo = duo;
+            e.scales = sc;
+          }
+        }
+      e.loss_after = best;
+      plan.scales.push_back(e);
+      return e.scales;
+    };
+    // A copy of the block whose `linears` are Q(W·s)/s.
+    auto scaled_fq = [&](const std::vector<std::string>& linears, const std::vector<float>& sc) {
+      BlockTensors t = blk;
+      for (const auto& nm : linears) {
+        std::vector<float> w = W[nm];
+        const int64_t cols = static_cast<int64_t>(sc.size());
+        scale_cols(w, cols, sc);
+        fake_quant(tplan(l, nm), w.data(), t.w[nm].data());
+        for (size_t i = 0; i < w.size(); ++i) t.w[nm][i] /= sc[i % static_cast<size_t>(cols)];
+      }
+      return t;
+    };
+
+    // q, k, v: the whole attention's output.
+    progress(fmt::format("awq block {} q,k,v", l));
+    {
+      const auto ref = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_attention(cfg, blk.view(), x, t); });
+      const auto mean = col_stat(collect_tap(cfg, blk.view(), X, n, T, Tap::AttnIn, false), D, false);
+      const std::vector<std::string> lin = {"attn_q", "attn_k", "attn_v"};
+      const auto sc = search(tname(l, "attn_norm"), lin, mean, ref, [&](const std::vector<float>& s) {
+        BlockTensors t = scaled_fq(lin, s);
+        return run_windows(X, n, T, D, [&](float* x, int64_t tt) { run_attention(cfg, t.view(), x, tt); });
+      });
+      for (size_t i = 0; i < sc.size(); ++i) W["attn_norm"][i] /= sc[i];
+      for (const auto& nm : lin) scale_cols(W[nm], D, sc);
+    }
+    // o: its own output; the scales go into v_proj's rows.
+    progress(fmt::format("awq block {} o", l));
+    if (scale_o) {
+      const auto x = collect_tap(cfg, blk.view(), X, n, T, Tap::OIn, false);
+      const auto ref = matmul_t(x, W["attn_output"], D);
+      const auto sc = search(tname(l, "attn_v"), {"attn_output"}, col_stat(x, D, false), ref, [&](const std::vector<float>& s) {
+        BlockTensors t = scaled_fq({"attn_output"}, s);
+        return matmul_t(x, t.w["attn_output"], D);
+      });
+      scale_rows_inv(W["attn_v"], D, sc);
+      scale_cols(W["attn_output"], D, sc);
+    }
+    const auto Xmid = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_attention(cfg, blk.view(), x, t); });
+    // gate, up: the whole MLP's output.
+    progress(fmt::format("awq block {} gate,up", l));
+    {
+      const auto ref = run_windows(Xmid, n, T, D, [&](float* x, int64_t t) { run_mlp(cfg, blk.view(), x, t); });
+      const auto mean = col_stat(collect_tap(cfg, blk.view(), Xmid, n, T, Tap::MlpIn, true), D, false);
+      const std::vector<std::string> lin = {"ffn_gate", "ffn_up"};
+      const auto sc = search(tname(l, "ffn_norm"), lin, mean, ref, [&](const std::vector<float>& s) {
+        BlockTensors t = scaled_fq(lin, s);
+        return run_windows(Xmid, n, T, D, [&](float* x, int64_t tt) { run_mlp(cfg, t.view(), x, tt); });
+      });
+      for (size_t i = 0; i < sc.size(); ++i) W["ffn_norm"][i] /= sc[i];
+      for (const auto& nm : lin) scale_cols(W[nm], D, sc);
+    }
+    // down: its own output; the scales go into up_proj's rows.
+    progress(fmt::format("awq block {} down", l));
+    {
+      const auto x = collect_tap(cfg, blk.view(), Xmid, n, T, Tap::DownIn, true);
+      const auto ref = matmul_t(x, W["ffn_down"], H);
+      const auto sc = search(tname(l, "ffn_up"), {"ffn_down"}, col_stat(x, H, false), ref, [&](const std::vector<float>& s) {
+        BlockTensors t = scaled_fq({"ffn_down"}, s);
+        return matmul_t(x, t.w["ffn_down"], H);
+      });
+      scale_rows_inv(W["ffn_up"], H, sc);
+      scale_cols(W["ffn_down"], H, sc);
+    }
+    // Clip search on every linear but q/k (their errors are diluted by the softmax; llm-awq).
+    progress(fmt::format("awq block {} clip", l));
+    if (o.clip) {
+      const std::vector<std::pair<const char*, std::pair<Tap, bool>>> clip_of = {
+          {"attn_v", {Tap::AttnIn, false}}, {"attn_output", {Tap::OIn, false}}, {"ffn_gate", {Tap::MlpIn, true}},
+          {"ffn_up", {Tap::MlpIn, true}}, {"ffn_down", {Tap::DownIn, true}}};
+      for (const auto& [nm, where] : clip_of) {
+        const TensorPlan& tp = tplan(l, nm);
+        if (tp.requested.kind != QuantSpec::Kind::Grid) continue;  // clip searches the plain grid only
+        const auto x = collect_tap(cfg, blk.view(), where.second ? Xmid : X, n, T, where.first, where.second);
+        const int64_t in = tp.cols, rows_all = static_cast<int64_t>(x.size()) / in;
+        const int64_t nt = std::min(rows_all, o.clip_tokens), stride = rows_all / nt;
+        const int64_t group = tp.requested.grid.group == 0 ? in : tp.requested.grid.group, ng = (in + group - 1) / group;
+        ClipEntry ce{tname(l, nm), group, std::vector<float>(static_cast<size_t>(tp.rows * ng))};
+        std::vector<float>& w = W[nm];
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < tp.rows; ++r) {
+          std::vector<float> wc(static_cast<size_t>(group)), org(static_cast<size_t>(nt));
+          for (int64_t g = 0; g < ng; ++g) {
+            const int64_t c0 = g * group, len = std::min(group, in - c0);
+            const float* wg = w.data() + r * in + c0;
+            float max0 = 0;
+            for (int64_t j = 0; j < len; ++j) max0 = std::max(max0, std::fabs(wg[j]));
+            for (int64_t t = 0; t < nt; ++t) {
+              double acc = 0;
+              for (int64_t j = 0; j < len; ++j) acc += static_cast<double>(x[static_cast<size_t>(t * stride * in + c0 + j)]) * wg[j];
+              org[static_cast<size_t>(t)] = static_cast<float>(acc);
+            }
+            double best = INFINITY;
+            float best_max = max0;
+            for (int i = 0; i < 10; ++i) {  // shrink the max by (1 - i/20)
+              const float mx = max0 * (1.0f - static_cast<float>(i) / 20.0f);
+              for (int64_t j = 0; j < len; ++j) wc[static_cast<size_t>(j)] = std::clamp(wg[j], -mx, mx);
+              const GridParams gp = fit_grid_group(wc.data(), len, 1, tp.requested.grid);
+              const float maxq = static_cast<float>((1 << tp.requested.grid.bits) - 1);
+              for (int64_t j = 0; j < len; ++j) {
+                const float q = std::clamp(std::nearbyint(wc[static_cast<size_t>(j)] / gp.scale) + gp.zero, 0.0f, maxq);
+                wc[static_cast<size_t>(j)] = gp.scale * (q - gp.zero);
+              }
+              double err = 0;
+              for (int64_t t = 0; t < nt; ++t) {
+                double acc = 0;
+                for (int64_t j = 0; j < len; ++j) acc += static_cast<double>(x[static_cast<size_t>(t * stride * in + c0 + j)]) * wc[static_cast<size_t>(j)];
+                err += (acc - org[static_cast<size_t>(t)]) * (acc - org[static_cast<size_t>(t)]);
+              }
+              if (err < best) {
+                best = err;
+                best_max = mx;
+              }
+            }
+            ce.max[static_cast<size_t>(r * ng + g)] = best_max;
+          }
+        }
+        for (int64_t r = 0; r < tp.rows; ++r)
+          for (int64_t c = 0; c < in; ++c) {
+            const float m = ce.max[static_cast<size_t>(r * ng + c / group)];
+            w[static_cast<size_t>(r * in + c)] = std::clamp(w[static_cast<size_t>(r * in + c)], -m, m);
+          }
+        plan.clips.push_back(std::move(ce));
+      }
+    }
+    // The next block's inputs come from this block, scaled, clipped and quantized.
+    BlockTensors q = blk;
+    for (const char* nm : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"})
+      fake_quant(tplan(l, nm), W[nm].data(), q.w[nm].data());
+    for (int64_t s = 0; s < S; ++s) run_block(cfg, q.view(), X.data() + s * T * D, T);
+  }
+  if (o.progress) o.progress("done", steps, steps);
+  return plan;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SmoothQuant
+
+ActPlan smoothquant_search(const LlamaConfig& cfg, const WeightStore& store,
+                           const std::vector<std::vector<int32_t>>& windows, const SmoothOptions& o) {
+  const bool search = o.alpha < 0;
+  QUANT_CHECK(search || (o.alpha >= 0 && o.alpha <= 1), "--alpha {} outside [0, 1] (or auto)", o.alpha);
+  ActPlan plan;
+  plan.method = "smoothquant";
+  plan.dim = cfg.dim;
+  plan.hidden = cfg.hidden;
+  plan.n_layers = cfg.n_layers;
+  plan.n_heads = cfg.n_heads;
+  plan.n_kv_heads = cfg.n_kv_heads;
+  plan.settings_json = nlohmann::json({{"alpha", search ? nlohmann::json("auto") : nlohmann::json(o.alpha)},
+                                       {"act_quant", act_quant_name(o.act_quant)}, {"search_windows", o.search_windows}}).dump();
+  QUANT_CHECK(!(o.stats && search), "--alpha auto measures W8A8 block outputs on calibration activations: give --calib, not --stats");
+  QUANT_CHECK(o.stats || !windows.empty(), "SmoothQuant needs --calib FILE (or --stats DIR with a fixed --alpha)");
+  std::vector<float> X = o.stats ? std::vector<float>{} : embed_windows(cfg, store, windows);
+  const int64_t D = cfg.dim, T = o.stats ? 0 : static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
+  const int64_t n = std::min(S, std::max<int64_t>(1, o.search_windows));
+  RuntimeOptions ro;
+  ro.act_bits = 8;
+  ro.act_quant = o.act_quant;
+  ro.isa = best_isa();
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    if (o.progress) o.progress(fmt::format("smoothquant block {}", l), l, cfg.n_layers);
+    BlockTensors blk(cfg, store, l);
+    auto& W = blk.w;
+    // max|x| per channel of the two RMSNorm-fed inputs, over every calibration window.
+    std::vector<double> xa(static_cast<size_t>(D), 0.0), xm(static_cast<size_t>(D), 0.0);
+    if (o.stats) {
+      xa = o.stats->max_abs(l, Tap::AttnIn);
+      xm = o.stats->max_abs(l, Tap::MlpIn);
+    } else {
+      std::vector<float> scratch(static_cast<size_t>(T * D));
+      const TapFn f = [&](Tap t, const float* data, int64_t rows, int64_t w) {
+        if (t != Tap::AttnIn && t != Tap::MlpIn) return;
+        auto& m = t == Tap::AttnIn ? xa : xm;
+        for (int64_t i = 0; i < rows * w; ++i) m[static_cast<size_t>(i % w)] = std::max(m[static_cast<size_t>(i % w)], static_cast<double>(std::fabs(data[i])));
+      };
+      for (int64_t s = 0; s < S; ++s) {
+        std::copy_n(X.data() + s * T * D, T * D, scratch.data());
+        run_block(cfg, blk.view(), scratch.data(), T, f);
+      }
+    }
+    auto wmax = [&](std::initializer_list<const char*> names) {
+      std::vector<double> m(static_cast<size_t>(D), 0.0);
+      for (const char* nm : names)
+        for (size_t i = 0; i < W[nm].size(); ++i) m[i % static_cast<size_t>(D)] = std::max(m[i % static_cast<size_t>(D)], static_cast<double>(std::fabs(W[nm][i])));
+      return m;
+    };
+    const auto wa = wmax({"attn_q", "attn_k", "attn_v"}), wm = wmax({"ffn_gate", "ffn_up"});
+    auto smooth = [&](const std::vector<double>& xmax, const std::vector<double>& wmx, double alpha) {
+      std::vector<float> s(xmax.size());
+      for (size_t j = 0; j < s.size(); ++j)
+        s[j] = static_cast<float>(std::max(std::pow(std::max(xmax[j], 1e-5), alpha) / std::pow(std::max(wmx[j], 1e-5), 1 - alpha), 1e-5));
+      return s;
+    };
+    auto smoothed = [&](double alpha) {
+      BlockTensors t = blk;
+      const auto sa = smooth(xa, wa, alpha), sm = smooth(xm, wm, alpha);
+      for (int64_t j = 0; j < D; ++j) {
+        t.w["attn_norm"][static_cast<size_t>(j)] /= sa[static_cast<size_t>(j)];
+        t.w["ffn_norm"][static_cast<size_t>(j)] /= sm[static_cast<size_t>(j)];
+      }
+      for (const char* nm : {"attn_q", "attn_k", "attn_v"}) scale_cols(t.w[nm], D, sa);
+      for (const char* nm : {"ffn_gate", "ffn_up"}) scale_cols(t.w[nm], D, sm);
+      return std::make_tuple(t, sa, sm);
+    };
+    double alpha = o.alpha, loss_before = 0, loss_after = 0;
+    if (search) {
+      const auto ref = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_block(cfg, blk.view(), x, t); });
+      auto w8a8_loss = [&](BlockTensors& t) {
+        std::map<std::string, std::shared_ptr<const LinearOp>> ops;
+        for (const char* nm : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
+          const int64_t cols = nm == std::string("ffn_down") ? cfg.hidden : D;
+          ops[nm] = make_w8a8_linear(t.w[nm].data(), static_cast<int64_t>(t.w[nm].size()) / cols, cols, ro);
+        }
+        BlockWeights bw = t.view();
+        bw.oq = ops["attn_q"].get();
+        bw.ok = ops["attn_k"].get();
+        bw.ov = ops["attn_v"].get();
+        bw.oo = ops["attn_output"].get();
+        bw.og = ops["ffn_gate"].get();
+        bw.ou = ops["ffn_up"].get();
+        bw.od = ops["ffn_down"].get();
+        return mse(run_windows(X, n, T, D, [&](float* x, int64_t tt) { run_block(cfg, bw, x, tt); }), ref);
+      };
+      loss_before = w8a8_loss(blk);
+      double best = INFINITY;
+      for (int i = 0; i <= 13; ++i) {  // 0.30, 0.35, ..., 0.95
+        const double a = 0.30 + 0.05 * i;
+        auto [t, sa, sm] = smoothed(a);
+        const double loss = w8a8_loss(t);
+        if (loss < best) {
+          best = loss;
+          alpha = a;
+        }
+      }
+      loss_after = best;
+    }
+    auto [t, sa, sm] = smoothed(alpha);
+    plan.scales.push_back({tname(l, "attn_norm"), {tname(l, "attn_q"), tname(l, "attn_k"), tname(l, "attn_v")}, alpha, false, 0,
+                           loss_before, loss_after, sa});
+    plan.scales.push_back({tname(l, "ffn_norm"), {tname(l, "ffn_gate"), tname(l, "ffn_up")}, alpha, false, 0, loss_before, loss_after, sm});
+    // Smoothing keeps the FP function: the next block's inputs come from the FP block.
+    if (!o.stats)
+      for (int64_t s = 0; s < S; ++s) run_block(cfg, blk.view(), X.data() + s * T * D, T);
+  }
+  if (o.progress) o.progress("done", cfg.n_layers, cfg.n_layers);
+  return plan;
+}
+
+}  // namespace quant

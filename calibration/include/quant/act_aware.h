@@ -1,0 +1,81 @@
+// Activation-aware transforms: AWQ (Lin et al. 2023) and SmoothQuant (Xiao et al. 2022). Both
+// search per-input-channel scales on calibration activations and fold them into the op before
+// (an RMSNorm, or a linear's rows), leaving the FP function unchanged; AWQ also clips weights.
+// The search returns a plan (data: JSON); applying a plan gives an OverlayStore.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "quant/int_gemm.h"
+#include "quant/model.h"
+#include "quant/policy.h"
+#include "quant/stats_dir.h"
+
+namespace quant {
+
+// Scales s over the input channels of `linears` (their columns are multiplied by s); the op
+// before (`prev`: an RMSNorm weight, or a linear whose rows are divided by s) absorbs 1/s.
+struct ScaleEntry {
+  std::string prev;
+  std::vector<std::string> linears;
+  double alpha = 0;
+  bool duo = false;  // AWQ: the scales came from AutoAWQ's duo family (x and w statistics)
+  double loss_fp = 0, loss_before = 0, loss_after = 0;  // output MSE: (unused) / α = 0 / chosen α
+  std::vector<float> scales;
+};
+
+// Per (row, group) clipping of a (scaled) weight: w = clamp(w, -max, max).
+struct ClipEntry {
+  std::string tensor;
+  int64_t group = 0;
+  std::vector<float> max;  // [rows][ceil(cols / group)]
+};
+
+struct ActPlan {
+  std::string method;  // "awq" or "smoothquant"
+  std::string settings_json;  // the search's options, as recorded
+  int64_t dim = 0, hidden = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0;
+  std::vector<ScaleEntry> scales;
+  std::vector<ClipEntry> clips;
+  std::vector<std::string> notes;  // e.g. "o_proj not scaled: GQA"
+
+  nlohmann::json to_json() const;
+  // Validates against the model: names, shapes, finite positive scales (throws naming `source`).
+  static ActPlan from_json(const nlohmann::json& j, const LlamaConfig& cfg, const WeightStore& store,
+                           const std::string& source);
+  // Folds scales (then clips) into a copy of the touched tensors.
+  void apply(const WeightStore& base, OverlayStore& out) const;
+};
+
+struct AwqOptions {
+  int grid = 20;                  // α in {0, 1/grid, ..., (grid-1)/grid}
+  bool clip = true;               // clip search on every linear but q/k
+  bool duo = true;                // also try AutoAWQ's duo scaling (mean|x|^α / mean|w|^(1-α))
+  int64_t search_windows = 32;    // calibration windows the searches run on
+  int64_t clip_tokens = 512;      // tokens the clip search measures on
+  std::function<void(const std::string& what, int64_t done, int64_t total)> progress;
+};
+
+// AWQ: per block, on inputs computed by the already-quantized blocks before it; fake
+// quantization follows each tensor's plan (its grid, or ggml's quantizer).
+ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
+                   const std::vector<TensorPlan>& plans, const AwqOptions& opts);
+
+struct SmoothOptions {
+  double alpha = 0.5;             // < 0: search 0.30, 0.35, ..., 0.95 per block by block output MSE
+  ActQuant act_quant = ActQuant::PerToken;  // of the W8A8 simulation the search measures
+  int64_t search_windows = 16;
+  // Fixed α only: max|x| from saved statistics (quant calibrate) instead of running `windows`.
+  const StatsDir* stats = nullptr;
+  std::function<void(const std::string& what, int64_t done, int64_t total)> progress;
+};
+
+// SmoothQuant: s_j = max|X_j|^α / max|W_:,j|^(1-α) over the linears reading input j, for the
+// RMSNorm-fed inputs (q/k/v and gate/up), per block.
+ActPlan smoothquant_search(const LlamaConfig& cfg, const WeightStore& store,
+                           const std::vector<std::vector<int32_t>>& windows, const SmoothOptions& opts);
+
+}  // namespace quant

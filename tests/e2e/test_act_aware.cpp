@@ -1,0 +1,174 @@
+// AWQ and SmoothQuant: folding a plan keeps the FP function, plans are data (JSON round trip),
+// the GGUFs they write run in llama.cpp, and bad plans / α / statistics are refused.
+#include <fmt/format.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "../common.h"
+#include "../peers/llama_cpp.h"
+#include "quant/act_aware.h"
+#include "quant/formats/loader.h"
+#include "quant/formats/safetensors.h"
+#include "quant/runtime.h"
+#include "quant/text.h"
+
+using namespace quant;
+
+namespace {
+
+std::vector<std::vector<int32_t>> small_windows(const LoadedModel& m, int64_t n, int64_t len) {
+  CalibSpec spec;
+  spec.nsamples = n;
+  spec.seqlen = len;
+  return calibration_windows(m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_train.txt")), true), spec, m.config.max_ctx);
+}
+
+// max |logit difference| / max |logit| of two stores on one held-out window.
+double logit_gap(const LoadedModel& m, const WeightStore& a, const WeightStore& b) {
+  const auto toks = m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
+  const std::vector<int32_t> win(toks.begin(), toks.begin() + 256);
+  LlamaRuntime ra(m.config, a), rb(m.config, b);
+  std::vector<float> la, lb;
+  ra.forward(win, 0, la);
+  rb.forward(win, 0, lb);
+  double gap = 0, mag = 0;
+  for (size_t i = 0; i < la.size(); ++i) {
+    gap = std::max(gap, static_cast<double>(std::fabs(la[i] - lb[i])));
+    mag = std::max(mag, static_cast<double>(std::fabs(la[i])));
+  }
+  return gap / mag;
+}
+
+}  // namespace
+
+TEST_CASE("AWQ and SmoothQuant scales fold into norms and rows without changing the FP function", "[e2e][awq][smoothquant]") {
+  LoadedModel m = load_model(qt::bundled_model());
+  const auto windows = small_windows(m, 4, 128);
+  const Policy pol = Policy::defaults(QuantSpec::parse("int3 g128 asym"));
+  const auto plans = resolve_policy(pol, m.weights->tensors());
+  AwqOptions ao;
+  ao.grid = 5;
+  ao.clip = false;  // clipping changes the function on purpose; checked below
+  ao.search_windows = 2;
+  const ActPlan awq = awq_search(m.config, *m.weights, windows, plans, ao);
+  REQUIRE(awq.scales.size() == static_cast<size_t>(3 * m.config.n_layers));  // q/k/v, gate/up, down (GQA: no o)
+  CHECK(awq.notes.size() == 1);
+  for (const auto& e : awq.scales) CHECK(e.loss_after <= e.loss_before);  // α = 0 (plain RTN) is a candidate
+  SmoothOptions so;
+  so.search_windows = 2;
+  const ActPlan sq = smoothquant_search(m.config, *m.weights, windows, so);
+  so.alpha = -1;  // auto
+  const ActPlan sq_auto = smoothquant_search(m.config, *m.weights, windows, so);
+  for (const auto& e : sq_auto.scales) {
+    CHECK(e.alpha >= 0.3 - 1e-9);
+    CHECK(e.alpha <= 0.95 + 1e-9);
+    CHECK(e.loss_after > 0);  // the best α's W8A8 block-output MSE (0.30..0.95 need not beat no smoothing)
+    CHECK(std::isfinite(e.loss_before));
+  }
+  for (const ActPlan* p : {&awq, &sq, &sq_auto}) {
+    CAPTURE(p->method);
+    OverlayStore o(*m.weights);
+    p->apply(*m.weights, o);
+    const double gap = logit_gap(m, *m.weights, o);
+    std::cout << fmt::format("{} plan folded: max |dlogit| / max |logit| = {:.2e}\n", p->method, gap);
+    CHECK(gap < 1e-4);
+    // The plan is data: JSON round trip, same weights.
+    const ActPlan back = ActPlan::from_json(nlohmann::json::parse(p->to_json().dump()), m.config, *m.weights, "roundtrip");
+    OverlayStore o2(*m.weights);
+    back.apply(*m.weights, o2);
+    for (const auto& t : o.tensors()) CHECK(o.read_f32(t.name) == o2.read_f32(t.name));
+  }
+  // With clipping, the FP function changes (weights are clamped) but the scales still fold.
+  ao.clip = true;
+  const ActPlan clipped = awq_search(m.config, *m.weights, windows, plans, ao);
+  CHECK(clipped.clips.size() == static_cast<size_t>(5 * m.config.n_layers));
+  bool any_clipped = false;
+  for (const auto& c : clipped.clips) {
+    const std::vector<float> w = m.weights->read_f32(c.tensor);
+    float mx = 0;
+    for (float v : w) mx = std::max(mx, std::fabs(v));
+    for (float v : c.max) any_clipped = any_clipped || v < mx;
+  }
+  CHECK(any_clipped);
+}
+
+TEST_CASE("AWQ / SmoothQuant bad input: plan for another model, alpha out of range, missing statistics", "[cli][bad-input][awq]") {
+  qt::TempDir tmp;
+  const std::string q = qt::quant_bin(), model = qt::bundled_model(), calib = qt::repo("data/kjv/kjv_train.txt");
+  auto expect_error = [](const qt::RunResult& r, std::vector<std::string> parts) {
+    INFO(r.out);
+    CHECK(r.code == 1);
+    CHECK(r.out.rfind("error: ", 0) == 0);
+    for (const auto& p : parts) CHECK(r.out.find(p) != std::string::npos);
+  };
+  const auto ok = qt::run(q + " convert " + model + " --method smoothquant --alpha 0.5 --calib " + calib +
+                          " --nsamples 4 --seqlen 128 --qtype Q8_0 --dump-plan " + (tmp / "sq.json") + " -o " + (tmp / "sq.gguf") + " --quiet");
+  INFO(ok.out);
+  REQUIRE(ok.code == 0);
+  auto plan = nlohmann::json::parse(qt::slurp(tmp / "sq.json"));
+  REQUIRE(plan["method"] == "smoothquant");
+  REQUIRE(plan["scales"].size() == 12);
+  // Another model's plan (its dimensions), a plan naming a tensor this model lacks, a short scale vector.
+  REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  expect_error(qt::run(q + " convert " + qt::shared("models/stories260K/stories260K.bin") + " --method smoothquant --plan " + (tmp / "sq.json") +
+                       " --qtype Q8_0 -o " + (tmp / "x.gguf")),
+               {"sq.json", "another model"});
+  auto bad = plan;
+  bad["scales"][0]["linears"][0] = "blk.0.attn_qq.weight";
+  qt::write_file(tmp / "bad1.json", bad.dump());
+  expect_error(qt::run(q + " convert " + model + " --method smoothquant --plan " + (tmp / "bad1.json") + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
+               {"bad1.json", "blk.0.attn_qq.weight"});
+  bad = plan;
+  bad["scales"][1]["scales"].erase(0);
+  qt::write_file(tmp / "bad2.json", bad.dump());
+  expect_error(qt::run(q + " convert " + model + " --method smoothquant --plan " + (tmp / "bad2.json") + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
+               {"bad2.json", "255 values"});
+  expect_error(qt::run(q + " convert " + model + " --method awq --plan " + (tmp / "sq.json") + " --bits 4 -o " + (tmp / "x.gguf")),
+               {"smoothquant plan cannot serve --method awq"});
+  // α out of range, or not a number.
+  expect_error(qt::run(q + " convert " + model + " --method smoothquant --alpha 1.5 --calib " + calib + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
+               {"--alpha 1.5 outside [0, 1]"});
+  expect_error(qt::run(q + " convert " + model + " --method smoothquant --alpha half --calib " + calib + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
+               {"--alpha half is not a number"});
+  // AWQ searches on activations: statistics alone do not do.
+  expect_error(qt::run(q + " convert " + model + " --method awq --bits 4 --stats " + (tmp / "stats") + " -o " + (tmp / "x.gguf")),
+               {"--method awq searches scales on calibration activations"});
+  // Saved statistics that lack max|x| for a module.
+  const auto cal = qt::run(q + " calibrate " + model + " --calib " + calib + " --nsamples 4 --seqlen 128 -o " + (tmp / "stats") + " --quiet");
+  REQUIRE(cal.code == 0);
+  {
+    SafetensorsFile f(tmp / "stats/blk.2.safetensors");
+    std::vector<SafeTensorOut> keep;
+    for (const auto& [name, t] : f.tensors())
+      if (name != "mlp_in.max_abs") keep.push_back({name, t.dtype, t.shape, std::vector<uint8_t>(t.data, t.data + t.nbytes)});
+    write_safetensors(tmp / "blk2.tmp", keep);
+  }
+  std::filesystem::rename(tmp / "blk2.tmp", tmp / "stats/blk.2.safetensors");
+  expect_error(qt::run(q + " convert " + model + " --method smoothquant --alpha 0.5 --stats " + (tmp / "stats") + " --qtype Q8_0 -o " +
+                       (tmp / "x.gguf") + " --quiet"),
+               {"blk.2.safetensors", "mlp_in.max_abs is missing"});
+  CHECK(!std::filesystem::exists(tmp / "x.gguf"));
+}
+
+TEST_CASE("llama.cpp runs the AWQ and SmoothQuant GGUFs and agrees with our runtime", "[e2e][peers][llama.cpp][awq]") {
+  if (!qt::install_llama_cpp()) return;
+  qt::TempDir tmp;
+  const std::string calib = qt::repo("data/kjv/kjv_train.txt");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"awq-w4g128", "--method awq --bits 4 --group-size 128 --asym --awq-grid 10 --search-windows 4"},
+      {"awq-w3g128", "--method awq --bits 3 --group-size 128 --asym --awq-grid 10 --search-windows 4"},
+      {"awq+gptq-w4g128", "--method awq+gptq --bits 4 --group-size 128 --asym --awq-grid 10 --search-windows 4"},
+      {"smoothquant-q8", "--method smoothquant --alpha 0.5 --qtype Q8_0"}};
+  std::vector<std::string> files;
+  for (const auto& [name, args] : cases) {
+    files.push_back(tmp / (name + ".gguf"));
+    const auto r = qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " " + args + " --calib " + calib +
+                           " --nsamples 16 --seqlen 256 --quiet -o " + files.back());
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+  }
+  std::vector<std::string> names;
+  for (const auto& c : cases) names.push_back(c.first);
+  qt::check_llama_agreement(names, files, 0.97);
+}
