@@ -6,6 +6,8 @@
 #include <immintrin.h>
 #include <omp.h>
 
+#include <functional>
+#include <memory>
 #include <random>
 
 #include "quant/gemm.h"
@@ -72,43 +74,41 @@ void BM_GemmF32(benchmark::State& st) {
 }
 BENCHMARK(BM_GemmF32)->Args({512, 4096})->Args({1, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_GemmW8A8(benchmark::State& st) {
+// An integer GEMM benchmark: `setup(x, w, M, N, K)` packs and returns the call to time.
+void run_int_gemm(benchmark::State& st,
+                  const std::function<std::function<void(float*, quant::Isa)>(const std::vector<float>&, const std::vector<float>&,
+                                                                              int64_t, int64_t, int64_t)>& setup) {
   const int64_t M = st.range(0), N = st.range(1), K = st.range(1);
   const auto isa = static_cast<quant::Isa>(st.range(2));
   if (!quant::isa_supported(isa)) {
     st.SkipWithError((std::string(quant::isa_name(isa)) + " not supported by this CPU").c_str());
     return;
   }
-  const auto x = random_weights(M * K), w = random_weights(N * K);
-  const quant::QActs a = quant::quantize_acts(x.data(), M, K, quant::ActQuant::PerToken);
-  const quant::W8Weights w8 = quant::quantize_w8(w.data(), N, K);
+  const auto gemm = setup(random_weights(M * K), random_weights(N * K), M, N, K);
   std::vector<float> y(static_cast<size_t>(M * N));
   for (auto _ : st) {
-    quant::gemm_w8a8(a, w8, y.data(), isa);
+    gemm(y.data(), isa);
     benchmark::DoNotOptimize(y.data());
   }
   set_ops(st, M, N, K);
   st.SetLabel(quant::isa_name(isa));
 }
 
+void BM_GemmW8A8(benchmark::State& st) {
+  run_int_gemm(st, [](const std::vector<float>& x, const std::vector<float>& w, int64_t M, int64_t N, int64_t K) {
+    auto a = std::make_shared<quant::QActs>(quant::quantize_acts(x.data(), M, K, quant::ActQuant::PerToken));
+    auto w8 = std::make_shared<quant::W8Weights>(quant::quantize_w8(w.data(), N, K));
+    return [a, w8](float* y, quant::Isa isa) { quant::gemm_w8a8(*a, *w8, y, isa); };
+  });
+}
+
 void BM_GemmW4A8(benchmark::State& st) {
-  const int64_t M = st.range(0), N = st.range(1), K = st.range(1);
-  const auto isa = static_cast<quant::Isa>(st.range(2));
-  if (!quant::isa_supported(isa)) {
-    st.SkipWithError((std::string(quant::isa_name(isa)) + " not supported by this CPU").c_str());
-    return;
-  }
-  const auto x = random_weights(M * K), w = random_weights(N * K);
-  const quant::QActs a = quant::quantize_acts(x.data(), M, K, quant::ActQuant::PerToken);
-  const quant::QuantWeight g = quant::rtn_grid(w.data(), N, K, quant::GridSpec{4, 128, false});
-  const quant::W4Weights w4 = quant::pack_w4(g.codes.data(), g.scales.data(), g.mins.data(), N, K, g.group);
-  std::vector<float> y(static_cast<size_t>(M * N));
-  for (auto _ : st) {
-    quant::gemm_w4a8(a, w4, y.data(), isa);
-    benchmark::DoNotOptimize(y.data());
-  }
-  set_ops(st, M, N, K);
-  st.SetLabel(quant::isa_name(isa));
+  run_int_gemm(st, [](const std::vector<float>& x, const std::vector<float>& w, int64_t M, int64_t N, int64_t K) {
+    auto a = std::make_shared<quant::QActs>(quant::quantize_acts(x.data(), M, K, quant::ActQuant::PerToken));
+    const quant::QuantWeight g = quant::rtn_grid(w.data(), N, K, quant::GridSpec{4, 128, false});
+    auto w4 = std::make_shared<quant::W4Weights>(quant::pack_w4(g.codes.data(), g.scales.data(), g.mins.data(), N, K, g.group));
+    return [a, w4](float* y, quant::Isa isa) { quant::gemm_w4a8(*a, *w4, y, isa); };
+  });
 }
 
 void int_gemm_args(benchmark::internal::Benchmark* b) {

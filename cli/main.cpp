@@ -150,7 +150,7 @@ int run_convert(const ConvertArgs& a) {
     }
     QUANT_CHECK(alpha >= 0 && alpha <= 1, "--alpha {} outside [0, 1] (or auto)", a.alpha);
   }
-  QUANT_CHECK(!awq || a.plan_file.empty() == false || !a.calib.file.empty(),
+  QUANT_CHECK(!awq || !a.plan_file.empty() || !a.calib.file.empty(),
               "--method {} searches scales on calibration activations: give --calib FILE (saved --stats hold statistics only), or --plan",
               a.method);
   std::string format = a.format;

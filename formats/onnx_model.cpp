@@ -15,6 +15,7 @@
 
 #include "quant/formats/mmap.h"
 #include "quant/half.h"
+#include "quant/runtime.h"
 
 namespace quant {
 
@@ -442,10 +443,10 @@ OnnxExportResult write_onnx_model(const LoadedModel& model, const Policy& policy
   const std::string mask = w.op("Trilu", {"mask_full", w.const_i64({1}, true)}, "causal_mask");  // keeps j >= i + 1
   const int64_t hd = c.head_dim(), half = hd / 2, rep = c.n_heads / c.n_kv_heads;
   std::vector<float> cos_t(static_cast<size_t>(c.max_ctx * hd)), sin_t(cos_t.size());
-  for (int64_t i = 0; i < half; ++i) {  // the runtime's formula (forward.cpp rope), fp32
-    const float inv_freq = 1.0f / std::pow(c.rope_theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+  const std::vector<float> inv_freq = rope_inv_freq(c.rope_theta, hd);  // the runtime's angles, fp32
+  for (int64_t i = 0; i < half; ++i) {
     for (int64_t t = 0; t < c.max_ctx; ++t) {
-      const float a = static_cast<float>(t) * inv_freq;
+      const float a = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
       const size_t o = static_cast<size_t>(t * hd + i);
       cos_t[o] = cos_t[o + half] = std::cos(a);
       sin_t[o] = sin_t[o + half] = std::sin(a);

@@ -36,9 +36,7 @@ void rmsnorm(const X& x, const float* w, float eps, Mat& out) {
 // x[t][h*hd + i], i < hd/2, pairs with i + hd/2: HF's rotate_half.
 void rope(Mat& x, int64_t n_head, int64_t hd, float theta) {
   const int64_t half = hd / 2;
-  std::vector<float> inv_freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i)
-    inv_freq[static_cast<size_t>(i)] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+  const std::vector<float> inv_freq = rope_inv_freq(theta, hd);
   for (Eigen::Index t = 0; t < x.rows(); ++t)
     for (int64_t i = 0; i < half; ++i) {
       const float a = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
@@ -54,6 +52,13 @@ void rope(Mat& x, int64_t n_head, int64_t hd, float theta) {
 }
 
 }  // namespace
+
+std::vector<float> rope_inv_freq(float theta, int64_t hd) {
+  std::vector<float> f(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i)
+    f[static_cast<size_t>(i)] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+  return f;
+}
 
 LlamaRuntime::LlamaRuntime(const LlamaConfig& cfg, const WeightStore& weights, RuntimeOptions opts)
     : cfg_(cfg), weights_(weights), opts_(opts) {

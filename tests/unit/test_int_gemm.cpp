@@ -1,6 +1,7 @@
 // The integer GEMM kernels: every SIMD kernel equals its scalar twin exactly (integer sums),
 // and the GEMMs equal the float product of their dequantized operands.
 #include <catch2/catch.hpp>
+#include <functional>
 #include <numeric>
 #include <random>
 
@@ -34,6 +35,37 @@ std::vector<int8_t> random_i8(size_t n, std::mt19937& rng) {
     v[n - 1] = -127;
   }
   return v;
+}
+
+// Runs `gemm(y, isa)` on every ISA; all must write the same bytes. Returns the result.
+std::vector<float> same_on_every_isa(const std::vector<Isa>& isas, size_t size, const std::function<void(float*, Isa)>& gemm) {
+  std::vector<std::vector<float>> ys;
+  for (Isa isa : isas) {
+    ys.emplace_back(size);
+    gemm(ys.back().data(), isa);
+    CHECK(ys.back() == ys.front());
+  }
+  return ys.front();
+}
+
+// y [M][N] equals the double product of dequantized activations xd [M][K] and weights wd [N][K].
+void check_float_product(const std::vector<float>& y, const std::vector<double>& xd, const std::vector<double>& wd, int64_t M,
+                         int64_t N, int64_t K) {
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0, mag = 0;
+      for (int64_t c = 0; c < K; ++c) {
+        s += xd[static_cast<size_t>(r * K + c)] * wd[static_cast<size_t>(n * K + c)];
+        mag += std::fabs(xd[static_cast<size_t>(r * K + c)] * wd[static_cast<size_t>(n * K + c)]);
+      }
+      CHECK(std::fabs(y[static_cast<size_t>(r * N + n)] - s) <= 1e-5 * mag + 1e-6);
+    }
+}
+
+std::vector<double> dequantized(const QuantWeight& q) {
+  std::vector<float> f(static_cast<size_t>(q.rows * q.cols));
+  q.dequantize(f.data());
+  return {f.begin(), f.end()};
 }
 
 }  // namespace
@@ -97,66 +129,25 @@ TEST_CASE("W8A8 and W4A8 GEMMs: every ISA gives the same bytes, equal to the deq
     // W4A8 from an asymmetric int4 g64 grid.
     const QuantWeight g = rtn_grid(w.data(), N, K, GridSpec{4, 64, false});
     const W4Weights w4 = pack_w4(g.codes.data(), g.scales.data(), g.mins.data(), N, K, g.group);
-    std::vector<float> wdq(w.size());
-    g.dequantize(wdq.data());
-    std::vector<std::vector<float>> y4;
-    for (Isa isa : isas) {
-      y4.emplace_back(static_cast<size_t>(M * N));
-      gemm_w4a8(a, w4, y4.back().data(), isa);
-      CHECK(y4.back() == y4.front());
-    }
-    for (int64_t r = 0; r < M; ++r)
-      for (int64_t n = 0; n < N; ++n) {
-        double s = 0, mag = 0;
-        for (int64_t c = 0; c < K; ++c) {
-          s += xd[static_cast<size_t>(r * K + c)] * wdq[static_cast<size_t>(n * K + c)];
-          mag += std::fabs(xd[static_cast<size_t>(r * K + c)] * wdq[static_cast<size_t>(n * K + c)]);
-        }
-        CHECK(std::fabs(y4[0][static_cast<size_t>(r * N + n)] - s) <= 1e-5 * mag + 1e-6);
-      }
+    std::vector<float> y4 = same_on_every_isa(isas, static_cast<size_t>(M * N), [&](float* y, Isa isa) { gemm_w4a8(a, w4, y, isa); });
+    check_float_product(y4, xd, dequantized(g), M, N, K);
     // Blocked W8A8 from ggml's Q8_0 (codes - 128, d per block) and Q5_1 (float mins).
     for (TType t : {TType::Q8_0, TType::Q5_1}) {
       const QuantWeight qg = quantize_ggml(t, w.data(), N, K);
       const W8BlockWeights wb = pack_w8_blocks(qg.codes.data(), qg.scales.data(), qg.mins.data(), N, K, qg.group, qg.bits);
-      std::vector<float> wq(w.size());
-      qg.dequantize(wq.data());
-      std::vector<std::vector<float>> yb;
-      for (Isa isa : isas) {
-        yb.emplace_back(static_cast<size_t>(M * N));
-        gemm_w8a8_blocks(a, wb, yb.back().data(), isa);
-        CHECK(yb.back() == yb.front());
-      }
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t n = 0; n < N; ++n) {
-          double s = 0, mag = 0;
-          for (int64_t c = 0; c < K; ++c) {
-            s += xd[static_cast<size_t>(r * K + c)] * wq[static_cast<size_t>(n * K + c)];
-            mag += std::fabs(xd[static_cast<size_t>(r * K + c)] * wq[static_cast<size_t>(n * K + c)]);
-          }
-          CHECK(std::fabs(yb[0][static_cast<size_t>(r * N + n)] - s) <= 1e-5 * mag + 1e-6);
-        }
+      const auto yb = same_on_every_isa(isas, static_cast<size_t>(M * N), [&](float* y, Isa isa) { gemm_w8a8_blocks(a, wb, y, isa); });
+      check_float_product(yb, xd, dequantized(qg), M, N, K);
     }
     if (per_block) {
-      CHECK_THROWS_WITH(gemm_w8a8(a, quantize_w8(w.data(), N, K), y4[0].data(), Isa::Scalar), Catch::Contains("per-row"));
+      CHECK_THROWS_WITH(gemm_w8a8(a, quantize_w8(w.data(), N, K), y4.data(), Isa::Scalar), Catch::Contains("per-row"));
       continue;
     }
     const W8Weights w8 = quantize_w8(w.data(), N, K);
-    std::vector<std::vector<float>> y8;
-    for (Isa isa : isas) {
-      y8.emplace_back(static_cast<size_t>(M * N));
-      gemm_w8a8(a, w8, y8.back().data(), isa);
-      CHECK(y8.back() == y8.front());
-    }
-    for (int64_t r = 0; r < M; ++r)
-      for (int64_t n = 0; n < N; ++n) {
-        double s = 0, mag = 0;
-        for (int64_t c = 0; c < K; ++c) {
-          const double wv = static_cast<double>(w8.scale[static_cast<size_t>(n)]) * w8.q[static_cast<size_t>(n * K + c)];
-          s += xd[static_cast<size_t>(r * K + c)] * wv;
-          mag += std::fabs(xd[static_cast<size_t>(r * K + c)] * wv);
-        }
-        CHECK(std::fabs(y8[0][static_cast<size_t>(r * N + n)] - s) <= 1e-5 * mag + 1e-6);
-      }
+    const auto y8 = same_on_every_isa(isas, static_cast<size_t>(M * N), [&](float* y, Isa isa) { gemm_w8a8(a, w8, y, isa); });
+    std::vector<double> w8d(w.size());
+    for (size_t i = 0; i < w8d.size(); ++i)
+      w8d[i] = static_cast<double>(w8.scale[i / static_cast<size_t>(K)]) * w8.q[i];
+    check_float_product(y8, xd, w8d, M, N, K);
   }
 }
 
