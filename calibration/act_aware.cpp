@@ -168,27 +168,32 @@ void ActPlan::apply(const WeightStore& base, OverlayStore& out) const {
     if (it == w.end()) it = w.emplace(n, out.replaced(n) ? out.read_f32(n) : base.read_f32(n)).first;
     return it->second;
   };
-  for (const auto& e : scales) {
-    std::vector<float>& prev = get(e.prev);
-    const TensorDesc& pd = base.get(e.prev);
-    if (pd.n_dims == 1)
-      for (size_t i = 0; i < prev.size(); ++i) prev[i] /= e.scales[i];
-    else
-      scale_rows_inv(prev, pd.cols, e.scales);
-    for (const auto& l : e.linears) scale_cols(get(l), base.get(l).cols, e.scales);
-  }
+  for (const auto& e : scales) e.fold(get);
   for (const auto& c : clips) {
-    std::vector<float>& t = get(c.tensor);
     const TensorDesc& d = base.get(c.tensor);
-    const int64_t ng = (d.cols + c.group - 1) / c.group;
-    for (int64_t r = 0; r < d.rows; ++r)
-      for (int64_t col = 0; col < d.cols; ++col) {
-        const float m = c.max[static_cast<size_t>(r * ng + col / c.group)];
-        float& v = t[static_cast<size_t>(r * d.cols + col)];
-        v = std::clamp(v, -m, m);
-      }
+    c.apply(get(c.tensor).data(), d.rows, d.cols);
   }
   for (auto& [n, v] : w) out.set(n, std::move(v));
+}
+
+void ScaleEntry::fold(const std::function<std::vector<float>&(const std::string& name)>& get) const {
+  std::vector<float>& prev = get(this->prev);
+  const size_t n = scales.size();
+  if (prev.size() == n)
+    for (size_t i = 0; i < n; ++i) prev[i] /= scales[i];
+  else
+    scale_rows_inv(prev, static_cast<int64_t>(prev.size() / n), scales);
+  for (const auto& l : linears) scale_cols(get(l), static_cast<int64_t>(n), scales);
+}
+
+void ClipEntry::apply(float* w, int64_t rows, int64_t cols) const {
+  const int64_t ng = (cols + group - 1) / group;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t col = 0; col < cols; ++col) {
+      const float m = max[static_cast<size_t>(r * ng + col / group)];
+      float& v = w[r * cols + col];
+      v = std::clamp(v, -m, m);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
+#include "commands.h"
 #include "progress.h"
 #include "quant/error.h"
 #include "quant/formats/gguf.h"
@@ -22,6 +24,7 @@
 #include "quant/runtime.h"
 #include "quant/sequential.h"
 #include "quant/stats_dir.h"
+#include "quant/sweep.h"
 #include "quant/text.h"
 
 namespace quant::cli {
@@ -103,16 +106,6 @@ int run_ppl(const PplArgs& a) {
   return 0;
 }
 
-nlohmann::json read_json_file(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  QUANT_CHECK(in, "{}: cannot open {} file", path, what);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
-
 // --- convert ---
 struct ConvertArgs {
   std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
@@ -130,8 +123,29 @@ struct ConvertArgs {
   std::string stats_dir;
 };
 
-int run_convert(const ConvertArgs& a) {
+int run_convert(const ConvertArgs& args, bool method_given) {
+  ConvertArgs a = args;
   set_threads(a.threads);
+  // A bit-width plan (quant plan) sets each decoder linear's grid and the method; an AWQ or
+  // SmoothQuant plan (--dump-plan) is applied further down.
+  std::optional<BitPlan> bitplan;
+  std::string bitplan_file;
+  if (!a.plan_file.empty()) {
+    const nlohmann::json pj = read_json_file(a.plan_file, "plan");
+    if (pj.is_object() && pj.value("format", "") == "quant-bitplan") {
+      bitplan = BitPlan::from_json(pj, a.plan_file);
+      bitplan_file = a.plan_file;
+      a.plan_file.clear();
+      QUANT_CHECK(!method_given || a.method == bitplan->method, "--plan {} is a {} plan: drop --method {} (or make a {} plan)", bitplan_file,
+                  bitplan->method, a.method, a.method);
+      QUANT_CHECK(a.bits == 0 && a.qtype.empty(), "--plan {} sets every decoder linear's width: drop --bits / --qtype", bitplan_file);
+      a.method = bitplan->method;
+      const GridSpec g = bitplan->dominant();
+      a.bits = g.bits;
+      a.group = g.group;
+      a.sym = g.sym;
+    }
+  }
   QUANT_CHECK(a.method == "rtn" || a.method == "gptq" || a.method == "awq" || a.method == "awq+gptq" || a.method == "smoothquant",
               "--method {} is not available (rtn, gptq, awq, awq+gptq, smoothquant are)", a.method);
   QUANT_CHECK(a.qtype.empty() != (a.bits == 0), "give either --qtype or --bits (with --group-size and --sym/--asym)");
@@ -175,6 +189,10 @@ int run_convert(const ConvertArgs& a) {
   }
   LoadedModel m = load_model(a.model, {a.tokenizer});
   Policy policy = Policy::defaults(target);
+  if (bitplan) {
+    check_model_identity(bitplan->model, m.config, *m.weights, bitplan_file);
+    policy = bitplan->policy(target);
+  }
   std::vector<OnnxStorage> onnx_storage;
   if (!a.policy_file.empty()) {
     Policy user = Policy::from_json(read_json_file(a.policy_file, "policy"), a.policy_file);
@@ -281,6 +299,9 @@ int run_convert(const ConvertArgs& a) {
                                             {"plan", a.plan_file.empty() ? "searched" : a.plan_file}}).dump();
     if (!a.calib.file.empty() && a.plan_file.empty()) info.extra["calibration"] = a.calib.to_json().dump();
   }
+  if (bitplan)
+    info.extra["bitplan"] = nlohmann::json({{"file", bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
+                                            {"source", bitplan->source}}).dump();
   SequentialResult seq;
   std::map<std::string, NBitsTensor> nbits;  // GPTQ'd grids packed for MatMulNBits (ONNX)
   std::map<std::string, int> bits_of;        // their MatMulNBits bits
@@ -412,51 +433,14 @@ int run_inspect(const std::string& path, bool json) {
   if (std::filesystem::path(path).extension() == ".onnx") return run_inspect_onnx(path, json);
   if (std::filesystem::is_directory(path) && std::filesystem::exists(std::filesystem::path(path) / "model.onnx"))
     return run_inspect_onnx((std::filesystem::path(path) / "model.onnx").string(), json);
-  GgufFile f(path);
-  nlohmann::json tensor_meta = nlohmann::json::array();
-  if (const GgufValue* v = f.find("quant.tensors"); v && v->type == GgufType::STR) {
-    try {
-      tensor_meta = nlohmann::json::parse(v->str);
-    } catch (const std::exception&) {
-    }
-  }
-  auto meta_for = [&](const std::string& name) -> nlohmann::json {
-    for (const auto& t : tensor_meta)
-      if (t.is_object() && t.value("name", "") == name) return t;
-    return nlohmann::json::object();
-  };
-  nlohmann::json j = {{"file", path}, {"version", f.version()}, {"size_bytes", f.file_size()}};
-  j["metadata"] = nlohmann::json::object();
-  for (const auto& [k, v] : f.kv()) j["metadata"][k] = v.summary();
-  j["tensors"] = nlohmann::json::array();
-  uint64_t n_total = 0, bytes_total = 0;
-  double logical_total = 0;
-  for (const auto& t : f.tensors()) {
-    uint64_t n = 1;
-    for (auto e : t.ne) n *= static_cast<uint64_t>(e);
-    // Per-tensor metadata describes this tensor only while its type is the one it recorded
-    // (llama-quantize copies our keys into files it requantizes).
-    nlohmann::json m = meta_for(t.name);
-    if (m.value("stored", "") != ttype_name(t.type)) m = nlohmann::json::object();
-    const double logical = m.is_object() && m.contains("logical_bpw") ? m["logical_bpw"].get<double>() : type_bpw(t.type);
-    n_total += n;
-    bytes_total += t.nbytes;
-    logical_total += logical * static_cast<double>(n);
-    j["tensors"].push_back({{"name", t.name}, {"shape", t.ne}, {"type", std::string(ttype_name(t.type))},
-                            {"bytes", t.nbytes}, {"bpw", type_bpw(t.type)}, {"method", m.value("method", "")},
-                            {"grid", m.value("requested", "")}, {"logical_bpw", logical}});
-  }
-  j["params"] = n_total;
-  j["tensor_bytes"] = bytes_total;
-  j["bpw"] = 8.0 * static_cast<double>(bytes_total) / static_cast<double>(n_total);
-  j["logical_bpw"] = logical_total / static_cast<double>(n_total);
+  const nlohmann::json j = inspect_gguf_json(path);
   if (json) {
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  std::cout << fmt::format("{}: GGUF v{}, {} tensors, {} metadata keys, {:.2f} MB\n", path, f.version(), f.tensors().size(),
-                           f.kv().size(), f.file_size() / 1e6);
-  for (const auto& [k, v] : f.kv()) std::cout << fmt::format("  {:<40} {}\n", k, v.summary());
+  std::cout << fmt::format("{}: GGUF v{}, {} tensors, {} metadata keys, {:.2f} MB\n", path, j["version"].get<uint32_t>(),
+                           j["tensors"].size(), j["metadata"].size(), j["size_bytes"].get<uint64_t>() / 1e6);
+  for (const auto& [k, v] : j["metadata"].items()) std::cout << fmt::format("  {:<40} {}\n", k, v.get<std::string>());
   std::cout << fmt::format("\n  {:<28} {:>14} {:>6} {:>7} {:>16} {:>8}\n", "tensor", "ne", "type", "bpw", "grid", "logical");
   for (const auto& t : j["tensors"]) {
     std::string ne;
@@ -465,8 +449,8 @@ int run_inspect(const std::string& path, bool json) {
                              t["type"].get<std::string>(), t["bpw"].get<double>(), t["grid"].get<std::string>(),
                              t["logical_bpw"].get<double>());
   }
-  std::cout << fmt::format("\n  {} parameters, {:.3f} bits/weight stored, {:.3f} logical\n", n_total, j["bpw"].get<double>(),
-                           j["logical_bpw"].get<double>());
+  std::cout << fmt::format("\n  {} parameters, {:.3f} bits/weight stored, {:.3f} logical\n", j["params"].get<uint64_t>(),
+                           j["bpw"].get<double>(), j["logical_bpw"].get<double>());
   return 0;
 }
 
@@ -538,7 +522,7 @@ int main(int argc, char** argv) {
   conv->add_option("--alpha", ca.alpha, "SmoothQuant migration strength in [0, 1], or auto (per block, 0.30..0.95)")->capture_default_str();
   conv->add_option("--act-quant", ca.act_quant, "SmoothQuant auto: int8 activations of the simulated W8A8 (per-token | per-tensor)")
       ->check(CLI::IsMember({"per-token", "per-tensor", "per-block"}))->capture_default_str();
-  conv->add_option("--plan", ca.plan_file, "apply a saved AWQ / SmoothQuant plan (JSON) instead of searching");
+  conv->add_option("--plan", ca.plan_file, "apply a bit-width plan (quant plan), or a saved AWQ / SmoothQuant plan instead of searching");
   conv->add_option("--dump-plan", ca.dump_plan, "write the AWQ / SmoothQuant plan as JSON");
   conv->add_option("--qtype", ca.qtype, "Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | F16 | BF16 | F32 (ggml's own quantizers)");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
@@ -583,13 +567,23 @@ int main(int argc, char** argv) {
   gen->add_option("--steps", gsteps, "total positions including the prompt")->capture_default_str();
   gen->add_option("--tokenizer", gtok, "tokenizer.bin for llama2.c models");
 
+  SweepArgs swa;
+  auto* swc = add_sweep_command(app, swa);
+  PlanArgs pla;
+  auto* plc = add_plan_command(app, pla);
+  CompareArgs cma;
+  auto* cmc = add_compare_command(app, cma);
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*ppl) return run_ppl(pa);
-    if (*conv) return run_convert(ca);
+    if (*conv) return run_convert(ca, conv->get_option("--method")->count() > 0);
     if (*insp) return run_inspect(ipath, ijson);
     if (*cal) return run_calibrate(cmodel, cout_dir, cspec, cthreads, cjson, cquiet);
     if (*gen) return run_generate(gmodel, gtok, gprompt, gsteps);
+    if (*swc) return run_sweep_cmd(swa);
+    if (*plc) return run_plan_cmd(pla);
+    if (*cmc) return run_compare_cmd(cma);
   } catch (const quant::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -10,6 +10,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libonnx-dev python3-onnx
   libtorch-dev libopenblas0-pthread
   nodejs npm
+  chromium
 )
 
 missing=()

@@ -205,6 +205,12 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::v
   gemm_nt(xn.data(), D, head->data(), D, out.data(), V, T - from, V, D, 1.0f, false);
 }
 
+void run_head(const LlamaConfig& cfg, const float* x, int64_t T, const float* norm, const float* head, float* logits) {
+  Mat xn;
+  rmsnorm(Eigen::Map<const Mat>(x, T, cfg.dim), norm, cfg.norm_eps, xn);
+  gemm_nt(xn.data(), cfg.dim, head, cfg.dim, logits, cfg.vocab, T, cfg.vocab, cfg.dim, 1.0f, false);
+}
+
 std::vector<int32_t> generate_greedy(LlamaRuntime& rt, std::vector<int32_t> tokens, int64_t steps) {
   std::vector<float> logits;
   const int64_t V = rt.config().vocab;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <iostream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "../common.h"
@@ -367,4 +368,46 @@ TEST_CASE("MatMulNBits packing: round trip, padding, zero points, and what it re
   w[3] = -1.3f;
   const QuantWeight q41 = quantize_ggml(TType::Q4_1, w.data(), 2, 64);
   CHECK_THROWS_WITH(pack_nbits(q41, 4, "t"), Catch::Contains("not an integer"));
+}
+
+TEST_CASE("ONNX: a mixed-precision plan (2/3/4/8-bit MatMulNBits in one graph) runs in ONNX Runtime and agrees with us",
+          "[e2e][peers][onnx][sweep]") {
+  if (!install_ort()) return;
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string calib = " --calib " + qt::repo("data/kjv/kjv_train.txt") + " --nsamples 8 --seqlen 128";
+  for (const std::string& cmd :
+       {fmt::format("{} sweep {} {} --proxy-only --method rtn --bits 2,3,4,8 --granularity tensor -o {} --quiet", q(), model, calib,
+                    tmp / "sweep.json"),
+        fmt::format("{} plan {} --target-bpw 4.5 -o {}", q(), tmp / "sweep.json", tmp / "plan.json"),
+        fmt::format("{} convert {} --plan {} -o {} --quiet", q(), model, tmp / "plan.json", tmp / "mixed/model.onnx")}) {
+    const auto r = qt::run(cmd);
+    INFO(cmd << "\n" << r.out);
+    REQUIRE(r.code == 0);
+  }
+  // The plan mixes widths, and the graph holds them as planned.
+  const auto plan = nlohmann::json::parse(qt::slurp(tmp / "plan.json"));
+  std::set<int> widths;
+  for (const auto& r : plan["rules"]) widths.insert(r["bits"].get<int>());
+  CHECK(widths.size() >= 2);
+  const std::string file = tmp / "mixed/model.onnx";
+  check_with_onnx_checker({file});
+  const auto ins = nlohmann::json::parse(qt::run(q() + " inspect " + file + " --json").out);
+  int checked = 0;
+  for (const auto& t : ins["tensors"])
+    for (const auto& r : plan["rules"])
+      if (r["match"] == t["name"]) {
+        CHECK(t["grid"] == fmt::format("int{} g{} {}", r["bits"].get<int>(), r["group"].get<int>(), r["sym"] ? "sym" : "asym"));
+        ++checked;
+      }
+  CHECK(checked == 42);
+  LoadedModel m = load_model(model);
+  const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
+  const std::vector<int32_t> flat = gptq_windows(tokens, 512, 2);
+  const OrtRun ort = run_ort(file, flat, 512, 2);
+  const Agreement a = compare_logits(file, flat, 512, ort);
+  std::cout << fmt::format("ONNX Runtime vs quant, mixed plan (widths {}): {} positions, top-1 {:.2f}%, max|dlogit| {:.2e}\n",
+                           fmt::join(widths, ","), a.positions, 100 * a.top1, a.max_abs_dlogit);
+  CHECK(a.positions >= 512);
+  CHECK(a.top1 >= 0.97);
 }

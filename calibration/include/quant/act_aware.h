@@ -25,6 +25,9 @@ struct ScaleEntry {
   bool duo = false;  // AWQ: the scales came from AutoAWQ's duo family (x and w statistics)
   double loss_fp = 0, loss_before = 0, loss_after = 0;  // output MSE: (unused) / α = 0 / chosen α
   std::vector<float> scales;
+  // prev ÷ s (a vector, or a linear's rows), each linear's columns × s; `get` hands out the
+  // tensors by full name, in memory.
+  void fold(const std::function<std::vector<float>&(const std::string& name)>& get) const;
 };
 
 // Per (row, group) clipping of a (scaled) weight: w = clamp(w, -max, max).
@@ -32,6 +35,7 @@ struct ClipEntry {
   std::string tensor;
   int64_t group = 0;
   std::vector<float> max;  // [rows][ceil(cols / group)]
+  void apply(float* w, int64_t rows, int64_t cols) const;  // w [rows][cols] clamped in place
 };
 
 struct ActPlan {

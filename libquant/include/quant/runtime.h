@@ -90,6 +90,10 @@ class LlamaRuntime {
   int64_t cached_bytes_ = 0;
 };
 
+// The head: RMSNorm (weights norm [dim]) then logits [T][vocab] = xn [T][dim] head^T, head
+// [vocab][dim] fp32; the float path of LlamaRuntime::forward.
+void run_head(const LlamaConfig& cfg, const float* x, int64_t T, const float* norm, const float* head, float* logits);
+
 // Greedy decoding from `prompt` (recomputes the window each step; for tests and demos).
 std::vector<int32_t> generate_greedy(LlamaRuntime& rt, std::vector<int32_t> prompt, int64_t steps);
 
@@ -111,6 +115,37 @@ struct PplResult {
   double seconds = 0;
   bool has_kl = false;
   double kl_mean = 0, kl_p99 = 0, top1_agree = 0;  // against the base model
+};
+
+// log Σ_i exp(x_i) in double; log p_i = x_i - lse is the log-softmax every score here uses.
+double log_sum_exp(const float* x, int64_t n);
+
+// A protocol's chunking of a token stream (docs/algorithms.md): `chunks` windows of ctx tokens;
+// in each, rows [first, ctx - 1) are scored (row j predicts token j + 1).
+struct PplChunks {
+  PplProtocol protocol = PplProtocol::LlamaCpp;
+  int64_t ctx = 0, chunks = 0, first = 0;
+  int32_t bos = 1;
+  // Chunk c as the model sees it (llamacpp: its first token replaced by BOS).
+  void window(std::span<const int32_t> tokens, int64_t c, std::vector<int32_t>& out) const;
+};
+// Throws, as perplexity() does, when the text is too short or ctx is outside the model's range.
+PplChunks ppl_chunks(int64_t n_tokens, int32_t bos, const PplOptions& opts, int64_t max_ctx);
+
+// Accumulates NLL, and with a base row KL(base || model) and top-1 agreement, one scored row at a
+// time; result() fills the score fields of a PplResult.
+class PplScorer {
+ public:
+  // row: the model's logits [V]; base_row / base_lse: the base model's logits and log_sum_exp.
+  void add(const float* row, int64_t V, int32_t target, const float* base_row = nullptr, double base_lse = 0);
+  void result(PplResult& r) const;
+  int64_t scored() const { return n_; }
+
+ private:
+  double nll_ = 0, nll2_ = 0, kl_ = 0;
+  int64_t n_ = 0, agree_ = 0;
+  std::vector<double> kls_;
+  std::vector<double> lq_;
 };
 
 // Chunks `tokens` per the protocol (docs/algorithms.md) and scores them. With `base`, also the

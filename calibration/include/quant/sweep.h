@@ -1,0 +1,154 @@
+// Per-layer bit-width sweeps and mixed-precision plans.
+//
+// A sweep quantizes one unit at a time (a decoder linear, a decoder block, or one kind of linear
+// across all blocks) at each bit-width while the rest of the model stays FP, and measures the
+// damage on an evaluation text: perplexity increase and mean KL(FP || quantized) over the same
+// scored positions as `quant ppl`, plus a cheap proxy, the Hessian-weighted error
+// tr((W - Q) H (W - Q)^T) from calibration statistics. The FP model's logits on the text and its
+// hidden states at each block are computed once; a unit whose first tensor is in block l is
+// evaluated from the cached input of block l. A plan picks one width per unit under a size
+// budget (a multiple-choice knapsack, quant/bitplan.h) and is data: {match, method, bits, group,
+// qtype} rules that `quant convert --plan` applies.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "quant/act_aware.h"
+#include "quant/gptq.h"
+#include "quant/model.h"
+#include "quant/policy.h"
+#include "quant/runtime.h"
+#include "quant/stats_dir.h"
+
+namespace quant {
+
+// Who the file belongs to: dimensions, every tensor's shape, and a fingerprint of the weights
+// (FNV-1a over all norm vectors: cheap to read, and different in any two trained models).
+nlohmann::json model_identity(const LlamaConfig& cfg, const WeightStore& store);
+// Throws naming `source` and the first field that differs.
+void check_model_identity(const nlohmann::json& recorded, const LlamaConfig& cfg, const WeightStore& store,
+                          const std::string& source);
+
+// The decoder linears, in GGUF order: blk.N.{attn_q, attn_k, attn_v, attn_output, ffn_gate,
+// ffn_up, ffn_down}.weight.
+std::vector<std::string> decoder_linears(const LlamaConfig& cfg);
+
+// Codes, fp16 scales and (asymmetric) b-bit zeros of a rows x cols tensor, in bits; a last group
+// shorter than `group` still carries a whole scale.
+int64_t grid_logical_bits(const GridSpec& g, int64_t rows, int64_t cols);
+
+struct SweepSettings {
+  std::string method = "gptq";         // rtn | gptq | awq
+  std::string granularity = "tensor";  // tensor | block | kind
+  std::vector<int> bits = {2, 3, 4, 8};
+  int64_t group = 128;                 // 0: per channel
+  bool sym = false;
+  // The grid of a width: 8 bits is always symmetric (Q8_0 holds int8 codes minus zero exactly;
+  // asymmetric int8 does not fit int8 and would be stored as F16).
+  GridSpec grid_for(int b) const;
+};
+
+struct SweepOption {
+  int bits = 0;
+  std::string spec;          // "int3 g128 asym"
+  std::string qtype;         // GGUF type the unit's tensors are stored in ("Q4_1"; "mixed" if they differ)
+  int64_t logical_bits = 0;  // grid_logical_bits summed over the unit
+  int64_t stored_bytes = 0;  // bytes in the GGUF type
+  double proxy = 0;          // sum over the unit's tensors of tr((W - Q) H (W - Q)^T)
+  double method_loss = 0;    // GPTQ's own loss (sum of (w - q)^2 / Hinv_jj^2 / 2); RTN / AWQ: proxy
+  bool measured = false;     // false in a --proxy-only sweep
+  double ppl = 0, dppl = 0, kl_mean = 0, kl_p99 = 0, top1 = 0;  // dppl = ppl / ppl_FP - 1
+  double seconds = 0;        // quantizing and evaluating this option
+};
+
+struct SweepUnit {
+  std::string name;                  // "blk.3.ffn_down.weight", "blk.3", "ffn_down"
+  std::vector<std::string> tensors;  // the decoder linears it covers
+  std::vector<std::string> match;    // policy patterns that select exactly those tensors
+  int64_t params = 0;
+  int64_t first_block = 0;
+  std::vector<SweepOption> options;  // one per width, in settings.bits order
+};
+
+struct Sweep {
+  static constexpr int kVersion = 1;
+  SweepSettings settings;
+  bool proxy_only = false;
+  nlohmann::json model;        // model_identity()
+  nlohmann::json calibration;  // the statistics' calibration spec
+  nlohmann::json recipe;       // GPTQ / AWQ options
+  nlohmann::json eval;         // text, protocol, ctx, chunks, tokens_scored (null when proxy only)
+  nlohmann::json fp;           // the FP model on the eval tokens: ppl, nll
+  nlohmann::json cost;         // forward passes, block passes, seconds (computed-once parts apart)
+  nlohmann::json rank;         // Spearman(proxy, measured KL): all, and per width
+  std::vector<SweepUnit> units;
+
+  nlohmann::json to_json() const;
+  // Refuses other formats and versions, and any unit whose options do not match the settings.
+  static Sweep from_json(const nlohmann::json& j, const std::string& source);
+};
+
+struct SweepRun {
+  SweepSettings settings;
+  GptqOptions gptq;          // damping, act-order, lazy-batch width (the grid comes from the width)
+  AwqOptions awq;            // AWQ's search, once per width over the whole model
+  PplOptions eval;           // protocol, ctx, max_chunks of the measurement
+  bool proxy_only = false;
+  int64_t cache_mb = 2048;   // fp32 blocks kept between units while under this
+  // The work ahead (units, evaluations, block passes, estimated seconds), once, before it starts.
+  std::function<void(const nlohmann::json& estimate)> announce;
+  std::function<void(const std::string& what, int64_t done, int64_t total)> progress;
+};
+
+// `stats`: the FP model's calibration statistics (Hessians for GPTQ and the proxy);
+// `calib_windows`: the calibration windows AWQ searches on (may be empty for rtn / gptq);
+// `eval_tokens`: the evaluation text's tokens (ignored when proxy_only).
+Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats,
+                const std::vector<std::vector<int32_t>>& calib_windows, std::span<const int32_t> eval_tokens,
+                const SweepRun& run);
+
+struct BitPlanRule {
+  std::string match;
+  std::string method;  // rtn | gptq | awq
+  int bits = 4;
+  int64_t group = 128;
+  bool sym = false;
+  std::string qtype;   // the GGUF type it is stored in
+  std::string unit;    // the sweep unit it came from
+};
+
+struct BitPlan {
+  static constexpr int kVersion = 1;
+  nlohmann::json model;          // model_identity() of the swept model
+  std::string method = "gptq";
+  std::string rest = "Q8_0";     // token_embd and output, which the budget does not count
+  std::vector<BitPlanRule> rules;
+  nlohmann::json budget;         // target, bits, decoder-linear bpw reached
+  nlohmann::json predicted;      // the objective summed over units, and the solvers' answers
+  nlohmann::json source;         // the sweep: file, eval, settings
+
+  nlohmann::json to_json() const;
+  static BitPlan from_json(const nlohmann::json& j, const std::string& source);
+  // The plan's rules first, then token_embd / output at `rest`, then the defaults of `fallback`
+  // (norms F32; general.file_type follows it).
+  Policy policy(const QuantSpec& fallback) const;
+  // The grid that covers the most decoder-linear weights.
+  GridSpec dominant() const;
+};
+
+struct PlanRequest {
+  double target_bpw = 0;      // logical bits per weight over the decoder linears; or
+  double target_size_mb = 0;  // logical size of the whole model (rest and vectors included), 1e6 bytes
+  std::string objective;      // kl | dppl | proxy (default: kl when measured, else proxy)
+  std::string solver = "exact";  // exact | greedy (both are computed and reported)
+  std::string rest = "Q8_0";
+};
+
+// Throws for budgets below the all-narrowest plan or above FP16.
+BitPlan plan_from_sweep(const Sweep& sweep, const PlanRequest& req, const std::string& sweep_file);
+
+}  // namespace quant

@@ -1,0 +1,766 @@
+// Bit-width sweeps (one unit quantized at a time, the rest FP) and plans from them.
+#include "quant/sweep.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "quant/bitplan.h"
+#include "quant/error.h"
+#include "quant/gemm.h"
+#include "quant/sequential.h"
+
+namespace quant {
+
+namespace {
+
+constexpr const char* kLinears[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+
+// blk.N.attn_q.weight -> (N, "attn_q")
+std::pair<int64_t, std::string> split_name(const std::string& name) {
+  const size_t dot = name.find('.', 4);
+  return {std::stoll(name.substr(4, dot - 4)), name.substr(dot + 1, name.size() - dot - 1 - 7)};
+}
+
+Tap tap_of(const std::string& short_name) {
+  if (short_name == "attn_output") return Tap::OIn;
+  if (short_name == "ffn_gate" || short_name == "ffn_up") return Tap::MlpIn;
+  if (short_name == "ffn_down") return Tap::DownIn;
+  return Tap::AttnIn;
+}
+
+uint64_t fnv1a(uint64_t h, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+std::vector<std::string> decoder_linears(const LlamaConfig& cfg) {
+  std::vector<std::string> out;
+  for (int64_t l = 0; l < cfg.n_layers; ++l)
+    for (const char* n : kLinears) out.push_back(fmt::format("blk.{}.{}.weight", l, n));
+  return out;
+}
+
+int64_t grid_logical_bits(const GridSpec& g, int64_t rows, int64_t cols) {
+  const int64_t group = g.group == 0 ? cols : g.group;
+  const int64_t ng = (cols + group - 1) / group;
+  return rows * (cols * g.bits + ng * (16 + (g.sym ? 0 : g.bits)));
+}
+
+nlohmann::json model_identity(const LlamaConfig& cfg, const WeightStore& store) {
+  uint64_t h = 1469598103934665603ull;
+  nlohmann::json tensors = nlohmann::json::array();
+  for (const auto& t : store.tensors()) {
+    tensors.push_back({t.name, t.rows, t.cols});
+    h = fnv1a(h, t.name.data(), t.name.size());
+    if (t.n_dims == 1) {
+      const std::vector<float> v = store.read_f32(t.name);
+      h = fnv1a(h, v.data(), v.size() * sizeof(float));
+    }
+  }
+  return {{"dim", cfg.dim}, {"hidden", cfg.hidden}, {"n_layers", cfg.n_layers}, {"n_heads", cfg.n_heads},
+          {"n_kv_heads", cfg.n_kv_heads}, {"vocab", cfg.vocab}, {"fingerprint", fmt::format("fnv1a64:{:016x}", h)},
+          {"tensors", tensors}};
+}
+
+void check_model_identity(const nlohmann::json& recorded, const LlamaConfig& cfg, const WeightStore& store,
+                          const std::string& source) {
+  QUANT_CHECK(recorded.is_object(), "{}: no model record (not written by quant sweep / quant plan?)", source);
+  const nlohmann::json actual = model_identity(cfg, store);
+  for (const char* k : {"dim", "hidden", "n_layers", "n_heads", "n_kv_heads", "vocab"})
+    QUANT_CHECK(recorded.value(k, nlohmann::json()) == actual[k], "{}: made for another model: {} is {} there, {} in {}", source, k,
+                recorded.value(k, nlohmann::json()).dump(), actual[k].dump(), store.source());
+  QUANT_CHECK(recorded.value("tensors", nlohmann::json()) == actual["tensors"],
+              "{}: made for another model: its tensor names or shapes differ from {}", source, store.source());
+  QUANT_CHECK(recorded.value("fingerprint", "") == actual["fingerprint"].get<std::string>(),
+              "{}: made for another model: weight fingerprint {} differs from {}'s {}", source,
+              recorded.value("fingerprint", "?"), store.source(), actual["fingerprint"].get<std::string>());
+}
+
+GridSpec SweepSettings::grid_for(int b) const { return {b, group, b == 8 ? true : sym}; }
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+nlohmann::json Sweep::to_json() const {
+  nlohmann::json units_j = nlohmann::json::array();
+  for (const auto& u : units) {
+    nlohmann::json opts = nlohmann::json::array();
+    for (const auto& o : u.options) {
+      nlohmann::json oj = {{"bits", o.bits}, {"spec", o.spec}, {"qtype", o.qtype}, {"logical_bits", o.logical_bits},
+                           {"logical_bpw", static_cast<double>(o.logical_bits) / static_cast<double>(u.params)},
+                           {"stored_bytes", o.stored_bytes}, {"proxy", o.proxy}, {"method_loss", o.method_loss},
+                           {"measured", o.measured}, {"seconds", o.seconds}};
+      if (o.measured) {
+        oj["ppl"] = o.ppl;
+        oj["dppl"] = o.dppl;
+        oj["kl_mean"] = o.kl_mean;
+        oj["kl_p99"] = o.kl_p99;
+        oj["top1"] = o.top1;
+      }
+      opts.push_back(oj);
+    }
+    units_j.push_back({{"name", u.name}, {"tensors", u.tensors}, {"match", u.match}, {"params", u.params},
+                       {"first_block", u.first_block}, {"fp16_bytes", 2 * u.params}, {"options", opts}});
+  }
+  return {{"format", "quant-sweep"}, {"version", kVersion},
+          {"settings", {{"method", settings.method}, {"granularity", settings.granularity}, {"bits", settings.bits},
+                        {"group", settings.group}, {"sym", settings.sym}}},
+          {"proxy_only", proxy_only}, {"model", model}, {"calibration", calibration}, {"recipe", recipe}, {"eval", eval},
+          {"fp", fp}, {"cost", cost}, {"rank", rank}, {"units", units_j}};
+}
+
+namespace {
+// A file of ours: its format name, then its version ("run `rerun` again" for any other).
+void check_format(const nlohmann::json& j, const char* format, int version, const char* what, const char* rerun,
+                  const std::string& source) {
+  QUANT_CHECK(j.is_object() && j.value("format", "") == format, "{}: not a {} (format {})", source, what, format);
+  const int v = j.value("version", 0);
+  QUANT_CHECK(v == version, "{}: {} format version {}; this quant reads version {}: run {} again", source, what, v, version, rerun);
+}
+}  // namespace
+
+Sweep Sweep::from_json(const nlohmann::json& j, const std::string& source) {
+  check_format(j, "quant-sweep", kVersion, "sweep", "quant sweep", source);
+  Sweep s;
+  try {
+    const auto& st = j.at("settings");
+    s.settings.method = st.at("method").get<std::string>();
+    s.settings.granularity = st.at("granularity").get<std::string>();
+    s.settings.bits = st.at("bits").get<std::vector<int>>();
+    s.settings.group = st.at("group").get<int64_t>();
+    s.settings.sym = st.at("sym").get<bool>();
+    s.proxy_only = j.at("proxy_only").get<bool>();
+    s.model = j.at("model");
+    s.calibration = j.value("calibration", nlohmann::json());
+    s.recipe = j.value("recipe", nlohmann::json());
+    s.eval = j.value("eval", nlohmann::json());
+    s.fp = j.value("fp", nlohmann::json());
+    s.cost = j.value("cost", nlohmann::json());
+    s.rank = j.value("rank", nlohmann::json());
+    for (const auto& uj : j.at("units")) {
+      SweepUnit u;
+      u.name = uj.at("name").get<std::string>();
+      u.tensors = uj.at("tensors").get<std::vector<std::string>>();
+      u.match = uj.at("match").get<std::vector<std::string>>();
+      u.params = uj.at("params").get<int64_t>();
+      u.first_block = uj.at("first_block").get<int64_t>();
+      for (const auto& oj : uj.at("options")) {
+        SweepOption o;
+        o.bits = oj.at("bits").get<int>();
+        o.spec = oj.at("spec").get<std::string>();
+        o.qtype = oj.at("qtype").get<std::string>();
+        o.logical_bits = oj.at("logical_bits").get<int64_t>();
+        o.stored_bytes = oj.at("stored_bytes").get<int64_t>();
+        o.proxy = oj.at("proxy").get<double>();
+        o.method_loss = oj.value("method_loss", o.proxy);
+        o.measured = oj.at("measured").get<bool>();
+        o.seconds = oj.value("seconds", 0.0);
+        if (o.measured) {
+          o.ppl = oj.at("ppl").get<double>();
+          o.dppl = oj.at("dppl").get<double>();
+          o.kl_mean = oj.at("kl_mean").get<double>();
+          o.kl_p99 = oj.value("kl_p99", 0.0);
+          o.top1 = oj.value("top1", 0.0);
+        }
+        u.options.push_back(o);
+      }
+      s.units.push_back(std::move(u));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed sweep file: {}", source, e.what());
+  }
+  QUANT_CHECK(!s.units.empty(), "{}: the sweep has no units", source);
+  for (const auto& u : s.units) {
+    QUANT_CHECK(u.options.size() == s.settings.bits.size() && u.params > 0, "{}: unit {} has {} options for {} widths", source, u.name,
+                u.options.size(), s.settings.bits.size());
+    for (size_t k = 0; k < u.options.size(); ++k) {
+      const auto& o = u.options[k];
+      QUANT_CHECK(o.bits == s.settings.bits[k] && o.logical_bits > 0 && std::isfinite(o.proxy) &&
+                      (!o.measured || (std::isfinite(o.kl_mean) && std::isfinite(o.dppl))),
+                  "{}: unit {} option {} is inconsistent (bits {}, {} logical bits)", source, u.name, k, o.bits, o.logical_bits);
+      QUANT_CHECK(s.proxy_only || o.measured, "{}: unit {} at {} bits was not measured", source, u.name, o.bits);
+    }
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sweep
+
+namespace {
+
+std::vector<SweepUnit> make_units(const LlamaConfig& cfg, const WeightStore& store, const std::string& gran) {
+  std::vector<SweepUnit> units;
+  auto add_tensor = [&](SweepUnit& u, const std::string& name) {
+    u.tensors.push_back(name);
+    u.params += store.get(name).numel();
+  };
+  if (gran == "tensor") {
+    for (const auto& n : decoder_linears(cfg)) {
+      SweepUnit u;
+      u.name = n;
+      u.match = {n};
+      u.first_block = split_name(n).first;
+      add_tensor(u, n);
+      units.push_back(std::move(u));
+    }
+  } else if (gran == "block") {
+    for (int64_t l = 0; l < cfg.n_layers; ++l) {
+      SweepUnit u;
+      u.name = fmt::format("blk.{}", l);
+      u.first_block = l;
+      for (const char* k : kLinears) add_tensor(u, fmt::format("blk.{}.{}.weight", l, k));
+      u.match = u.tensors;
+      units.push_back(std::move(u));
+    }
+  } else if (gran == "kind") {
+    for (const char* k : kLinears) {
+      SweepUnit u;
+      u.name = k;
+      u.match = {fmt::format("blk.*.{}.weight", k)};
+      for (int64_t l = 0; l < cfg.n_layers; ++l) add_tensor(u, fmt::format("blk.{}.{}.weight", l, k));
+      units.push_back(std::move(u));
+    }
+  } else {
+    fail("--granularity {} (tensor, block or kind)", gran);
+  }
+  return units;
+}
+
+// sum_r e_r H e_r^T with e = a - b, over rows [rows][cols]; H [cols][cols] fp32.
+double hessian_error(const float* a, const float* b, int64_t rows, int64_t cols, const std::vector<float>& H) {
+  std::vector<float> e(static_cast<size_t>(rows * cols)), eh(static_cast<size_t>(rows * cols));
+  for (size_t i = 0; i < e.size(); ++i) e[i] = a[i] - b[i];
+  gemm_nt(e.data(), cols, H.data(), cols, eh.data(), cols, rows, cols, cols, 1.0f, false);  // H symmetric
+  double s = 0;
+  for (size_t i = 0; i < e.size(); ++i) s += static_cast<double>(e[i]) * eh[i];
+  return s;
+}
+
+// Fp32 blocks (FP, or with one width's AWQ scales folded in), kept while under a byte budget.
+class BlockCache {
+ public:
+  BlockCache(const LlamaConfig& cfg, const WeightStore& store, int64_t budget_bytes)
+      : cfg_(cfg), store_(store), budget_(budget_bytes) {}
+  // `scales`: AWQ scales to fold (clips are the quantizer's business, not the FP block's).
+  std::shared_ptr<BlockTensors> get(int64_t l, int variant, const ActPlan* scales, int64_t oldest_needed) {
+    const auto key = std::make_pair(l, variant);
+    if (auto it = cache_.find(key); it != cache_.end()) return it->second;
+    auto b = std::make_shared<BlockTensors>(cfg_, store_, l);
+    if (scales) fold_scales(*scales, l, *b);
+    int64_t bytes = 0;
+    for (const auto& [n, v] : b->w) bytes += static_cast<int64_t>(v.size() * sizeof(float));
+    for (auto it = cache_.begin(); used_ + bytes > budget_ && it != cache_.end();) {
+      if (it->first.first < oldest_needed) {
+        used_ -= bytes_of(*it->second);
+        it = cache_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (used_ + bytes <= budget_) {
+      cache_[key] = b;
+      used_ += bytes;
+    }
+    return b;
+  }
+
+ private:
+  static int64_t bytes_of(const BlockTensors& b) {
+    int64_t s = 0;
+    for (const auto& [n, v] : b.w) s += static_cast<int64_t>(v.size() * sizeof(float));
+    return s;
+  }
+  // ActPlan::apply's scale step, restricted to one block's tensors.
+  static void fold_scales(const ActPlan& p, int64_t l, BlockTensors& b) {
+    const std::string pre = fmt::format("blk.{}.", l);
+    const auto get = [&](const std::string& n) -> std::vector<float>& {
+      return b.w.at(n.substr(pre.size(), n.size() - pre.size() - 7));  // strip "blk.N." and ".weight"
+    };
+    for (const auto& e : p.scales)
+      if (e.prev.rfind(pre, 0) == 0) e.fold(get);
+  }
+  const LlamaConfig& cfg_;
+  const WeightStore& store_;
+  int64_t budget_, used_ = 0;
+  std::map<std::pair<int64_t, int>, std::shared_ptr<BlockTensors>> cache_;
+};
+
+// The evaluation text: chunk windows, the FP logits of the scored rows and their log-sum-exp,
+// and the FP hidden states at the input of block `at`.
+struct EvalCache {
+  PplChunks ch;
+  int64_t rows = 0;               // scored rows per chunk
+  std::vector<int32_t> targets;   // [C][rows]
+  std::vector<float> fp_logits;   // [C][rows][V]
+  std::vector<double> fp_lse;     // [C][rows]
+  std::vector<float> x;           // [C][ctx][dim]
+  int64_t at = 0;
+  double block_seconds = 0, head_seconds = 0;  // per chunk, measured in the FP pass
+};
+
+}  // namespace
+
+Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats,
+                const std::vector<std::vector<int32_t>>& calib_windows, std::span<const int32_t> eval_tokens,
+                const SweepRun& run) {
+  const auto t_start = std::chrono::steady_clock::now();
+  const SweepSettings& st = run.settings;
+  QUANT_CHECK(st.method == "rtn" || st.method == "gptq" || st.method == "awq", "sweep --method {} (rtn, gptq or awq)", st.method);
+  QUANT_CHECK(!st.bits.empty(), "sweep needs at least one bit-width");
+  for (int b : st.bits) QUANT_CHECK(b >= 2 && b <= 8, "sweep --bits: {} outside 2..8", b);
+  QUANT_CHECK(std::set<int>(st.bits.begin(), st.bits.end()).size() == st.bits.size(), "sweep --bits: a width is repeated");
+  QUANT_CHECK(st.method != "awq" || !calib_windows.empty(), "sweep --method awq searches scales on calibration windows: give --calib");
+  const int64_t D = cfg.dim, L = cfg.n_layers, V = cfg.vocab;
+  Sweep sw;
+  sw.settings = st;
+  sw.proxy_only = run.proxy_only;
+  sw.model = model_identity(cfg, store);
+  sw.calibration = nlohmann::json::parse(stats.calibration_json());
+  sw.units = make_units(cfg, store, st.granularity);
+  std::stable_sort(sw.units.begin(), sw.units.end(), [](const SweepUnit& a, const SweepUnit& b) { return a.first_block < b.first_block; });
+  const size_t B = st.bits.size();
+  if (st.method == "gptq")
+    sw.recipe = {{"damp", run.gptq.damp}, {"act_order", run.gptq.act_order}, {"block", run.gptq.block},
+                 {"static_groups", run.gptq.static_groups || run.gptq.act_order}};
+  if (st.method == "awq")
+    sw.recipe = {{"grid", run.awq.grid}, {"clip", run.awq.clip}, {"duo", run.awq.duo}, {"search_windows", run.awq.search_windows}};
+
+  // AWQ: one search per width over the whole model (every linear at that width), as convert
+  // --method awq would run it; units then quantize their scaled (and clipped) weights.
+  std::vector<ActPlan> awq_plans;
+  double awq_seconds = 0;
+  if (st.method == "awq") {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t k = 0; k < B; ++k) {
+      QuantSpec target;
+      target.kind = QuantSpec::Kind::Grid;
+      target.grid = st.grid_for(st.bits[k]);
+      const auto plans = resolve_policy(Policy::defaults(target), store.tensors());
+      AwqOptions ao = run.awq;
+      ao.progress = [&](const std::string& what, int64_t d, int64_t t) {
+        if (run.progress) run.progress(fmt::format("awq search, {} bits: {}", st.bits[k], what), d, t);
+      };
+      awq_plans.push_back(awq_search(cfg, store, calib_windows, plans, ao));
+    }
+    awq_seconds = seconds_since(t0);
+  }
+
+  // The FP pass over the evaluation text, once.
+  EvalCache ev;
+  double fp_seconds = 0;
+  int64_t fp_block_passes = 0;
+  const std::vector<float> head = store.read_f32(cfg.tied_embeddings ? "token_embd.weight" : "output.weight");
+  const std::vector<float> out_norm = store.read_f32("output_norm.weight");
+  BlockCache blocks(cfg, store, run.cache_mb << 20);
+  if (!run.proxy_only) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ev.ch = ppl_chunks(static_cast<int64_t>(eval_tokens.size()), cfg.bos_id, run.eval, cfg.max_ctx);
+    const int64_t C = ev.ch.chunks, T = ev.ch.ctx;
+    ev.rows = T - 1 - ev.ch.first;
+    const double logits_gb = static_cast<double>(C * ev.rows * V) * 4 / 1e9;
+    QUANT_CHECK(logits_gb < 8, "sweep: the FP logits of {} chunks would take {:.1f} GB: give fewer --chunks", C, logits_gb);
+    std::vector<std::vector<int32_t>> windows(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      ev.ch.window(eval_tokens, c, windows[static_cast<size_t>(c)]);
+      for (int64_t j = 0; j < ev.rows; ++j) ev.targets.push_back(windows[static_cast<size_t>(c)][static_cast<size_t>(ev.ch.first + j + 1)]);
+    }
+    ev.x = embed_windows(cfg, store, windows);
+    std::vector<float> h = ev.x;
+    const auto tb = std::chrono::steady_clock::now();
+    for (int64_t l = 0; l < L; ++l) {
+      if (run.progress) run.progress("FP pass over the text (once)", l, L + 1);
+      auto blk = blocks.get(l, -1, nullptr, 0);
+      const BlockWeights bw = blk->view();
+      for (int64_t c = 0; c < C; ++c) run_block(cfg, bw, h.data() + c * T * D, T);
+      fp_block_passes += C;
+    }
+    ev.block_seconds = seconds_since(tb) / static_cast<double>(C * L);
+    const auto th = std::chrono::steady_clock::now();
+    ev.fp_logits.resize(static_cast<size_t>(C * ev.rows * V));
+    ev.fp_lse.resize(static_cast<size_t>(C * ev.rows));
+    PplScorer fp_scorer;
+    for (int64_t c = 0; c < C; ++c) {
+      float* lg = ev.fp_logits.data() + c * ev.rows * V;
+      run_head(cfg, h.data() + (c * T + ev.ch.first) * D, ev.rows, out_norm.data(), head.data(), lg);
+      for (int64_t j = 0; j < ev.rows; ++j) {
+        ev.fp_lse[static_cast<size_t>(c * ev.rows + j)] = log_sum_exp(lg + j * V, V);
+        fp_scorer.add(lg + j * V, V, ev.targets[static_cast<size_t>(c * ev.rows + j)]);
+      }
+    }
+    ev.head_seconds = seconds_since(th) / static_cast<double>(C);
+    PplResult fr;
+    fp_scorer.result(fr);
+    sw.fp = {{"ppl", fr.ppl}, {"nll", fr.nll_mean}, {"ppl_stderr", fr.ppl_stderr}};
+    sw.eval = {{"protocol", protocol_name(ev.ch.protocol)}, {"ctx", T}, {"chunks", C}, {"tokens_total", eval_tokens.size()},
+               {"tokens_scored", fr.tokens_scored}};
+    fp_seconds = seconds_since(t0);
+  }
+
+  // What lies ahead.
+  int64_t evals = 0, block_passes = 0;
+  for (const auto& u : sw.units) {
+    evals += static_cast<int64_t>(B);
+    if (!run.proxy_only) block_passes += static_cast<int64_t>(B) * ev.ch.chunks * (L - u.first_block);
+  }
+  const double est = run.proxy_only ? 0.0
+                                    : static_cast<double>(block_passes) * ev.block_seconds +
+                                          static_cast<double>(evals) * static_cast<double>(ev.ch.chunks) * ev.head_seconds;
+  if (run.announce)
+    run.announce({{"units", sw.units.size()}, {"widths", B}, {"evaluations", run.proxy_only ? 0 : evals},
+                  {"block_passes", block_passes}, {"chunks", run.proxy_only ? 0 : ev.ch.chunks},
+                  {"estimated_seconds", est}, {"fp_pass_seconds", fp_seconds}});
+
+  // Hessians of the current unit's inputs, read once per (block, tap).
+  std::map<std::pair<int64_t, int>, std::vector<double>> hess_d;
+  std::map<std::pair<int64_t, int>, std::vector<float>> hess_f;
+  auto hessian = [&](int64_t l, Tap t) -> const std::vector<double>& {
+    const auto key = std::make_pair(l, static_cast<int>(t));
+    auto it = hess_d.find(key);
+    if (it == hess_d.end()) {
+      it = hess_d.emplace(key, stats.hessian(l, t)).first;
+      hess_f[key] = std::vector<float>(it->second.begin(), it->second.end());
+    }
+    return it->second;
+  };
+
+  std::vector<double> all_proxy, all_kl;
+  std::map<int, std::pair<std::vector<double>, std::vector<double>>> by_bits;
+  int64_t done = 0, passes_done = 0, head_passes = 0;
+  const auto t_units = std::chrono::steady_clock::now();
+  for (auto& u : sw.units) {
+    hess_d.clear();
+    hess_f.clear();
+    // Advance the cached FP hidden states to this unit's first block.
+    if (!run.proxy_only)
+      for (; ev.at < u.first_block; ++ev.at) {
+        auto blk = blocks.get(ev.at, -1, nullptr, ev.at);
+        const BlockWeights bw = blk->view();
+        for (int64_t c = 0; c < ev.ch.chunks; ++c) run_block(cfg, bw, ev.x.data() + c * ev.ch.ctx * D, ev.ch.ctx);
+        fp_block_passes += ev.ch.chunks;
+      }
+    // Quantize the unit's tensors at every width; qw[k][name] is what the file would hold
+    // (dequantized), in the block's (for AWQ: scaled) weight space.
+    std::vector<std::map<std::string, std::vector<float>>> qw(B);
+    u.options.assign(B, {});
+    std::vector<double> opt_seconds(B, 0);
+    for (size_t k = 0; k < B; ++k) {
+      const auto tq = std::chrono::steady_clock::now();
+      SweepOption& o = u.options[k];
+      const GridSpec grid = st.grid_for(st.bits[k]);
+      o.bits = st.bits[k];
+      QuantSpec spec;
+      spec.kind = QuantSpec::Kind::Grid;
+      spec.grid = grid;
+      o.spec = spec.str();
+      const ActPlan* ap = st.method == "awq" ? &awq_plans[k] : nullptr;
+      for (const auto& name : u.tensors) {
+        const auto [l, short_name] = split_name(name);
+        const TensorDesc& d = store.get(name);
+        auto blk = blocks.get(l, ap ? static_cast<int>(k) : -1, ap, u.first_block);
+        std::vector<float> w = blk->w.at(short_name);  // the weight to quantize (AWQ: scaled)
+        if (ap)
+          for (const auto& c : ap->clips)
+            if (c.tensor == name) c.apply(w.data(), d.rows, d.cols);
+        const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}}, {d}).front();
+        PackedTensor packed;
+        const Tap tap = tap_of(short_name);
+        if (st.method == "gptq") {
+          GptqOptions go = run.gptq;
+          go.grid = grid;
+          GptqResult g = gptq_quantize(w.data(), d.rows, d.cols, hessian(l, tap), go, name);
+          o.method_loss += g.loss;
+          packed = pack(g.q, plan.stored);
+        } else {
+          packed = quantize_tensor(plan, w.data());
+        }
+        std::vector<float> deq(static_cast<size_t>(d.numel()));
+        const int64_t rb = row_bytes(packed.type, d.cols);
+        for (int64_t r = 0; r < d.rows; ++r) dequantize_row(packed.type, packed.data.data() + r * rb, deq.data() + r * d.cols, d.cols);
+        o.logical_bits += grid_logical_bits(grid, d.rows, d.cols);
+        o.stored_bytes += d.rows * rb;
+        const std::string qt(ttype_name(packed.type));
+        o.qtype = o.qtype.empty() || o.qtype == qt ? qt : "mixed";
+        // The proxy in the FP model's own weight space: AWQ's W' = W diag(s) is compared as
+        // Q' diag(1/s) against W, with the FP model's Hessian.
+        std::vector<float> eff = deq;
+        if (ap)
+          for (const auto& e : ap->scales)
+            if (std::find(e.linears.begin(), e.linears.end(), name) != e.linears.end())
+              for (size_t i = 0; i < eff.size(); ++i) eff[i] /= e.scales[i % e.scales.size()];
+        hessian(l, tap);
+        const std::vector<float> fp = store.read_f32(name);
+        o.proxy += hessian_error(fp.data(), eff.data(), d.rows, d.cols, hess_f.at({l, static_cast<int>(tap)}));
+        qw[k][fmt::format("{}@{}", short_name, l)] = std::move(deq);
+      }
+      if (st.method != "gptq") o.method_loss = o.proxy;
+      opt_seconds[k] = seconds_since(tq);
+    }
+    if (!run.proxy_only) {
+      const int64_t C = ev.ch.chunks, T = ev.ch.ctx;
+      std::vector<std::vector<float>> h(B, ev.x);
+      for (int64_t l = u.first_block; l < L; ++l) {
+        for (size_t k = 0; k < B; ++k) {
+          const auto te = std::chrono::steady_clock::now();
+          const ActPlan* ap = st.method == "awq" ? &awq_plans[k] : nullptr;
+          auto blk = blocks.get(l, ap ? static_cast<int>(k) : -1, ap, u.first_block);
+          BlockWeights bw = blk->view();
+          const std::string at = fmt::format("@{}", l);
+          auto swap_in = [&](const char* n, const float*& p) {
+            if (auto it = qw[k].find(std::string(n) + at); it != qw[k].end()) p = it->second.data();
+          };
+          swap_in("attn_q", bw.wq);
+          swap_in("attn_k", bw.wk);
+          swap_in("attn_v", bw.wv);
+          swap_in("attn_output", bw.wo);
+          swap_in("ffn_gate", bw.wg);
+          swap_in("ffn_up", bw.wu);
+          swap_in("ffn_down", bw.wd);
+          for (int64_t c = 0; c < C; ++c) run_block(cfg, bw, h[k].data() + c * T * D, T);
+          passes_done += C;
+          opt_seconds[k] += seconds_since(te);
+          if (run.progress)
+            run.progress(fmt::format("{} ({} bits)", u.name, st.bits[k]), passes_done, std::max(block_passes, passes_done));
+        }
+      }
+      std::vector<float> lg(static_cast<size_t>(ev.rows * V));
+      for (size_t k = 0; k < B; ++k) {
+        const auto te = std::chrono::steady_clock::now();
+        PplScorer sc;
+        for (int64_t c = 0; c < C; ++c) {
+          run_head(cfg, h[k].data() + (c * T + ev.ch.first) * D, ev.rows, out_norm.data(), head.data(), lg.data());
+          for (int64_t j = 0; j < ev.rows; ++j) {
+            const size_t r = static_cast<size_t>(c * ev.rows + j);
+            sc.add(lg.data() + j * V, V, ev.targets[r], ev.fp_logits.data() + r * static_cast<size_t>(V), ev.fp_lse[r]);
+          }
+          ++head_passes;
+        }
+        PplResult pr;
+        sc.result(pr);
+        SweepOption& o = u.options[k];
+        o.measured = true;
+        o.ppl = pr.ppl;
+        o.dppl = pr.ppl / sw.fp["ppl"].get<double>() - 1;
+        o.kl_mean = pr.kl_mean;
+        o.kl_p99 = pr.kl_p99;
+        o.top1 = pr.top1_agree;
+        opt_seconds[k] += seconds_since(te);
+        all_proxy.push_back(o.proxy);
+        all_kl.push_back(o.kl_mean);
+        by_bits[o.bits].first.push_back(o.proxy);
+        by_bits[o.bits].second.push_back(o.kl_mean);
+      }
+    }
+    for (size_t k = 0; k < B; ++k) u.options[k].seconds = opt_seconds[k];
+    ++done;
+    if (run.progress && run.proxy_only) run.progress(u.name, done, static_cast<int64_t>(sw.units.size()));
+  }
+  if (!run.proxy_only) {
+    auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); };
+    nlohmann::json per = nlohmann::json::object();
+    for (const auto& [b, pk] : by_bits) per[std::to_string(b)] = num(spearman(pk.first, pk.second));
+    sw.rank = {{"proxy", "tr((W-Q) H (W-Q)^T)"}, {"measured", "kl_mean"}, {"spearman_all", num(spearman(all_proxy, all_kl))},
+               {"spearman_by_bits", per}, {"pairs", all_proxy.size()}};
+  }
+  const double total = seconds_since(t_start);
+  sw.cost = {{"seconds", total},
+             {"calibration_statistics", "computed once (or read from --stats), reused by every unit"},
+             {"fp_logits", run.proxy_only ? "none (proxy only)" : "computed once, cached in memory for every evaluation"},
+             {"fp_pass_seconds", fp_seconds}, {"awq_search_seconds", awq_seconds},
+             {"units_seconds", seconds_since(t_units)}, {"evaluations", run.proxy_only ? 0 : evals},
+             {"fp_forward_passes", run.proxy_only ? 0 : ev.ch.chunks},
+             {"block_passes", passes_done + fp_block_passes}, {"head_passes", head_passes + (run.proxy_only ? 0 : ev.ch.chunks)},
+             {"full_forward_equivalents", static_cast<double>(passes_done + fp_block_passes) / static_cast<double>(L)},
+             {"estimated_seconds", est}};
+  return sw;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans
+
+nlohmann::json BitPlan::to_json() const {
+  nlohmann::json rj = nlohmann::json::array();
+  for (const auto& r : rules)
+    rj.push_back({{"match", r.match}, {"method", r.method}, {"bits", r.bits}, {"group", r.group}, {"sym", r.sym},
+                  {"qtype", r.qtype}, {"unit", r.unit}});
+  return {{"format", "quant-bitplan"}, {"version", kVersion}, {"model", model}, {"method", method}, {"rest", rest},
+          {"rules", rj}, {"budget", budget}, {"predicted", predicted}, {"source", source}};
+}
+
+BitPlan BitPlan::from_json(const nlohmann::json& j, const std::string& src) {
+  check_format(j, "quant-bitplan", kVersion, "plan", "quant plan", src);
+  BitPlan p;
+  try {
+    p.model = j.at("model");
+    p.method = j.at("method").get<std::string>();
+    p.rest = j.value("rest", "Q8_0");
+    p.budget = j.value("budget", nlohmann::json());
+    p.predicted = j.value("predicted", nlohmann::json());
+    p.source = j.value("source", nlohmann::json());
+    for (const auto& r : j.at("rules")) {
+      BitPlanRule b;
+      b.match = r.at("match").get<std::string>();
+      b.method = r.value("method", p.method);
+      b.bits = r.at("bits").get<int>();
+      b.group = r.at("group").get<int64_t>();
+      b.sym = r.at("sym").get<bool>();
+      b.qtype = r.value("qtype", "");
+      b.unit = r.value("unit", "");
+      QUANT_CHECK(b.bits >= 2 && b.bits <= 8, "{}: rule {}: bits {} outside 2..8", src, b.match, b.bits);
+      QUANT_CHECK(b.group == 0 || b.group == 32 || b.group == 64 || b.group == 128, "{}: rule {}: group {} (32, 64, 128 or 0)", src,
+                  b.match, b.group);
+      QUANT_CHECK(b.method == p.method, "{}: rule {} asks for {} in a {} plan", src, b.match, b.method, p.method);
+      p.rules.push_back(b);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed plan: {}", src, e.what());
+  }
+  QUANT_CHECK(p.method == "rtn" || p.method == "gptq" || p.method == "awq", "{}: method {} (rtn, gptq or awq)", src, p.method);
+  QUANT_CHECK(!p.rules.empty(), "{}: the plan has no rules", src);
+  QuantSpec::parse(p.rest);  // throws naming the bad type
+  return p;
+}
+
+GridSpec BitPlan::dominant() const {
+  int best = rules.front().bits;
+  double share = -1;
+  if (budget.is_object() && budget.contains("share_of_weights_by_bits"))
+    for (const auto& [b, v] : budget["share_of_weights_by_bits"].items())
+      if (v.get<double>() > share) {
+        share = v.get<double>();
+        best = std::stoi(b);
+      }
+  for (const auto& r : rules)
+    if (r.bits == best) return {r.bits, r.group, r.sym};
+  return {rules.front().bits, rules.front().group, rules.front().sym};
+}
+
+Policy BitPlan::policy(const QuantSpec& fallback) const {
+  Policy pol;
+  for (const auto& r : rules) {
+    QuantSpec s;
+    s.kind = QuantSpec::Kind::Grid;
+    s.grid = {r.bits, r.group, r.sym};
+    pol.rules.push_back({r.match, s});
+  }
+  const QuantSpec rs = QuantSpec::parse(rest);
+  pol.rules.push_back({"token_embd.weight", rs});
+  pol.rules.push_back({"output.weight", rs});
+  const Policy d = Policy::defaults(fallback);
+  pol.rules.insert(pol.rules.end(), d.rules.begin(), d.rules.end());
+  return pol;
+}
+
+BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::string& sweep_file) {
+  std::string objective = req.objective.empty() ? (sw.proxy_only ? "proxy" : "kl") : req.objective;
+  QUANT_CHECK(objective == "kl" || objective == "dppl" || objective == "proxy", "--objective {} (kl, dppl or proxy)", objective);
+  QUANT_CHECK(objective == "proxy" || !sw.proxy_only, "{}: a --proxy-only sweep has no measured {}: use --objective proxy", sweep_file,
+              objective);
+  QUANT_CHECK(req.solver == "exact" || req.solver == "greedy", "--solver {} (exact or greedy)", req.solver);
+  QUANT_CHECK((req.target_bpw > 0) != (req.target_size_mb > 0), "give one of --target-bpw or --target-size");
+  const QuantSpec rest = QuantSpec::parse(req.rest);
+  int64_t linear_params = 0;
+  std::set<std::string> linears;
+  for (const auto& u : sw.units) {
+    linear_params += u.params;
+    linears.insert(u.tensors.begin(), u.tensors.end());
+  }
+  // Everything the budget does not choose: token_embd / output at `rest`, vectors F32.
+  double rest_bits = 0;
+  int64_t all_params = 0;
+  for (const auto& t : sw.model.at("tensors")) {
+    const std::string name = t.at(0).get<std::string>();
+    const int64_t n = t.at(1).get<int64_t>() * t.at(2).get<int64_t>();
+    all_params += n;
+    if (linears.count(name)) continue;
+    const bool vec = t.at(1).get<int64_t>() == 1;
+    rest_bits += static_cast<double>(n) * (vec ? 32.0 : type_bpw(rest.kind == QuantSpec::Kind::Grid ? TType::F16 : rest.type));
+  }
+  std::vector<std::vector<KnapsackOption>> units;
+  for (const auto& u : sw.units) {
+    std::vector<KnapsackOption> opts;
+    for (const auto& o : u.options)
+      opts.push_back({o.logical_bits, objective == "kl" ? o.kl_mean : objective == "dppl" ? o.dppl : o.proxy});
+    units.push_back(std::move(opts));
+  }
+  const int64_t min_bits = knapsack_min_cost(units);
+  const double min_bpw = static_cast<double>(min_bits) / static_cast<double>(linear_params);
+  int64_t budget = 0;
+  nlohmann::json bj;
+  if (req.target_bpw > 0) {
+    QUANT_CHECK(req.target_bpw <= 16, "--target-bpw {} is above FP16 (16 bits per weight)", req.target_bpw);
+    QUANT_CHECK(req.target_bpw * static_cast<double>(linear_params) >= static_cast<double>(min_bits),
+                "--target-bpw {} is below the smallest plan this sweep allows: {:.4f} bits per weight (every unit at {} bits)",
+                req.target_bpw, min_bpw, *std::min_element(sw.settings.bits.begin(), sw.settings.bits.end()));
+    budget = static_cast<int64_t>(std::floor(req.target_bpw * static_cast<double>(linear_params)));
+    bj = {{"target_bpw", req.target_bpw}};
+  } else {
+    const double total_bits = req.target_size_mb * 8e6;
+    const double fp16_mb = 2.0 * static_cast<double>(all_params) / 1e6;
+    QUANT_CHECK(req.target_size_mb <= fp16_mb, "--target-size {} MB is above the FP16 model's {:.3f} MB", req.target_size_mb, fp16_mb);
+    const double smallest_mb = (rest_bits + static_cast<double>(min_bits)) / 8e6;
+    QUANT_CHECK(total_bits >= rest_bits + static_cast<double>(min_bits),
+                "--target-size {} MB is below the smallest plan this sweep allows: {:.3f} MB (decoder linears at {} bits, the rest {})",
+                req.target_size_mb, smallest_mb, *std::min_element(sw.settings.bits.begin(), sw.settings.bits.end()), req.rest);
+    budget = static_cast<int64_t>(std::floor(total_bits - rest_bits));
+    bj = {{"target_size_mb", req.target_size_mb}};
+  }
+  const KnapsackSolution ex = knapsack_exact(units, budget);
+  const KnapsackSolution gr = knapsack_greedy(units, budget);
+  QUANT_CHECK(ex.feasible && gr.feasible, "no plan fits the budget of {} bits", budget);
+  const KnapsackSolution& pick = req.solver == "exact" ? ex : gr;
+  BitPlan p;
+  p.model = sw.model;
+  p.method = sw.settings.method;
+  p.rest = req.rest;
+  std::map<int, int64_t> params_at;
+  double kl = 0, dppl = 0, proxy = 0;
+  for (size_t i = 0; i < sw.units.size(); ++i) {
+    const SweepUnit& u = sw.units[i];
+    const SweepOption& o = u.options[static_cast<size_t>(pick.choice[i])];
+    const GridSpec g = sw.settings.grid_for(o.bits);
+    for (const auto& m : u.match) p.rules.push_back({m, p.method, o.bits, g.group, g.sym, o.qtype, u.name});
+    params_at[o.bits] += u.params;
+    kl += o.kl_mean;
+    dppl += o.dppl;
+    proxy += o.proxy;
+  }
+  nlohmann::json mix = nlohmann::json::object();
+  for (const auto& [b, n] : params_at) mix[std::to_string(b)] = static_cast<double>(n) / static_cast<double>(linear_params);
+  bj["budget_bits"] = budget;
+  bj["decoder_linear_params"] = linear_params;
+  bj["decoder_linear_bpw"] = static_cast<double>(pick.cost) / static_cast<double>(linear_params);
+  bj["logical_size_mb"] = (static_cast<double>(pick.cost) + rest_bits) / 8e6;
+  bj["smallest_bpw"] = min_bpw;
+  bj["share_of_weights_by_bits"] = mix;
+  p.budget = bj;
+  auto sol = [&](const KnapsackSolution& s) {
+    return nlohmann::json{{"damage", s.damage}, {"bits", s.cost},
+                          {"bpw", static_cast<double>(s.cost) / static_cast<double>(linear_params)}, {"quantum_bits", s.quantum}};
+  };
+  p.predicted = {{"objective", objective}, {"solver", req.solver}, {"sum_" + objective, pick.damage},
+                 {"exact", sol(ex)}, {"greedy", sol(gr)},
+                 {"greedy_gap", ex.damage > 0 ? gr.damage / ex.damage - 1 : 0.0}};
+  if (!sw.proxy_only) {
+    p.predicted["sum_kl_mean"] = kl;
+    p.predicted["sum_dppl"] = dppl;
+  }
+  p.predicted["sum_proxy"] = proxy;
+  p.source = {{"sweep", sweep_file}, {"settings", {{"method", sw.settings.method}, {"granularity", sw.settings.granularity},
+                                                   {"bits", sw.settings.bits}, {"group", sw.settings.group}, {"sym", sw.settings.sym}}},
+              {"eval", sw.eval}, {"calibration", sw.calibration}};
+  return p;
+}
+
+}  // namespace quant

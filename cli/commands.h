@@ -1,0 +1,54 @@
+// The subcommands beyond main.cpp's: sweep, plan, compare; and helpers they share with it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "quant/calibration.h"
+#include "quant/gptq.h"
+
+namespace quant::cli {
+
+nlohmann::json read_json_file(const std::string& path, const char* what);
+// What `quant inspect --json` prints for a GGUF file.
+nlohmann::json inspect_gguf_json(const std::string& path);
+// Sizes of a model file or directory: file_bytes, params, stored_bpw, logical_bpw (whole model),
+// decoder_linear_logical_bpw, logical_bytes.
+nlohmann::json model_footprint(const std::string& path);
+
+struct SweepArgs {
+  std::string model, text, out, method = "gptq", granularity = "tensor", bits = "2,3,4,8", stats_dir, protocol = "llamacpp";
+  int64_t group = 128, ctx = 512, chunks = 40;
+  bool sym = false, asym = false, proxy_only = false, json = false, quiet = false, awq_no_clip = false;
+  int awq_grid = 20, threads = 0;
+  int64_t search_windows = 32;
+  CalibSpec calib;
+  GptqOptions gptq;
+};
+
+struct PlanArgs {
+  std::string sweep, out, objective, solver = "exact", rest = "Q8_0";
+  double target_bpw = 0, target_size = 0;
+  bool json = false, quiet = false;
+};
+
+struct CompareArgs {
+  std::vector<std::string> models;  // base first
+  std::string text, out, protocol = "llamacpp", sweep;
+  std::vector<std::string> labels;
+  int64_t ctx = 512, chunks = -1;
+  int threads = 0;
+  bool json = false, quiet = false;
+};
+
+// Registers the subcommands on `app`; returns them so main can tell which one ran.
+CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a);
+CLI::App* add_plan_command(CLI::App& app, PlanArgs& a);
+CLI::App* add_compare_command(CLI::App& app, CompareArgs& a);
+int run_sweep_cmd(const SweepArgs& a);
+int run_plan_cmd(const PlanArgs& a);
+int run_compare_cmd(const CompareArgs& a);
+
+}  // namespace quant::cli

@@ -1,0 +1,45 @@
+// Mixed precision under a size budget as a multiple-choice knapsack: every unit (a tensor, a
+// block, a kind of tensor) takes exactly one option (a bit-width) with a cost (its stored bits)
+// and a predicted damage (measured KL, or a proxy); minimise the summed damage with the summed
+// cost within the budget. Damage is assumed additive over units (docs/algorithms.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace quant {
+
+struct KnapsackOption {
+  int64_t cost = 0;   // bits
+  double damage = 0;
+};
+
+struct KnapsackSolution {
+  bool feasible = false;
+  std::vector<int> choice;  // option index per unit
+  int64_t cost = 0;
+  double damage = 0;
+  int64_t quantum = 1;      // exact: the cost unit the DP counted in (1 or the costs' gcd: truly exact)
+  std::string solver;       // "exact" or "greedy"
+};
+
+// The cheapest total: every unit at its cheapest option.
+int64_t knapsack_min_cost(const std::vector<std::vector<KnapsackOption>>& units);
+
+// Dynamic programming over the total cost in multiples of `quantum`: the costs' gcd when the
+// budget then spans at most max_cells cells (the optimum, exactly), else budget / max_cells with
+// every cost rounded up (never over budget; optimal up to that rounding).
+KnapsackSolution knapsack_exact(const std::vector<std::vector<KnapsackOption>>& units, int64_t budget,
+                                int64_t max_cells = 1 << 20);
+
+// Greedy marginal gains: start at each unit's cheapest option, then take upgrades along each
+// unit's lower convex hull of (cost, damage) in decreasing damage saved per bit, skipping any
+// that no longer fit (a unit whose upgrade is skipped takes no later ones).
+KnapsackSolution knapsack_greedy(const std::vector<std::vector<KnapsackOption>>& units, int64_t budget);
+
+// Spearman's rank correlation (ties get their mean rank); NaN for fewer than 2 pairs or a
+// constant side.
+double spearman(const std::vector<double>& a, const std::vector<double>& b);
+
+}  // namespace quant

@@ -1,0 +1,217 @@
+// quant sweep / plan / compare on the bundled model: the sweep's measured damage equals quant
+// ppl --kl-base on the same unit-quantized file, plans meet their budgets and convert applies
+// them, llama.cpp runs the mixed GGUF, the report renders in headless Chromium, bad input.
+#include <fmt/format.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "../common.h"
+#include "../peers/llama_cpp.h"
+
+namespace {
+
+std::string q() { return qt::quant_bin(); }
+const std::string kCalib = " --calib " + qt::repo("data/kjv/kjv_train.txt") + " --nsamples 8 --seqlen 128";
+const std::string kText = qt::repo("data/kjv/kjv_heldout.txt");
+
+nlohmann::json run_json(const std::string& cmd) {
+  const auto r = qt::run(cmd + " --json --quiet");
+  INFO(cmd << "\n" << r.out);
+  REQUIRE(r.code == 0);
+  return nlohmann::json::parse(r.out);
+}
+
+void expect_error(const std::string& cmd, const std::string& what) {
+  const auto r = qt::run(cmd);
+  INFO(cmd << "\n" << r.out);
+  CHECK(r.code == 1);
+  CHECK(r.out.find("error: ") != std::string::npos);
+  CHECK(r.out.find(what) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("sweep: one unit at a time, damage equal to quant ppl --kl-base on the same file, computed-once costs", "[e2e][sweep]") {
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string sweep = tmp / "sweep.json";
+  const auto j = run_json(fmt::format("{} sweep {} {} --text {} --ctx 128 --chunks 6 --method rtn --bits 2,8 --granularity tensor -o {}",
+                                      q(), model, kCalib, kText, sweep));
+  REQUIRE(j["units"].size() == 42);  // 6 blocks x 7 linears
+  for (const auto& u : j["units"]) {
+    REQUIRE(u["options"].size() == 2);
+    const auto& o2 = u["options"][0];
+    const auto& o8 = u["options"][1];
+    CHECK(o2["measured"].get<bool>());
+    CHECK(o2["kl_mean"].get<double>() > o8["kl_mean"].get<double>());
+    CHECK(o8["kl_mean"].get<double>() >= 0);
+    CHECK(o2["proxy"].get<double>() > o8["proxy"].get<double>());
+    CHECK(o8["spec"] == "int8 g128 sym");  // Q8_0 holds it exactly
+    CHECK(o8["qtype"] == "Q8_0");
+    CHECK(o2["qtype"] == "Q4_1");
+  }
+  CHECK(j["cost"]["evaluations"] == 84);
+  CHECK(j["cost"]["fp_forward_passes"] == 6);
+  CHECK(j["cost"]["fp_logits"].get<std::string>().find("once") != std::string::npos);
+  CHECK(j["rank"]["spearman_all"].get<double>() > 0.5);  // the proxy ranks 2-bit above 8-bit damage at least
+  // The FP pass equals quant ppl on the FP model.
+  const auto fp = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 6", q(), model, kText));
+  CHECK(j["fp"]["ppl"].get<double>() == Approx(fp["ppl"].get<double>()).epsilon(1e-6));
+  // One unit's damage: the same tensor quantized alone into a GGUF (the rest F32), measured by
+  // quant ppl --kl-base through the runtime.
+  const auto& unit = j["units"][17];  // blk.2.attn_output.weight
+  REQUIRE(unit["name"] == "blk.2.attn_output.weight");
+  qt::write_file(tmp / "one.json", R"([{"match": "blk.2.attn_output.weight", "qtype": "int2 g128 asym"}, {"match": "*", "qtype": "F32"}])");
+  const auto c = qt::run(fmt::format("{} convert {} --qtype F32 --policy {} -o {} --quiet", q(), model, tmp / "one.json", tmp / "one.gguf"));
+  INFO(c.out);
+  REQUIRE(c.code == 0);
+  const auto one = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 6 --kl-base {}", q(), tmp / "one.gguf", kText, model));
+  CHECK(unit["options"][0]["kl_mean"].get<double>() == Approx(one["kl_mean"].get<double>()).epsilon(1e-3));
+  CHECK(unit["options"][0]["ppl"].get<double>() == Approx(one["ppl"].get<double>()).epsilon(1e-5));
+  CHECK(unit["options"][0]["top1"].get<double>() == Approx(one["top1_agreement"].get<double>()).margin(2e-3));
+}
+
+TEST_CASE("plan: budget met, exact vs greedy, convert --plan writes the mixed GGUF that llama.cpp runs", "[e2e][sweep][peers][llama.cpp]") {
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string sweep = tmp / "sweep.json";
+  run_json(fmt::format("{} sweep {} {} --text {} --ctx 128 --chunks 4 --method gptq --bits 2,3,4,8 --granularity block -o {}", q(), model,
+                       kCalib, kText, sweep));
+  for (double target : {3.5, 4.5}) {
+    const std::string plan = tmp / fmt::format("plan-{}.json", target);
+    const auto p = run_json(fmt::format("{} plan {} --target-bpw {} -o {}", q(), sweep, target, plan));
+    CHECK(p["budget"]["decoder_linear_bpw"].get<double>() <= target);
+    CHECK(p["budget"]["decoder_linear_bpw"].get<double>() > target - 1.0);
+    CHECK(p["predicted"]["exact"]["damage"].get<double>() <= p["predicted"]["greedy"]["damage"].get<double>() * (1 + 1e-12));
+    REQUIRE(p["rules"].size() == 42);  // block units list their seven linears
+    // convert applies it: every decoder linear gets its rule's grid, the budget holds in the file.
+    const std::string gguf = tmp / fmt::format("mixed-{}.gguf", target);
+    const auto r = qt::run(fmt::format("{} convert {} --plan {} {} -o {} --quiet", q(), model, plan, kCalib, gguf));
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    const auto ir = qt::run(fmt::format("{} inspect {} --json", q(), gguf));
+    REQUIRE(ir.code == 0);
+    const auto ins = nlohmann::json::parse(ir.out);
+    double n = 0, bits = 0;
+    for (const auto& t : ins["tensors"]) {
+      const std::string name = t["name"];
+      if (name.rfind("blk.", 0) != 0 || t["shape"].size() != 2) continue;
+      std::string want;
+      for (const auto& rule : p["rules"])
+        if (rule["match"] == name) want = fmt::format("int{} g{} {}", rule["bits"].get<int>(), rule["group"].get<int>(), rule["sym"] ? "sym" : "asym");
+      CHECK(t["grid"] == want);
+      CHECK(t["method"] == "gptq");
+      const double cnt = t["shape"][0].get<double>() * t["shape"][1].get<double>();
+      n += cnt;
+      bits += cnt * t["logical_bpw"].get<double>();
+    }
+    CHECK(bits / n == Approx(p["budget"]["decoder_linear_bpw"].get<double>()).epsilon(1e-9));
+    CHECK(ins["metadata"].contains("quant.bitplan"));
+  }
+  if (!qt::install_llama_cpp()) return;
+  qt::check_llama_agreement({"mixed 3.5 bpw", "mixed 4.5 bpw"}, {tmp / "mixed-3.5.gguf", tmp / "mixed-4.5.gguf"}, 0.97);
+}
+
+TEST_CASE("compare: one run over the same tokens, Markdown / JSON / HTML, warnings, plots render in headless Chromium",
+          "[e2e][sweep][report]") {
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string sweep = tmp / "sweep.json";
+  run_json(fmt::format("{} sweep {} {} --text {} --ctx 128 --chunks 4 --method rtn --bits 2,4 --granularity kind -o {}", q(), model, kCalib,
+                       kText, sweep));
+  for (const char* t : {"Q4_0", "Q8_0"}) {
+    const auto r = qt::run(fmt::format("{} convert {} --qtype {} -o {} --quiet", q(), model, t, tmp / (std::string(t) + ".gguf")));
+    REQUIRE(r.code == 0);
+  }
+  // A result measured elsewhere (another context): included, with a warning.
+  const auto imported = qt::run(fmt::format("{} ppl {} --text {} --ctx 256 --chunks 2 --json --quiet > {}", q(), tmp / "Q8_0.gguf", kText,
+                                            tmp / "q8-ctx256.json"));
+  REQUIRE(imported.code == 0);
+  const std::string out = tmp / "report";
+  const auto j = run_json(fmt::format("{} compare {} {} {} {} --text {} --ctx 128 --chunks 4 --sweep {} -o {}", q(), model,
+                                      tmp / "Q4_0.gguf", tmp / "Q8_0.gguf", tmp / "q8-ctx256.json", kText, sweep, out));
+  REQUIRE(j["models"].size() == 4);
+  CHECK(j["tokens_scored"] == 4 * 63);  // llamacpp protocol at ctx 128: 63 scored rows a chunk
+  CHECK(j["models"][1]["kl_mean"].get<double>() > j["models"][2]["kl_mean"].get<double>());  // Q4_0 hurts more than Q8_0
+  CHECK(j["models"][1]["file_bytes"].get<double>() < j["models"][2]["file_bytes"].get<double>());
+  // The same numbers as quant ppl --kl-base on the same tokens.
+  const auto q4 = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 4 --kl-base {}", q(), tmp / "Q4_0.gguf", kText, model));
+  CHECK(j["models"][1]["ppl"].get<double>() == Approx(q4["ppl"].get<double>()).epsilon(1e-9));
+  CHECK(j["models"][1]["kl_mean"].get<double>() == Approx(q4["kl_mean"].get<double>()).epsilon(1e-9));
+  REQUIRE(j["warnings"].size() >= 1);
+  CHECK(j["warnings"][0].get<std::string>().find("ctx 256") != std::string::npos);
+  const std::string md = qt::slurp(out + "/report.md");
+  CHECK(md.find("Warning") != std::string::npos);
+  CHECK(md.find("| Q4_0.gguf |") != std::string::npos);
+  // The page in a real browser: every plot parsed, laid out and drew its marks.
+  const bool have = qt::run("command -v chromium").code == 0;
+  INFO("chromium is needed for this test: bash scripts/deps.sh installs Debian's chromium");
+  REQUIRE(have);
+  const std::string flags = "--headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir=" + tmp / "chromium";
+  const auto dom = qt::run(fmt::format("chromium {} --dump-dom file://{}/report.html 2>/dev/null", flags, out));
+  REQUIRE(dom.code == 0);
+  size_t ok = 0;
+  for (size_t p = dom.out.find("data-rendered=\"ok\""); p != std::string::npos; p = dom.out.find("data-rendered=\"ok\"", p + 1)) ++ok;
+  CHECK(ok == 3);  // Pareto scatter, sweep heatmap, proxy-vs-KL scatter
+  CHECK(dom.out.find("data-rendered=\"empty\"") == std::string::npos);
+  const auto shot = qt::run(fmt::format("chromium {} --window-size=1100,1800 --screenshot={} file://{}/report.html", flags, tmp / "shot.png", out));
+  INFO(shot.out);
+  REQUIRE(qt::fs::exists(tmp / "shot.png"));
+  CHECK(qt::fs::file_size(tmp / "shot.png") > 20000);  // a blank page is a few kB
+  qt::fs::create_directories(std::string(QUANT_BUILD_DIR) + "/reports");
+  qt::fs::copy_file(tmp / "shot.png", std::string(QUANT_BUILD_DIR) + "/reports/compare_report.png",
+                    qt::fs::copy_options::overwrite_existing);
+}
+
+TEST_CASE("sweep / plan bad input: another model, older format, budgets out of range, no output left", "[cli][bad-input][sweep]") {
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string sweep = tmp / "sweep.json";
+  run_json(fmt::format("{} sweep {} {} --proxy-only --method rtn --bits 2,4 --granularity kind -o {}", q(), model, kCalib, sweep));
+  const std::string plan = tmp / "plan.json";
+  run_json(fmt::format("{} plan {} --target-bpw 3 -o {}", q(), sweep, plan));
+  const std::string x = tmp / "x.json";
+  // Budgets.
+  expect_error(fmt::format("{} plan {} --target-bpw 1.5 -o {}", q(), sweep, x), "below the smallest plan");
+  expect_error(fmt::format("{} plan {} --target-bpw 17 -o {}", q(), sweep, x), "above FP16");
+  expect_error(fmt::format("{} plan {} --target-size 1000 -o {}", q(), sweep, x), "above the FP16 model");
+  expect_error(fmt::format("{} plan {} --target-size 1 -o {}", q(), sweep, x), "below the smallest plan");
+  expect_error(fmt::format("{} plan {} --target-bpw 3 --objective kl -o {}", q(), sweep, x), "--proxy-only sweep has no measured kl");
+  // An older sweep format.
+  auto sj = nlohmann::json::parse(qt::slurp(sweep));
+  sj["version"] = 0;
+  qt::write_file(tmp / "old.json", sj.dump());
+  expect_error(fmt::format("{} plan {} --target-bpw 3 -o {}", q(), tmp / "old.json", x), "sweep format version 0");
+  // A plan and a sweep from another model (another fingerprint, or other shapes).
+  auto pj = nlohmann::json::parse(qt::slurp(plan));
+  pj["model"]["fingerprint"] = "fnv1a64:0123456789abcdef";
+  qt::write_file(tmp / "other-plan.json", pj.dump());
+  expect_error(fmt::format("{} convert {} --plan {} -o {}", q(), model, tmp / "other-plan.json", tmp / "x.gguf"), "made for another model");
+  pj = nlohmann::json::parse(qt::slurp(plan));
+  pj["model"]["dim"] = 512;
+  qt::write_file(tmp / "other-dim.json", pj.dump());
+  expect_error(fmt::format("{} convert {} --plan {} -o {}", q(), model, tmp / "other-dim.json", tmp / "x.gguf"), "dim is 512");
+  sj = nlohmann::json::parse(qt::slurp(sweep));
+  sj["proxy_only"] = false;
+  for (auto& u : sj["units"])
+    for (auto& o : u["options"]) {
+      o["measured"] = true;
+      o["ppl"] = 1.0;
+      o["dppl"] = 0.0;
+      o["kl_mean"] = 0.01;
+    }
+  sj["model"]["fingerprint"] = "fnv1a64:0123456789abcdef";
+  qt::write_file(tmp / "other-sweep.json", sj.dump());
+  expect_error(fmt::format("{} compare {} {} --text {} --chunks 2 --sweep {} -o {}", q(), model, model, kText, tmp / "other-sweep.json",
+                           tmp / "rep"),
+               "made for another model");
+  // A plan's method against --method, and --bits with a plan.
+  expect_error(fmt::format("{} convert {} --plan {} --method gptq {} -o {}", q(), model, plan, kCalib, tmp / "x.gguf"), "is a rtn plan");
+  expect_error(fmt::format("{} convert {} --plan {} --bits 4 -o {}", q(), model, plan, tmp / "x.gguf"), "drop --bits");
+  CHECK(!qt::fs::exists(x));
+  CHECK(!qt::fs::exists(tmp / "x.gguf"));
+  CHECK(!qt::fs::exists(tmp / "rep"));
+  // Leftover statistics of the sweep's own calibration are removed.
+  for (const auto& e : qt::fs::directory_iterator(tmp.path)) CHECK(e.path().string().find(".stats.tmp") == std::string::npos);
+}
