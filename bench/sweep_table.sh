@@ -3,7 +3,8 @@
 # (calibration kjv_train.txt 128 x 512, damage measured on wiki.test.raw, ctx 512, the first
 # CHUNKS windows), plans at 3.5 and 4.5 bits per weight, uniform GPTQ INT3 / INT4 g128 with the
 # same token_embd / output treatment (Q8_0), and one compare report over the whole text.
-#   bash bench/sweep_table.sh            (Q=path/to/quant OUT=dir CHUNKS=40 EVAL_CHUNKS=0 to override)
+# The sweep measures on CHUNKS windows spread evenly over the text (--spread), not its first ones.
+#   bash bench/sweep_table.sh            (Q=path/to/quant OUT=dir CHUNKS=40 EVAL_CHUNKS=0 SPREAD= to override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=${Q:-build/bin/quant}
@@ -11,13 +12,14 @@ M=models/kjvwiki-9m
 OUT=${OUT:-build/sweep-bench}
 CHUNKS=${CHUNKS:-40}
 EVAL_CHUNKS=${EVAL_CHUNKS:-0}   # 0: the whole text in the compare report
+SPREAD=${SPREAD---spread}
 WIKI=../shared/data/wikitext-2-raw/wiki.test.raw
 CALIB=data/kjv/kjv_train.txt
 [[ -f $WIKI ]] || { echo "sweep_table: $WIKI is absent (../shared)" >&2; exit 1; }
 mkdir -p "$OUT"
 t0=$(date +%s)
 $Q sweep $M --method gptq --calib $CALIB --text $WIKI --bits 2,3,4,8 --group-size 128 --granularity tensor \
-  --chunks "$CHUNKS" -o "$OUT/sweep.json" > "$OUT/sweep.txt"
+  --chunks "$CHUNKS" $SPREAD -o "$OUT/sweep.json" > "$OUT/sweep.txt"
 t1=$(date +%s)
 for b in 3.5 4.5; do $Q plan "$OUT/sweep.json" --target-bpw $b -o "$OUT/plan-$b.json" > "$OUT/plan-$b.txt"; done
 echo '[{"match": "token_embd.weight", "qtype": "Q8_0"}]' > "$OUT/rest.json"

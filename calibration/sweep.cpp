@@ -403,7 +403,8 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
     PplResult fr;
     fp_scorer.result(fr);
     sw.fp = {{"ppl", fr.ppl}, {"nll", fr.nll_mean}, {"ppl_stderr", fr.ppl_stderr}};
-    sw.eval = {{"protocol", protocol_name(ev.ch.protocol)}, {"ctx", T}, {"chunks", C}, {"tokens_total", eval_tokens.size()},
+    sw.eval = {{"protocol", protocol_name(ev.ch.protocol)}, {"ctx", T}, {"chunks", C}, {"chunk_stride", ev.ch.stride},
+               {"tokens_total", eval_tokens.size()},
                {"tokens_scored", fr.tokens_scored}};
     fp_seconds = seconds_since(t0);
   }
@@ -582,6 +583,8 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
              {"fp_forward_passes", run.proxy_only ? 0 : ev.ch.chunks},
              {"block_passes", passes_done + fp_block_passes}, {"head_passes", head_passes + (run.proxy_only ? 0 : ev.ch.chunks)},
              {"full_forward_equivalents", static_cast<double>(passes_done + fp_block_passes) / static_cast<double>(L)},
+             // Re-running the whole model (and the FP model for KL) for every evaluation instead.
+             {"naive_full_forwards", run.proxy_only ? 0 : 2 * evals * ev.ch.chunks},
              {"estimated_seconds", est}};
   return sw;
 }

@@ -90,6 +90,7 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
   c->add_option("--ctx", a.ctx, "evaluation window")->capture_default_str();
   c->add_option("--protocol", a.protocol, "llamacpp | gptq")->check(CLI::IsMember({"llamacpp", "gptq"}))->capture_default_str();
   c->add_option("--chunks", a.chunks, "evaluation windows (0: the whole text)")->capture_default_str();
+  c->add_flag("--spread", a.spread, "take the --chunks windows evenly spread over the text instead of its first ones");
   c->add_option("--damp", a.gptq.damp, "GPTQ damping")->capture_default_str();
   c->add_flag("--act-order", a.gptq.act_order, "GPTQ act-order (static groups)");
   c->add_option("--awq-grid", a.awq_grid, "AWQ alpha candidates")->capture_default_str();
@@ -123,6 +124,7 @@ int run_sweep_cmd(const SweepArgs& a) {
   run.eval.protocol = parse_protocol(a.protocol);
   run.eval.ctx = a.ctx;
   run.eval.max_chunks = a.chunks > 0 ? a.chunks : -1;
+  run.eval.spread = a.spread;
   run.proxy_only = a.proxy_only;
   for (int b : run.settings.bits) QUANT_CHECK(b >= 2 && b <= 8, "--bits: {} outside 2..8", b);
   LoadedModel m = load_model(a.model);
@@ -265,12 +267,13 @@ std::string report_markdown(const nlohmann::json& r) {
                    r["protocol"].get<std::string>(), r["ctx"].get<int64_t>(), r["chunks"].get<int64_t>(),
                    r["tokens_scored"].get<int64_t>(), r["base"].get<std::string>());
   for (const auto& w : r["warnings"]) o += "> **Warning:** " + w.get<std::string>() + "\n\n";
-  o += "| model | size MB | bpw (stored) | bpw (logical) | linears bpw | ppl | Δppl | mean KL | p99 KL | top-1 |\n";
-  o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  o += "| model | file MB | logical MB | bpw (stored) | bpw (logical) | linears bpw | ppl | Δppl | mean KL | p99 KL | top-1 |\n";
+  o += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& m : r["models"]) {
     const bool kl = m.contains("kl_mean");
-    o += fmt::format("| {}{} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.4f} | {} | {} | {} | {} |\n", m["label"].get<std::string>(),
-                     m.value("imported", false) ? " (imported)" : "", m["file_bytes"].get<double>() / 1e6, m["stored_bpw"].get<double>(),
+    o += fmt::format("| {}{} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.4f} | {} | {} | {} | {} |\n", m["label"].get<std::string>(),
+                     m.value("imported", false) ? " (imported)" : "", m["file_bytes"].get<double>() / 1e6,
+                     m.value("logical_bytes", 0.0) / 1e6, m["stored_bpw"].get<double>(),
                      m["logical_bpw"].get<double>(), m["decoder_linear_logical_bpw"].get<double>(), m["ppl"].get<double>(),
                      fmt_pct(m["dppl"].get<double>()), kl ? fmt::format("{:.6f}", m["kl_mean"].get<double>()) : "-",
                      kl ? fmt::format("{:.6f}", m["kl_p99"].get<double>()) : "-",
@@ -312,30 +315,30 @@ figcaption { font-size: 13px; color: #555; max-width: 720px; }
                    xml_escape(r["text"].get<std::string>()), xml_escape(r["protocol"].get<std::string>()), r["ctx"].get<int64_t>(),
                    r["chunks"].get<int64_t>(), r["tokens_scored"].get<int64_t>(), xml_escape(r["base"].get<std::string>()));
   for (const auto& w : r["warnings"]) o += "<div class=\"warn\">Warning: " + xml_escape(w.get<std::string>()) + "</div>\n";
-  o += "<table id=\"results\"><tr><th>model</th><th>size MB</th><th>bpw stored</th><th>bpw logical</th><th>linears bpw</th><th>ppl</th>"
+  o += "<table id=\"results\"><tr><th>model</th><th>file MB</th><th>logical MB</th><th>bpw stored</th><th>bpw logical</th><th>linears bpw</th><th>ppl</th>"
        "<th>&Delta;ppl</th><th>mean KL</th><th>p99 KL</th><th>top-1</th></tr>\n";
   ScatterSpec sc;
   sc.id = "pareto";
   sc.title = "Perplexity vs size";
-  sc.x_label = "file size (MB)";
+  sc.x_label = "logical size, MB (codes + scales + zeros: what a budget counts; file sizes in the table)";
   sc.y_label = "perplexity";
   sc.pareto = true;
   for (const auto& m : r["models"]) {
     const bool kl = m.contains("kl_mean");
-    o += fmt::format("<tr><td>{}{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.4f}</td><td>{}</td><td>{}</td>"
-                     "<td>{}</td><td>{}</td></tr>\n",
+    o += fmt::format("<tr><td>{}{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.4f}</td><td>{}</td>"
+                     "<td>{}</td><td>{}</td><td>{}</td></tr>\n",
                      xml_escape(m["label"].get<std::string>()), m.value("imported", false) ? " (imported)" : "",
-                     m["file_bytes"].get<double>() / 1e6, m["stored_bpw"].get<double>(), m["logical_bpw"].get<double>(),
+                     m["file_bytes"].get<double>() / 1e6, m.value("logical_bytes", 0.0) / 1e6, m["stored_bpw"].get<double>(), m["logical_bpw"].get<double>(),
                      m["decoder_linear_logical_bpw"].get<double>(), m["ppl"].get<double>(), fmt_pct(m["dppl"].get<double>()),
                      kl ? fmt::format("{:.6f}", m["kl_mean"].get<double>()) : "-",
                      kl ? fmt::format("{:.6f}", m["kl_p99"].get<double>()) : "-",
                      kl ? fmt::format("{:.2f}%", 100 * m["top1"].get<double>()) : "-");
-    sc.points.push_back({m["file_bytes"].get<double>() / 1e6, m["ppl"].get<double>(), m["label"].get<std::string>(),
+    sc.points.push_back({m.value("logical_bytes", 0.0) / 1e6, m["ppl"].get<double>(), m["label"].get<std::string>(),
                          m.value("base", false)});
   }
   o += "</table>\n<figure>\n" + scatter_svg(sc) +
-       "<figcaption>Each model's perplexity against its file size; the dashed line joins the models no other model beats on "
-       "both (the Pareto front).</figcaption></figure>\n";
+       "<figcaption>Each model's perplexity against its logical size; the dashed line joins the models no other model beats on "
+       "both (the Pareto front). Grids of 2 to 4 bits are all stored in 4-bit GGUF blocks, so their files are alike in size.</figcaption></figure>\n";
   if (r.contains("sweep")) {
     const auto& s = r["sweep"];
     HeatmapSpec hm;

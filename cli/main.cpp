@@ -109,7 +109,7 @@ int run_ppl(const PplArgs& a) {
 // --- convert ---
 struct ConvertArgs {
   std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
-  std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token";
+  std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token", grid_search = "minmax";
   int awq_grid = 20;
   int64_t search_windows = 0;  // 0: the method's default (AWQ 32, SmoothQuant 16)
   bool awq_no_clip = false;
@@ -183,7 +183,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
     QUANT_CHECK(a.bits >= 2 && a.bits <= 8, "--bits {} outside 2..8", a.bits);
     QUANT_CHECK(a.group == 0 || a.group == 32 || a.group == 64 || a.group == 128, "--group-size {} (32, 64, 128 or 0)", a.group);
     target.kind = QuantSpec::Kind::Grid;
-    target.grid = {a.bits, a.group, a.sym};
+    target.grid = {a.bits, a.group, a.sym, a.grid_search == "mse"};
   } else {
     target = QuantSpec::parse(a.qtype);
   }
@@ -527,6 +527,8 @@ int main(int argc, char** argv) {
   conv->add_option("--qtype", ca.qtype, "Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | F16 | BF16 | F32 (ggml's own quantizers)");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
   conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
+  conv->add_option("--grid-search", ca.grid_search, "grid range: minmax | mse (GPTQ's quant.py search, for RTN and GPTQ alike)")
+      ->check(CLI::IsMember({"minmax", "mse"}))->capture_default_str();
   auto* sym = conv->add_flag("--sym", ca.sym, "symmetric grid");
   conv->add_flag("--asym", ca.asym, "asymmetric grid (default)")->excludes(sym);
   conv->add_option("--policy", ca.policy_file, "JSON rules [{match, qtype}] tried before the defaults");

@@ -8,8 +8,8 @@
 namespace quant {
 
 std::string GridSpec::str() const {
-  return fmt::format("int{} {} {}", bits, group == 0 ? std::string("per-channel") : fmt::format("g{}", group),
-                     sym ? "sym" : "asym");
+  return fmt::format("int{} {} {}{}", bits, group == 0 ? std::string("per-channel") : fmt::format("g{}", group),
+                     sym ? "sym" : "asym", mse ? " mse" : "");
 }
 
 void QuantWeight::dequantize(float* out) const {
@@ -46,8 +46,31 @@ GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridS
     xmin = -1.0f;
     xmax = 1.0f;
   }
-  const float scale = (xmax - xmin) / static_cast<float>(maxq);
-  return {scale, spec.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale)};
+  auto grid = [&](float lo, float hi) -> GridParams {
+    const float scale = (hi - lo) / static_cast<float>(maxq);
+    return {scale, spec.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-lo / scale)};
+  };
+  if (!spec.mse) return grid(xmin, xmax);
+  // quant.py's find_params(mse=True): shrink the range by p = 1 - i/100, i < 80, keeping the
+  // grid with the least sum |q(x) - x|^2.4 (ties keep the wider range).
+  GridParams best = grid(xmin, xmax);
+  double best_err = INFINITY;
+  for (int i = 0; i < 80; ++i) {
+    const float p = 1.0f - static_cast<float>(i) / 100.0f;
+    const GridParams g = grid(p * xmin, p * xmax);
+    double err = 0;
+    for (int64_t j = 0; j < n && err < best_err; ++j) {
+      const float v = x[j * stride];
+      const float q = std::clamp(std::nearbyint(v / g.scale) + g.zero, 0.0f, static_cast<float>(maxq));
+      const double d = std::fabs(static_cast<double>(g.scale * (q - g.zero)) - v);
+      err += d * d * std::pow(d, 0.4);
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = g;
+    }
+  }
+  return best;
 }
 
 QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec) {

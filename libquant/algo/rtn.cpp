@@ -19,13 +19,14 @@ std::string QuantSpec::str() const {
 
 QuantSpec QuantSpec::parse(const std::string& s) {
   QuantSpec q;
-  static const std::regex grid(R"(int([2-8]) (per-channel|g(\d+)) (sym|asym))");
+  static const std::regex grid(R"(int([2-8]) (per-channel|g(\d+)) (sym|asym)( mse)?)");
   std::smatch m;
   if (std::regex_match(s, m, grid)) {
     q.kind = Kind::Grid;
     q.grid.bits = std::stoi(m[1]);
     q.grid.group = m[3].matched ? std::stoll(m[3]) : 0;
     q.grid.sym = m[4] == "sym";
+    q.grid.mse = m[5].matched;
     QUANT_CHECK(q.grid.group == 0 || q.grid.group == 32 || q.grid.group == 64 || q.grid.group == 128,
                 "quant spec \"{}\": group size must be 32, 64, 128 or per-channel", s);
     return q;

@@ -25,7 +25,7 @@ double log_sum_exp(const float* x, int64_t n) {
 }
 
 void PplChunks::window(std::span<const int32_t> tokens, int64_t c, std::vector<int32_t>& out) const {
-  out.assign(tokens.begin() + c * ctx, tokens.begin() + (c + 1) * ctx);
+  out.assign(tokens.begin() + c * stride * ctx, tokens.begin() + (c * stride + 1) * ctx);
   if (protocol == PplProtocol::LlamaCpp) out[0] = bos;  // as llama-perplexity does
 }
 
@@ -41,7 +41,10 @@ PplChunks ppl_chunks(int64_t n, int32_t bos, const PplOptions& o, int64_t max_ct
   c.protocol = o.protocol;
   c.ctx = ctx;
   c.chunks = n / ctx;
-  if (o.max_chunks > 0) c.chunks = std::min(c.chunks, o.max_chunks);
+  if (o.max_chunks > 0 && o.max_chunks < c.chunks) {
+    if (o.spread) c.stride = c.chunks / o.max_chunks;
+    c.chunks = o.max_chunks;
+  }
   c.first = o.protocol == PplProtocol::LlamaCpp ? ctx / 2 : 0;
   c.bos = bos;
   return c;

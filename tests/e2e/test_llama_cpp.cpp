@@ -62,7 +62,8 @@ TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime
   const std::string calib = qt::repo("data/kjv/kjv_train.txt");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"w4g128", "--bits 4 --group-size 128 --asym"}, {"w3g128", "--bits 3 --group-size 128 --asym --act-order"},
-      {"w4g32sym", "--bits 4 --group-size 32 --sym --act-order"}};
+      {"w4g32sym", "--bits 4 --group-size 32 --sym --act-order"},
+      {"w3pc-mse", "--bits 3 --group-size 0 --asym --act-order --damp 0.1 --grid-search mse"}};
   std::vector<std::string> files;
   for (const auto& [name, args] : cases) {
     files.push_back(tmp / (name + ".gguf"));

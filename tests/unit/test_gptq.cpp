@@ -6,6 +6,7 @@
 #include "../common.h"
 #include "quant/calibration.h"
 #include "quant/gptq.h"
+#include "quant/policy.h"
 
 using namespace quant;
 
@@ -92,7 +93,7 @@ TEST_CASE("GPTQ's layer output error is never above RTN's on the same grid", "[u
     const MatF X = make_inputs(1024, cols, seed), W = make_weights(rows, cols, seed + 100);
     const auto H = hessian_of(X);
     for (const GridSpec g : {GridSpec{4, 32, false}, GridSpec{3, 128, false}, GridSpec{3, 0, false}, GridSpec{2, 64, false},
-                             GridSpec{4, 128, true}, GridSpec{8, 0, true}})
+                             GridSpec{4, 128, true}, GridSpec{8, 0, true}, GridSpec{3, 0, false, true}, GridSpec{3, 128, true, true}})
       for (int variant = 0; variant < 3; ++variant) {
         // 0: defaults (static groups), 1: act-order, 2: gptq.py's dynamic groups, which fit
         // min-max on error-inflated weights and lose to RTN at 2 bits: held to >= 3 bits.
@@ -144,4 +145,38 @@ TEST_CASE("GPTQ: dead columns, damping retries, indefinite Hessians, NaN weights
   float nanw[4] = {0.1f, std::nanf(""), 0.3f, 0.05f};
   CHECK_THROWS_WITH(gptq_quantize(nanw, 2, 2, h2, o2, "blk.1.attn_v.weight"),
                     Catch::Contains("blk.1.attn_v.weight") && Catch::Contains("not finite"));
+}
+
+TEST_CASE("MSE grid search: never a larger |q(w) - w|^2.4 than min-max, same storage, spec round trip", "[unit][gptq]") {
+  std::mt19937 rng(11);
+  std::student_t_distribution<float> heavy(3.0f);  // outliers, where shrinking the range pays
+  for (const GridSpec base : {GridSpec{3, 0, false}, GridSpec{4, 32, true}, GridSpec{2, 64, false}}) {
+    GridSpec mse = base;
+    mse.mse = true;
+    CAPTURE(base.str());
+    std::vector<float> w(16 * 256);
+    for (float& v : w) v = 0.02f * heavy(rng);
+    const QuantWeight a = rtn_grid(w.data(), 16, 256, base), b = rtn_grid(w.data(), 16, 256, mse);
+    std::vector<float> da(w.size()), db(w.size());
+    a.dequantize(da.data());
+    b.dequantize(db.data());
+    auto err = [&](const std::vector<float>& d, int64_t r, int64_t g, int64_t len) {
+      double e = 0;
+      for (int64_t j = 0; j < len; ++j) e += std::pow(std::fabs(d[r * 256 + g + j] - w[r * 256 + g + j]), 2.4);
+      return e;
+    };
+    const int64_t group = base.group == 0 ? 256 : base.group;
+    double shrunk = 0;
+    for (int64_t r = 0; r < 16; ++r)
+      for (int64_t g = 0; g < 256; g += group) {
+        CHECK(err(db, r, g, group) <= err(da, r, g, group) * (1 + 1e-6));
+        shrunk += b.scales[static_cast<size_t>(r * (256 / group) + g / group)] < a.scales[static_cast<size_t>(r * (256 / group) + g / group)];
+      }
+    CHECK(shrunk > 0);  // heavy tails: some ranges shrink
+    CHECK(b.bits == a.bits);
+    CHECK(*std::max_element(b.codes.begin(), b.codes.end()) <= (1 << base.bits) - 1);
+    CHECK(QuantSpec::parse(mse.str()).grid.mse);
+    CHECK(QuantSpec::parse(mse.str()).str() == mse.str());
+    CHECK_FALSE(QuantSpec::parse(base.str()).grid.mse);
+  }
 }

@@ -105,6 +105,9 @@ struct PplOptions {
   PplProtocol protocol = PplProtocol::LlamaCpp;
   int64_t ctx = 512;
   int64_t max_chunks = -1;  // all
+  // With max_chunks: take the windows evenly spread over the text (every (n / ctx) / max_chunks-th)
+  // instead of the first max_chunks; a sample of the whole text rather than of its beginning.
+  bool spread = false;
   std::function<void(int64_t done, int64_t total)> progress;
 };
 
@@ -125,6 +128,7 @@ double log_sum_exp(const float* x, int64_t n);
 struct PplChunks {
   PplProtocol protocol = PplProtocol::LlamaCpp;
   int64_t ctx = 0, chunks = 0, first = 0;
+  int64_t stride = 1;  // chunk c is the text's window c * stride
   int32_t bos = 1;
   // Chunk c as the model sees it (llamacpp: its first token replaced by BOS).
   void window(std::span<const int32_t> tokens, int64_t c, std::vector<int32_t>& out) const;
