@@ -72,6 +72,24 @@ TEST_CASE("sweep: one unit at a time, damage equal to quant ppl --kl-base on the
   CHECK(unit["options"][0]["top1"].get<double>() == Approx(one["top1_agreement"].get<double>()).margin(2e-3));
 }
 
+TEST_CASE("sweep --method awq: scales folded per block keep the FP function (8-bit damage ~ 0), 3-bit damage measured",
+          "[e2e][sweep][awq]") {
+  qt::TempDir tmp;
+  const auto j = run_json(fmt::format("{} sweep {} {} --text {} --ctx 128 --chunks 3 --method awq --awq-grid 4 --search-windows 2 "
+                                      "--bits 3,8 --granularity kind -o {}",
+                                      q(), qt::bundled_model(), kCalib, kText, tmp / "awq.json"));
+  REQUIRE(j["units"].size() == 7);
+  CHECK(j["cost"]["awq_search_seconds"].get<double>() > 0);
+  for (const auto& u : j["units"]) {
+    INFO(u["name"] << ": KL " << u["options"][0]["kl_mean"] << " at 3 bits, " << u["options"][1]["kl_mean"] << " at 8");
+    CHECK(u["options"][0]["kl_mean"].get<double>() > 1e-4);  // 3 bits: real damage
+    // 8 bits over folded scales: tens of times below 3 bits (the RTN 8-bit units measure ~1e-6;
+    // a wrong fold would cost as much as 3 bits).
+    CHECK(u["options"][1]["kl_mean"].get<double>() < u["options"][0]["kl_mean"].get<double>() / 20);
+    CHECK(u["options"][0]["proxy"].get<double>() > u["options"][1]["proxy"].get<double>());
+  }
+}
+
 TEST_CASE("plan: budget met, exact vs greedy, convert --plan writes the mixed GGUF that llama.cpp runs", "[e2e][sweep][peers][llama.cpp]") {
   qt::TempDir tmp;
   const std::string model = qt::bundled_model();
