@@ -159,13 +159,15 @@ std::string scatter_svg(const ScatterSpec& s) {
                      "stroke-dasharray=\"6 3\"/>\n",
                      pts);
   }
+  int labelled = 0;
   for (const auto& p : s.points) {
     if ((s.log_x && !(p.x > 0)) || (s.log_y && !(p.y > 0))) continue;
     const double x = ax.map(p.x), y = ay.map(p.y);
     o += fmt::format("<circle class=\"mark\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"{}\" stroke=\"#222\"><title>{}</title></circle>\n", x,
                      y, p.accent ? "#ff7f0e" : "#1f77b4", xml_escape(fmt::format("{}: {} , {}", p.label, num(p.x), num(p.y))));
-    if (!p.label.empty())
-      o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"11\">{}</text>\n", x + 7, y - 6, xml_escape(p.label));
+    if (!p.label.empty())  // alternately above and below the mark, so neighbours do not overprint
+      o += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"11\">{}</text>\n", x + 7, labelled++ % 2 ? y + 15 : y - 6,
+                       xml_escape(p.label));
   }
   o += "</svg>\n";
   return o;
