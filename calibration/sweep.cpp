@@ -89,6 +89,16 @@ void check_model_identity(const nlohmann::json& recorded, const LlamaConfig& cfg
 
 GridSpec SweepSettings::grid_for(int b) const { return {b, group, b == 8 ? true : sym}; }
 
+void SweepSettings::check() const {
+  QUANT_CHECK(method == "rtn" || method == "gptq" || method == "awq", "sweep --method {} (rtn, gptq or awq)", method);
+  QUANT_CHECK(granularity == "tensor" || granularity == "block" || granularity == "kind",
+              "--granularity {} (tensor, block or kind)", granularity);
+  QUANT_CHECK(!bits.empty(), "sweep needs at least one bit-width");
+  for (int b : bits) QUANT_CHECK(b >= 2 && b <= 8, "sweep --bits: {} outside 2..8", b);
+  QUANT_CHECK(std::set<int>(bits.begin(), bits.end()).size() == bits.size(), "sweep --bits: a width is repeated");
+  QUANT_CHECK(group == 0 || group == 32 || group == 64 || group == 128, "--group-size {} (32, 64, 128 or 0)", group);
+}
+
 // ---------------------------------------------------------------------------------------------
 // JSON
 
@@ -224,7 +234,7 @@ std::vector<SweepUnit> make_units(const LlamaConfig& cfg, const WeightStore& sto
       u.match = u.tensors;
       units.push_back(std::move(u));
     }
-  } else if (gran == "kind") {
+  } else {  // kind (SweepSettings::check admits nothing else)
     for (const char* k : kLinears) {
       SweepUnit u;
       u.name = k;
@@ -232,8 +242,6 @@ std::vector<SweepUnit> make_units(const LlamaConfig& cfg, const WeightStore& sto
       for (int64_t l = 0; l < cfg.n_layers; ++l) add_tensor(u, fmt::format("blk.{}.{}.weight", l, k));
       units.push_back(std::move(u));
     }
-  } else {
-    fail("--granularity {} (tensor, block or kind)", gran);
   }
   return units;
 }
@@ -259,8 +267,7 @@ class BlockCache {
     if (auto it = cache_.find(key); it != cache_.end()) return it->second;
     auto b = std::make_shared<BlockTensors>(cfg_, store_, l);
     if (scales) fold_scales(*scales, l, *b);
-    int64_t bytes = 0;
-    for (const auto& [n, v] : b->w) bytes += static_cast<int64_t>(v.size() * sizeof(float));
+    const int64_t bytes = bytes_of(*b);
     for (auto it = cache_.begin(); used_ + bytes > budget_ && it != cache_.end();) {
       if (it->first.first < oldest_needed) {
         used_ -= bytes_of(*it->second);
@@ -317,10 +324,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
                 const SweepRun& run) {
   const auto t_start = std::chrono::steady_clock::now();
   const SweepSettings& st = run.settings;
-  QUANT_CHECK(st.method == "rtn" || st.method == "gptq" || st.method == "awq", "sweep --method {} (rtn, gptq or awq)", st.method);
-  QUANT_CHECK(!st.bits.empty(), "sweep needs at least one bit-width");
-  for (int b : st.bits) QUANT_CHECK(b >= 2 && b <= 8, "sweep --bits: {} outside 2..8", b);
-  QUANT_CHECK(std::set<int>(st.bits.begin(), st.bits.end()).size() == st.bits.size(), "sweep --bits: a width is repeated");
+  st.check();
   QUANT_CHECK(st.method != "awq" || !calib_windows.empty(), "sweep --method awq searches scales on calibration windows: give --calib");
   const int64_t D = cfg.dim, L = cfg.n_layers, V = cfg.vocab;
   Sweep sw;
@@ -423,15 +427,20 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
                   {"block_passes", block_passes}, {"chunks", run.proxy_only ? 0 : ev.ch.chunks},
                   {"estimated_seconds", est}, {"fp_pass_seconds", fp_seconds}});
 
-  // Hessians of the current unit's inputs, read once per (block, tap).
-  std::map<std::pair<int64_t, int>, std::vector<double>> hess_d;
-  std::map<std::pair<int64_t, int>, std::vector<float>> hess_f;
-  auto hessian = [&](int64_t l, Tap t) -> const std::vector<double>& {
+  // Hessians of the current unit's inputs, read once per (block, tap): double for GPTQ, fp32
+  // for the proxy's GEMM.
+  struct Hessian {
+    std::vector<double> d;
+    std::vector<float> f;
+  };
+  std::map<std::pair<int64_t, int>, Hessian> hessians;
+  auto hessian = [&](int64_t l, Tap t) -> const Hessian& {
     const auto key = std::make_pair(l, static_cast<int>(t));
-    auto it = hess_d.find(key);
-    if (it == hess_d.end()) {
-      it = hess_d.emplace(key, stats.hessian(l, t)).first;
-      hess_f[key] = std::vector<float>(it->second.begin(), it->second.end());
+    auto it = hessians.find(key);
+    if (it == hessians.end()) {
+      Hessian h{stats.hessian(l, t), {}};
+      h.f.assign(h.d.begin(), h.d.end());
+      it = hessians.emplace(key, std::move(h)).first;
     }
     return it->second;
   };
@@ -441,8 +450,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
   int64_t done = 0, passes_done = 0, head_passes = 0;
   const auto t_units = std::chrono::steady_clock::now();
   for (auto& u : sw.units) {
-    hess_d.clear();
-    hess_f.clear();
+    hessians.clear();
     // Advance the cached FP hidden states to this unit's first block.
     if (!run.proxy_only)
       for (; ev.at < u.first_block; ++ev.at) {
@@ -469,6 +477,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
       for (const auto& name : u.tensors) {
         const auto [l, short_name] = split_name(name);
         const TensorDesc& d = store.get(name);
+        const Hessian& H = hessian(l, tap_of(short_name));
         auto blk = blocks.get(l, ap ? static_cast<int>(k) : -1, ap, u.first_block);
         std::vector<float> w = blk->w.at(short_name);  // the weight to quantize (AWQ: scaled)
         if (ap)
@@ -476,11 +485,10 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
             if (c.tensor == name) c.apply(w.data(), d.rows, d.cols);
         const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}}, {d}).front();
         PackedTensor packed;
-        const Tap tap = tap_of(short_name);
         if (st.method == "gptq") {
           GptqOptions go = run.gptq;
           go.grid = grid;
-          GptqResult g = gptq_quantize(w.data(), d.rows, d.cols, hessian(l, tap), go, name);
+          GptqResult g = gptq_quantize(w.data(), d.rows, d.cols, H.d, go, name);
           o.method_loss += g.loss;
           packed = pack(g.q, plan.stored);
         } else {
@@ -495,14 +503,15 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
         o.qtype = o.qtype.empty() || o.qtype == qt ? qt : "mixed";
         // The proxy in the FP model's own weight space: AWQ's W' = W diag(s) is compared as
         // Q' diag(1/s) against W, with the FP model's Hessian.
-        std::vector<float> eff = deq;
-        if (ap)
+        std::vector<float> unscaled;
+        if (ap) {
+          unscaled = deq;
           for (const auto& e : ap->scales)
             if (std::find(e.linears.begin(), e.linears.end(), name) != e.linears.end())
-              for (size_t i = 0; i < eff.size(); ++i) eff[i] /= e.scales[i % e.scales.size()];
-        hessian(l, tap);
-        const std::vector<float> fp = store.read_f32(name);
-        o.proxy += hessian_error(fp.data(), eff.data(), d.rows, d.cols, hess_f.at({l, static_cast<int>(tap)}));
+              for (size_t i = 0; i < unscaled.size(); ++i) unscaled[i] /= e.scales[i % e.scales.size()];
+        }
+        const std::vector<float>& fp = blocks.get(l, -1, nullptr, u.first_block)->w.at(short_name);
+        o.proxy += hessian_error(fp.data(), (ap ? unscaled : deq).data(), d.rows, d.cols, H.f);
         qw[k][fmt::format("{}@{}", short_name, l)] = std::move(deq);
       }
       if (st.method != "gptq") o.method_loss = o.proxy;

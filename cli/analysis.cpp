@@ -105,7 +105,6 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
 
 int run_sweep_cmd(const SweepArgs& a) {
   quant::set_num_threads(a.threads);
-  QUANT_CHECK(a.group == 0 || a.group == 32 || a.group == 64 || a.group == 128, "--group-size {} (32, 64, 128 or 0)", a.group);
   QUANT_CHECK(a.proxy_only || !a.text.empty(), "sweep measures damage on a text: give --text FILE (or --proxy-only)");
   QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(), "sweep needs --calib FILE or --stats DIR (calibration statistics)");
   QUANT_CHECK(a.method != "awq" || !a.calib.file.empty(), "sweep --method awq searches scales on calibration text: give --calib");
@@ -126,7 +125,7 @@ int run_sweep_cmd(const SweepArgs& a) {
   run.eval.max_chunks = a.chunks > 0 ? a.chunks : -1;
   run.eval.spread = a.spread;
   run.proxy_only = a.proxy_only;
-  for (int b : run.settings.bits) QUANT_CHECK(b >= 2 && b <= 8, "--bits: {} outside 2..8", b);
+  run.settings.check();  // before the model is loaded and calibrated
   LoadedModel m = load_model(a.model);
   std::vector<int32_t> eval_tokens;
   if (!a.proxy_only) eval_tokens = m.tokenizer->encode(read_text(a.text), true);

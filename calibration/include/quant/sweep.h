@@ -50,6 +50,7 @@ struct SweepSettings {
   // The grid of a width: 8 bits is always symmetric (Q8_0 holds int8 codes minus zero exactly;
   // asymmetric int8 does not fit int8 and would be stored as F16).
   GridSpec grid_for(int b) const;
+  void check() const;  // throws naming the bad option
 };
 
 struct SweepOption {
