@@ -696,8 +696,13 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
     const int64_t n = t.at(1).get<int64_t>() * t.at(2).get<int64_t>();
     all_params += n;
     if (linears.count(name)) continue;
-    const bool vec = t.at(1).get<int64_t>() == 1;
-    rest_bits += static_cast<double>(n) * (vec ? 32.0 : type_bpw(rest.kind == QuantSpec::Kind::Grid ? TType::F16 : rest.type));
+    const int64_t rows = t.at(1).get<int64_t>(), cols = t.at(2).get<int64_t>();
+    if (rows == 1)
+      rest_bits += 32.0 * static_cast<double>(n);  // vectors stay F32
+    else if (rest.kind == QuantSpec::Kind::Grid)
+      rest_bits += static_cast<double>(grid_logical_bits(rest.grid, rows, cols));
+    else
+      rest_bits += static_cast<double>(n) * type_bpw(rest.type);
   }
   std::vector<std::vector<KnapsackOption>> units;
   for (const auto& u : sw.units) {
