@@ -4,13 +4,14 @@
 # output channel, int8 activations, integer GEMMs): no smoothing vs SmoothQuant alpha 0.5 vs
 # auto. Perplexity, mean KL vs FP16 and top-1, llamacpp protocol, ctx 512, on kjv_heldout.txt
 # (all windows) and wiki.test.raw (first WIKI_CHUNKS windows, default 150). Markdown on stdout,
-# JSON lines in build/bench/awq/results.jsonl.
+# JSON lines in $OUT/results.jsonl.
+#   bash bench/awq_table.sh     (Q=path/to/quant to use a built binary, OUT=dir, WIKI_CHUNKS=150, ROWS=regex)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh >/dev/null
-q=build/bin/quant
+if [[ -z ${Q:-} ]]; then bash scripts/build.sh >/dev/null; fi
+q=${Q:-build/bin/quant}
 model=models/kjvwiki-9m
-out=build/bench/awq
+out=${OUT:-build/bench/awq}
 mkdir -p "$out"
 : > "$out/results.jsonl"
 calib=data/kjv/kjv_train.txt
@@ -42,6 +43,7 @@ echo "|---|---|---|---|---|---|---|---|"
 declare -A fp
 for r in "${rows[@]}"; do
   IFS='|' read -r name conv pplargs <<< "$r"
+  [[ $name == FP16 || $name =~ ${ROWS:-.} ]] || continue
   f=$model secs=""
   if [[ -n $conv ]]; then
     f="$out/$(echo "$name" | tr ' ,+.' '____').gguf"

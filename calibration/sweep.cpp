@@ -1,6 +1,7 @@
 // Bit-width sweeps (one unit quantized at a time, the rest FP) and plans from them.
 #include "quant/sweep.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -704,11 +705,25 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
     else
       rest_bits += static_cast<double>(n) * type_bpw(rest.type);
   }
+  // The widths to choose from: all the sweep measured, or the requested ones among them.
+  std::vector<int> widths = req.bits.empty() ? sw.settings.bits : req.bits;
+  std::sort(widths.begin(), widths.end());
+  widths.erase(std::unique(widths.begin(), widths.end()), widths.end());
+  for (int b : widths)
+    QUANT_CHECK(std::count(sw.settings.bits.begin(), sw.settings.bits.end(), b), "--bits {}: {} measured only {}", b, sweep_file,
+                fmt::join(sw.settings.bits, ","));
+  const auto allowed = [&](int b) { return std::binary_search(widths.begin(), widths.end(), b); };
   std::vector<std::vector<KnapsackOption>> units;
+  std::vector<std::vector<size_t>> option_of;  // knapsack option -> index in the unit's options
   for (const auto& u : sw.units) {
     std::vector<KnapsackOption> opts;
-    for (const auto& o : u.options)
+    option_of.emplace_back();
+    for (size_t k = 0; k < u.options.size(); ++k) {
+      const SweepOption& o = u.options[k];
+      if (!allowed(o.bits)) continue;
       opts.push_back({o.logical_bits, objective == "kl" ? o.kl_mean : objective == "dppl" ? o.dppl : o.proxy});
+      option_of.back().push_back(k);
+    }
     units.push_back(std::move(opts));
   }
   const int64_t min_bits = knapsack_min_cost(units);
@@ -719,7 +734,7 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
     QUANT_CHECK(req.target_bpw <= 16, "--target-bpw {} is above FP16 (16 bits per weight)", req.target_bpw);
     QUANT_CHECK(req.target_bpw * static_cast<double>(linear_params) >= static_cast<double>(min_bits),
                 "--target-bpw {} is below the smallest plan this sweep allows: {:.4f} bits per weight (every unit at {} bits)",
-                req.target_bpw, min_bpw, *std::min_element(sw.settings.bits.begin(), sw.settings.bits.end()));
+                req.target_bpw, min_bpw, widths.front());
     budget = static_cast<int64_t>(std::floor(req.target_bpw * static_cast<double>(linear_params)));
     bj = {{"target_bpw", req.target_bpw}};
   } else {
@@ -729,7 +744,7 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
     const double smallest_mb = (rest_bits + static_cast<double>(min_bits)) / 8e6;
     QUANT_CHECK(total_bits >= rest_bits + static_cast<double>(min_bits),
                 "--target-size {} MB is below the smallest plan this sweep allows: {:.3f} MB (decoder linears at {} bits, the rest {})",
-                req.target_size_mb, smallest_mb, *std::min_element(sw.settings.bits.begin(), sw.settings.bits.end()), req.rest);
+                req.target_size_mb, smallest_mb, widths.front(), req.rest);
     budget = static_cast<int64_t>(std::floor(total_bits - rest_bits));
     bj = {{"target_size_mb", req.target_size_mb}};
   }
@@ -745,7 +760,7 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
   double kl = 0, dppl = 0, proxy = 0;
   for (size_t i = 0; i < sw.units.size(); ++i) {
     const SweepUnit& u = sw.units[i];
-    const SweepOption& o = u.options[static_cast<size_t>(pick.choice[i])];
+    const SweepOption& o = u.options[option_of[i][static_cast<size_t>(pick.choice[i])]];
     const GridSpec g = sw.settings.grid_for(o.bits);
     for (const auto& m : u.match) p.rules.push_back({m, p.method, o.bits, g.group, g.sym, o.qtype, u.name});
     params_at[o.bits] += u.params;
@@ -760,6 +775,7 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
   bj["decoder_linear_bpw"] = static_cast<double>(pick.cost) / static_cast<double>(linear_params);
   bj["logical_size_mb"] = (static_cast<double>(pick.cost) + rest_bits) / 8e6;
   bj["smallest_bpw"] = min_bpw;
+  bj["widths"] = widths;
   bj["share_of_weights_by_bits"] = mix;
   p.budget = bj;
   auto sol = [&](const KnapsackSolution& s) {

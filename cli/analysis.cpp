@@ -204,6 +204,7 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
   c->add_option("--objective", a.objective, "kl | dppl | proxy (default: kl, or proxy for a --proxy-only sweep)");
   c->add_option("--solver", a.solver, "exact (DP) | greedy (marginal gains)")->capture_default_str();
   c->add_option("--rest", a.rest, "type of token_embd and output, outside the budget")->capture_default_str();
+  c->add_option("--bits", a.bits, "choose only among these of the sweep's widths, e.g. 4,8 (default: all)")->delimiter(',');
   c->add_flag("--json", a.json, "print the plan as JSON");
   c->add_flag("--quiet", a.quiet, "accepted for symmetry with the other commands (plan prints no progress)");
   return c;
@@ -217,6 +218,7 @@ int run_plan_cmd(const PlanArgs& a) {
   req.objective = a.objective;
   req.solver = a.solver;
   req.rest = a.rest;
+  req.bits = a.bits;
   const BitPlan p = plan_from_sweep(sw, req, a.sweep);
   QUANT_CHECK(!fs::is_directory(a.out), "{}: is a directory", a.out);
   const nlohmann::json j = p.to_json();

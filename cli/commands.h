@@ -31,6 +31,7 @@ struct SweepArgs {
 struct PlanArgs {
   std::string sweep, out, objective, solver = "exact", rest = "Q8_0";
   double target_bpw = 0, target_size = 0;
+  std::vector<int> bits;
   bool json = false, quiet = false;
 };
 

@@ -127,6 +127,7 @@ W8Weights quantize_w8(const float* w, int64_t n, int64_t k) {
     o.scale[static_cast<size_t>(r)] = s;
     o.wsum[static_cast<size_t>(r)] = sum;
   }
+  if (isa_supported(Isa::Avx512Vnni)) o.panels = igemm::pack_w8_panels(o.q.data(), n, k);
   return o;
 }
 
@@ -226,6 +227,26 @@ void w4_dots_ref(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out) {
     }
 }
 
+std::vector<int8_t> pack_w8_panels(const int8_t* q, int64_t n, int64_t k) {
+  QUANT_CHECK(k % 4 == 0, "W8 panels: {} columns are not a multiple of 4", k);
+  const int64_t np = (n + kTileN - 1) / kTileN;
+  std::vector<int8_t> p(static_cast<size_t>(np * kTileN * k), 0);
+  for (int64_t r = 0; r < n; ++r) {
+    int8_t* dst = p.data() + (r / kTileN) * kTileN * k + (r % kTileN) * 4;
+    for (int64_t c = 0; c < k; ++c) dst[(c / 4) * 4 * kTileN + c % 4] = q[r * k + c];
+  }
+  return p;
+}
+
+void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c) {
+  for (int64_t r = 0; r < mr; ++r)
+    for (int64_t j = 0; j < kTileN; ++j) {
+      int32_t s = 0;
+      for (int64_t i = 0; i < k; ++i) s += static_cast<int32_t>(au[r * lda + i]) * panel[(i / 4) * 4 * kTileN + j * 4 + i % 4];
+      c[r * kTileN + j] = s;
+    }
+}
+
 W8Dots w8_dots(Isa isa) {
   QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
   switch (isa) {
@@ -250,9 +271,47 @@ namespace {
 constexpr int64_t kNChunk = 64;  // columns per task: 64 weight rows stay in L2 while all activation rows pass
 }
 
+namespace {
+
+// W8A8 through the VNNI tiles: each task is one 64-row weight panel (k/16 KB, stays in L2)
+// against every activation row, 6 rows at a time; same int32 sums, same epilogue as the dots.
+void gemm_w8a8_tiles(const QActs& a, const W8Weights& w, float* y) {
+  QUANT_CHECK(isa_supported(Isa::Avx512Vnni), "this CPU does not support {}", isa_name(Isa::Avx512Vnni));
+  QUANT_CHECK(!w.panels.empty(), "W8A8: weights were packed without VNNI panels");
+  const int64_t M = a.m, N = w.n, K = a.k, kb = K / kQBlock;
+  // Σ (a + 128) w stays below 2^31: 255 · 127 · K.
+  QUANT_CHECK(K <= 65536, "W8A8: {} columns overflow the int32 sums of the VNNI tiles", K);
+  std::vector<uint8_t> au(a.q.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t c = 0; c < K; ++c) au[static_cast<size_t>(r * K + c)] = static_cast<uint8_t>(a.q[static_cast<size_t>(r * K + c)] ^ 0x80);
+  const int64_t np = (N + igemm::kTileN - 1) / igemm::kTileN;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < np; ++p) {
+    const int64_t n0 = p * igemm::kTileN, nn = std::min(igemm::kTileN, N - n0);
+    const int8_t* panel = w.panels.data() + p * igemm::kTileN * K;
+    int32_t c[igemm::kTileM * igemm::kTileN];
+    for (int64_t m0 = 0; m0 < M; m0 += igemm::kTileM) {
+      const int64_t mr = std::min(igemm::kTileM, M - m0);
+      igemm::w8_tile_avx512vnni(au.data() + m0 * K, K, mr, panel, K, c);
+      for (int64_t r = 0; r < mr; ++r) {
+        const float sa = a.scale[static_cast<size_t>((m0 + r) * kb)];
+        for (int64_t j = 0; j < nn; ++j) {
+          const int32_t dot = c[r * igemm::kTileN + j] - 128 * w.wsum[static_cast<size_t>(n0 + j)];
+          y[(m0 + r) * N + n0 + j] = (sa * w.scale[static_cast<size_t>(n0 + j)]) * static_cast<float>(dot);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void gemm_w8a8(const QActs& a, const W8Weights& w, float* y, Isa isa) {
   QUANT_CHECK(a.k == w.k, "W8A8: activations have {} columns, weights {}", a.k, w.k);
   QUANT_CHECK(!a.per_block, "W8A8 takes per-row activation scales (per token or per tensor)");
+  // Tiles of 6 rows from 6 activation rows on; fewer (decoding) stream the weights through the dots.
+  if (isa == Isa::Avx512Vnni && a.m >= igemm::kTileM) return gemm_w8a8_tiles(a, w, y);
   const auto dots = igemm::w8_dots(isa);
   const int64_t M = a.m, N = w.n, K = a.k, kb = K / kQBlock;
   const int64_t chunks = (N + kNChunk - 1) / kNChunk;

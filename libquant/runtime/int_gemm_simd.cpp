@@ -3,6 +3,8 @@
 // returns the same int32 sums as its _ref twin in int_gemm.cpp (integer arithmetic is exact).
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "quant/int_gemm.h"
 
 namespace quant::igemm {
@@ -103,31 +105,38 @@ QUANT_VNNI void w8b_dots_avx512vnni(const int8_t* a, const uint8_t* wb, int64_t 
 
 QUANT_VNNI void w8_dots_avx512vnni(const int8_t* a, const int8_t* w, const int32_t* wsum, int64_t k, int32_t* out) {
   // dpbusd multiplies u8 x s8: a + 128 (a ^ 0x80) is unsigned; Σ(a+128)w - 128 Σw = Σ a w.
+  // Named accumulators: GCC spills an array of them to the stack on every step.
+  static_assert(kNc == 4);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m256i flip256 = _mm256_set1_epi8(static_cast<char>(0x80));
-  __m512i acc[kNc];
-  __m256i acc256[kNc];
-  for (int64_t c = 0; c < kNc; ++c) {
-    acc[c] = _mm512_setzero_si512();
-    acc256[c] = _mm256_setzero_si256();
-  }
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
   int64_t i = 0;
   for (; i + 64 <= k; i += 64) {
     const __m512i au = _mm512_xor_si512(_mm512_loadu_si512(a + i), flip);
-    for (int64_t c = 0; c < kNc; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], au, _mm512_loadu_si512(w + c * k + i));
+    s0 = _mm512_dpbusd_epi32(s0, au, _mm512_loadu_si512(w + i));
+    s1 = _mm512_dpbusd_epi32(s1, au, _mm512_loadu_si512(w + k + i));
+    s2 = _mm512_dpbusd_epi32(s2, au, _mm512_loadu_si512(w + 2 * k + i));
+    s3 = _mm512_dpbusd_epi32(s3, au, _mm512_loadu_si512(w + 3 * k + i));
   }
-  for (; i < k; i += 32) {
-    const __m256i au = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)), flip256);
-    for (int64_t c = 0; c < kNc; ++c)
-      acc256[c] = _mm256_dpbusd_epi32(acc256[c], au, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * k + i)));
+  if (i < k) {  // k % 64 == 32: the last 32 columns through the low halves
+    const __mmask64 lo = 0xFFFFFFFFull;
+    const __m512i au = _mm512_xor_si512(_mm512_maskz_loadu_epi8(lo, a + i), flip);
+    s0 = _mm512_dpbusd_epi32(s0, au, _mm512_maskz_loadu_epi8(lo, w + i));
+    s1 = _mm512_dpbusd_epi32(s1, au, _mm512_maskz_loadu_epi8(lo, w + k + i));
+    s2 = _mm512_dpbusd_epi32(s2, au, _mm512_maskz_loadu_epi8(lo, w + 2 * k + i));
+    s3 = _mm512_dpbusd_epi32(s3, au, _mm512_maskz_loadu_epi8(lo, w + 3 * k + i));
   }
-  for (int64_t c = 0; c < kNc; ++c) {
+  // Lane sums through memory: GCC 12 warns inside _mm512_reduce_add_epi32 and the 512-bit extracts.
+  const auto total = [](__m512i v) QUANT_VNNI {
     alignas(64) int32_t lanes[16];
-    _mm512_store_si512(lanes, acc[c]);
-    int32_t s = hsum_avx2(acc256[c]);
-    for (int32_t v : lanes) s += v;
-    out[c] = s - 128 * wsum[c];
-  }
+    _mm512_store_si512(lanes, v);
+    int32_t t = 0;
+    for (int32_t x : lanes) t += x;
+    return t;
+  };
+  out[0] = total(s0) - 128 * wsum[0];
+  out[1] = total(s1) - 128 * wsum[1];
+  out[2] = total(s2) - 128 * wsum[2];
+  out[3] = total(s3) - 128 * wsum[3];
 }
 
 QUANT_VNNI void w4_dots_avx512vnni(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out) {
@@ -139,6 +148,40 @@ QUANT_VNNI void w4_dots_avx512vnni(const int8_t* a, const uint8_t* nib, int64_t 
       p[c] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), unpack_nibbles(nib + (c * kb + b) * 16), av);
     store_block_sums(hsum4_avx2(p[0], p[1], p[2], p[3]), out, kb, b);
   }
+}
+
+// 6 activation rows x 64 weight rows: per step of 4 columns, 4 zmm of weights, one broadcast of
+// 4 activation bytes per row and 24 vpdpbusd into 24 accumulators held in named registers (GCC
+// spills an array of them to the stack on every step). Rows at or past mr read row 0 again and
+// are not stored, so a short last tile costs a full one.
+QUANT_VNNI void w8_tile_avx512vnni(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c) {
+  static_assert(kTileM == 6 && kTileN == 64);
+  const uint8_t* row[kTileM];
+  for (int64_t r = 0; r < kTileM; ++r) row[r] = au + (r < mr ? r : 0) * lda;
+#define QUANT_ACC(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0
+  QUANT_ACC(0); QUANT_ACC(1); QUANT_ACC(2); QUANT_ACC(3); QUANT_ACC(4); QUANT_ACC(5);
+#undef QUANT_ACC
+  for (int64_t s = 0; s < k / 4; ++s) {
+    const int8_t* p = panel + s * 4 * kTileN;
+    const __m512i w0 = _mm512_loadu_si512(p), w1 = _mm512_loadu_si512(p + 64), w2 = _mm512_loadu_si512(p + 128),
+                  w3 = _mm512_loadu_si512(p + 192);
+#define QUANT_ROW(r)                                              \
+  {                                                               \
+    int32_t quad;                                                 \
+    std::memcpy(&quad, row[r] + 4 * s, 4);                        \
+    const __m512i b = _mm512_set1_epi32(quad);                    \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, b, w0);                \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, b, w1);                \
+    c##r##2 = _mm512_dpbusd_epi32(c##r##2, b, w2);                \
+    c##r##3 = _mm512_dpbusd_epi32(c##r##3, b, w3);                \
+  }
+    QUANT_ROW(0) QUANT_ROW(1) QUANT_ROW(2) QUANT_ROW(3) QUANT_ROW(4) QUANT_ROW(5)
+#undef QUANT_ROW
+  }
+  const __m512i out[kTileM][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                                  {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+  for (int64_t r = 0; r < mr; ++r)
+    for (int t = 0; t < 4; ++t) _mm512_storeu_si512(c + r * kTileN + t * 16, out[r][t]);
 }
 
 }  // namespace quant::igemm

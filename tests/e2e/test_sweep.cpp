@@ -127,6 +127,20 @@ TEST_CASE("plan: budget met, exact vs greedy, convert --plan writes the mixed GG
     CHECK(bits / n == Approx(p["budget"]["decoder_linear_bpw"].get<double>()).epsilon(1e-9));
     CHECK(ins["metadata"].contains("quant.bitplan"));
   }
+  // --bits: the plan chooses only among the widths named, still within the budget, and never
+  // predicts less damage than the plan free to use every width.
+  // (5 bpw: room for one block unit at 8 bits.)
+  const auto all = run_json(fmt::format("{} plan {} --target-bpw 5 -o {}", q(), sweep, tmp / "all.json"));
+  const auto p48 = run_json(fmt::format("{} plan {} --target-bpw 5 --bits 8,4 -o {}", q(), sweep, tmp / "p48.json"));
+  CHECK(p48["budget"]["widths"] == nlohmann::json::array({4, 8}));
+  CHECK(p48["budget"]["decoder_linear_bpw"].get<double>() <= 5);
+  CHECK(p48["predicted"]["sum_kl"].get<double>() >= all["predicted"]["sum_kl"].get<double>());
+  int at8 = 0;
+  for (const auto& r : p48["rules"]) {
+    CHECK((r["bits"] == 4 || r["bits"] == 8));
+    at8 += r["bits"] == 8;
+  }
+  CHECK(at8 > 0);
   if (!qt::install_llama_cpp()) return;
   qt::check_llama_agreement({"mixed 3.5 bpw", "mixed 4.5 bpw"}, {tmp / "mixed-3.5.gguf", tmp / "mixed-4.5.gguf"}, 0.97);
 }
@@ -193,6 +207,8 @@ TEST_CASE("sweep / plan bad input: another model, older format, budgets out of r
   // Budgets.
   expect_error(fmt::format("{} plan {} --target-bpw 1.5 -o {}", q(), sweep, x), "below the smallest plan");
   expect_error(fmt::format("{} plan {} --target-bpw 17 -o {}", q(), sweep, x), "above FP16");
+  expect_error(fmt::format("{} plan {} --target-bpw 3 --bits 3,4 -o {}", q(), sweep, x), "measured only 2,4");
+  expect_error(fmt::format("{} plan {} --target-bpw 3 --bits 4 -o {}", q(), sweep, x), "every unit at 4 bits");
   expect_error(fmt::format("{} plan {} --target-size 1000 -o {}", q(), sweep, x), "above the FP16 model");
   expect_error(fmt::format("{} plan {} --target-size 1 -o {}", q(), sweep, x), "below the smallest plan");
   expect_error(fmt::format("{} plan {} --target-bpw 3 --objective kl -o {}", q(), sweep, x), "--proxy-only sweep has no measured kl");

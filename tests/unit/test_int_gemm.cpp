@@ -108,17 +108,68 @@ TEST_CASE("int8 and int4 dot kernels equal their scalar twins exactly", "[unit][
   }
 }
 
+TEST_CASE("the VNNI W8A8 tile equals its scalar twin exactly, panels hold the weight rows", "[unit][int-gemm]") {
+  if (!isa_supported(Isa::Avx512Vnni)) {
+    WARN("this CPU lacks avx512vnni: the W8A8 tile is not exercised here");
+    return;
+  }
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (int64_t k : {4, 32, 4096, 4132}) {
+    for (int64_t n : {1, 64, 70}) {
+      CAPTURE(k, n);
+      const auto w = random_i8(static_cast<size_t>(n * k), rng);
+      const auto panels = igemm::pack_w8_panels(w.data(), n, k);
+      const int64_t np = (n + igemm::kTileN - 1) / igemm::kTileN;
+      REQUIRE(panels.size() == static_cast<size_t>(np * igemm::kTileN * k));
+      const int64_t lda = k + 8;  // a row stride other than k
+      std::vector<uint8_t> au(static_cast<size_t>(igemm::kTileM * lda));
+      for (auto& x : au) x = static_cast<uint8_t>(byte(rng));
+      au[0] = 255;
+      au[1] = 0;
+      for (int64_t p = 0; p < np; ++p)
+        for (int64_t mr = 1; mr <= igemm::kTileM; ++mr) {
+          CAPTURE(p, mr);
+          const int8_t* panel = panels.data() + p * igemm::kTileN * k;
+          std::vector<int32_t> ref(static_cast<size_t>(igemm::kTileM * igemm::kTileN), -1), got = ref;
+          igemm::w8_tile_ref(au.data(), lda, mr, panel, k, ref.data());
+          igemm::w8_tile_avx512vnni(au.data(), lda, mr, panel, k, got.data());
+          CHECK(got == ref);
+          // The panel is a relayout: row j of the tile is weight row p * 64 + j (zero past n).
+          for (int64_t j = 0; j < igemm::kTileN; ++j) {
+            int32_t s = 0;
+            const int64_t row = p * igemm::kTileN + j;
+            if (row < n)
+              for (int64_t i = 0; i < k; ++i) s += static_cast<int32_t>(au[static_cast<size_t>(i)]) * w[static_cast<size_t>(row * k + i)];
+            CHECK(ref[static_cast<size_t>(j)] == s);
+          }
+        }
+    }
+  }
+  // The int32 headroom: all activations 255 against all weights -127 over the largest k.
+  const int64_t k = 65536;
+  std::vector<int8_t> w(static_cast<size_t>(igemm::kTileN * k), -127);
+  std::vector<uint8_t> au(static_cast<size_t>(k), 255);
+  std::vector<int32_t> got(static_cast<size_t>(igemm::kTileM * igemm::kTileN));
+  igemm::w8_tile_avx512vnni(au.data(), k, 1, igemm::pack_w8_panels(w.data(), igemm::kTileN, k).data(), k, got.data());
+  CHECK(got[0] == -255 * 127 * k);
+  CHECK(got[63] == -255 * 127 * k);
+}
+
 TEST_CASE("W8A8 and W4A8 GEMMs: every ISA gives the same bytes, equal to the dequantized float product", "[unit][int-gemm]") {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0, 1);
-  const int64_t M = 7, N = 70, K = 256;  // N not a multiple of the 4-column tile
-  std::vector<float> x(static_cast<size_t>(M * K)), w(static_cast<size_t>(N * K));
-  for (auto& v : x) v = nd(rng);
-  for (auto& v : w) v = 0.05f * nd(rng);
-  x[3] = 40.0f;  // an outlier channel
   std::vector<Isa> isas = {Isa::Scalar};
   for (Isa i : simd_isas()) isas.push_back(i);
+  // M = 13, N = 70: not multiples of the 6 x 64 and 4-row tiles; M = 3: below VNNI's tile rows.
+  for (int64_t M : {13, 3})
   for (ActQuant aq : {ActQuant::PerToken, ActQuant::PerTensor, ActQuant::PerBlock}) {
+    CAPTURE(M, act_quant_name(aq));
+    const int64_t N = 70, K = 256;
+    std::vector<float> x(static_cast<size_t>(M * K)), w(static_cast<size_t>(N * K));
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : w) v = 0.05f * nd(rng);
+    x[3] = 40.0f;  // an outlier channel
     const bool per_block = aq == ActQuant::PerBlock;
     const QActs a = quantize_acts(x.data(), M, K, aq);
     std::vector<double> xd(x.size());  // dequantized activations

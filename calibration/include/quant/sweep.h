@@ -147,6 +147,7 @@ struct PlanRequest {
   std::string objective;      // kl | dppl | proxy (default: kl when measured, else proxy)
   std::string solver = "exact";  // exact | greedy (both are computed and reported)
   std::string rest = "Q8_0";
+  std::vector<int> bits;  // the widths to choose from (each one the sweep measured); empty: all of them
 };
 
 // Throws for budgets below the all-narrowest plan or above FP16.

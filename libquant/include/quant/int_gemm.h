@@ -41,6 +41,9 @@ struct W8Weights {
   std::vector<int8_t> q;
   std::vector<float> scale;   // [n]
   std::vector<int32_t> wsum;  // [n]: sum of q over the row (VNNI's unsigned-offset correction)
+  // The VNNI tile kernel's layout (igemm::pack_w8_panels), built once by quantize_w8 on CPUs
+  // that have AVX-512 VNNI; empty elsewhere.
+  std::vector<int8_t> panels;
 };
 // Symmetric per-output-channel INT8 (SmoothQuant's weights): scale = max|w| / 127.
 W8Weights quantize_w8(const float* w, int64_t n, int64_t k);
@@ -91,6 +94,17 @@ void w8b_dots_ref(const int8_t* a, const uint8_t* w, int64_t k, int32_t* out);
 void w8b_dots_avx2(const int8_t* a, const uint8_t* w, int64_t k, int32_t* out);
 void w8b_dots_avx512vnni(const int8_t* a, const uint8_t* w, int64_t k, int32_t* out);
 W8Dots w8_dots(Isa isa);
+
+// The W8A8 GEMM tile (AVX-512 VNNI): kTileM activation rows x kTileN weight rows over the whole
+// k. Weights in panels of kTileN rows, k/4 steps of [kTileN][4] bytes (64 rows x 4 consecutive
+// columns, the operand of one vpdpbusd per 16 rows); rows past n are zero. Activations as
+// unsigned bytes au = a + 128 (a ^ 0x80), row stride lda. The tile returns exact int32
+// c[r][j] = Σ_k au[r][k] · w[j][k] for r < mr; the driver subtracts 128 · wsum[j].
+inline constexpr int64_t kTileM = 6, kTileN = 64;
+using W8Tile = void (*)(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
+std::vector<int8_t> pack_w8_panels(const int8_t* q, int64_t n, int64_t k);
+void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
+void w8_tile_avx512vnni(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
 W4Dots w8b_dots(Isa isa);  // same shape as W4's: per-block sums of kNc int8 rows (passed as bytes)
 W4Dots w4_dots(Isa isa);
 }  // namespace igemm
