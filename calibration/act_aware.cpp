@@ -100,8 +100,15 @@ nlohmann::json ActPlan::to_json() const {
                       {"notes", notes}};
   j["scales"] = nlohmann::json::array();
   for (const auto& e : scales)
-    j["scales"].push_back({{"prev", e.prev}, {"linears", e.linears}, {"alpha", e.alpha}, {"duo", e.duo}, {"loss_before", e.loss_before},
-                           {"loss_after", e.loss_after}, {"scales", e.scales}});
+  {
+    nlohmann::json je = {{"prev", e.prev}, {"linears", e.linears}, {"alpha", e.alpha}, {"duo", e.duo}, {"loss_before", e.loss_before},
+                         {"loss_after", e.loss_after}, {"scales", e.scales}};
+    if (e.kv_group > 1) {
+      je["kv_group"] = e.kv_group;
+      je["head_dim"] = e.head_dim;
+    }
+    j["scales"].push_back(std::move(je));
+  }
   j["clips"] = nlohmann::json::array();
   for (const auto& c : clips) j["clips"].push_back({{"tensor", c.tensor}, {"group", c.group}, {"max", c.max}});
   return j;
@@ -121,10 +128,13 @@ ActPlan ActPlan::from_json(const nlohmann::json& j, const LlamaConfig& cfg, cons
     p.n_kv_heads = m.at("n_kv_heads").get<int64_t>();
     p.settings_json = j.value("settings", nlohmann::json::object()).dump();
     p.notes = j.value("notes", std::vector<std::string>{});
-    for (const auto& e : j.at("scales"))
+    for (const auto& e : j.at("scales")) {
       p.scales.push_back({e.at("prev").get<std::string>(), e.at("linears").get<std::vector<std::string>>(),
                           e.at("alpha").get<double>(), e.value("duo", false), 0, e.value("loss_before", 0.0), e.value("loss_after", 0.0),
                           e.at("scales").get<std::vector<float>>()});
+      p.scales.back().kv_group = e.value("kv_group", int64_t{1});
+      p.scales.back().head_dim = e.value("head_dim", int64_t{0});
+    }
     for (const auto& c : j.at("clips"))
       p.clips.push_back({c.at("tensor").get<std::string>(), c.at("group").get<int64_t>(), c.at("max").get<std::vector<float>>()});
   } catch (const nlohmann::json::exception& e) {
@@ -143,10 +153,13 @@ ActPlan ActPlan::from_json(const nlohmann::json& j, const LlamaConfig& cfg, cons
     const int64_t width = static_cast<int64_t>(e.scales.size());
     QUANT_CHECK(prev->n_dims == 1 ? prev->numel() == width : prev->rows == width,
                 "{}: plan scales {} with {} values; it has {}", src, e.prev, width, prev->n_dims == 1 ? prev->numel() : prev->rows);
+    QUANT_CHECK(e.kv_group >= 1 && (e.kv_group == 1 || (e.head_dim > 0 && width % e.head_dim == 0)),
+                "{}: plan entry for {}: kv_group {} with head_dim {} does not divide {} scales", src, e.prev, e.kv_group, e.head_dim, width);
     for (const auto& l : e.linears) {
       const TensorDesc* t = store.find(l);
       QUANT_CHECK(t, "{}: plan names tensor {}, which the model does not have", src, l);
-      QUANT_CHECK(t->n_dims == 2 && t->cols == width, "{}: plan scales {} ({} columns) with {} values", src, l, t->cols, width);
+      QUANT_CHECK(t->n_dims == 2 && t->cols == width * e.kv_group, "{}: plan scales {} ({} columns) with {} values{}", src, l, t->cols,
+                  width, e.kv_group > 1 ? fmt::format(" shared by {} heads", e.kv_group) : "");
     }
     for (float s : e.scales) QUANT_CHECK(std::isfinite(s) && s > 0, "{}: plan scale {} for {} is not positive and finite", src, s, e.prev);
   }
@@ -183,7 +196,11 @@ void ScaleEntry::fold(const std::function<std::vector<float>&(const std::string&
     for (size_t i = 0; i < n; ++i) prev[i] /= scales[i];
   else
     scale_rows_inv(prev, static_cast<int64_t>(prev.size() / n), scales);
-  for (const auto& l : linears) scale_cols(get(l), static_cast<int64_t>(n), scales);
+  for (const auto& l : linears) {
+    std::vector<float>& w = get(l);
+    const int64_t cols = static_cast<int64_t>(n) * kv_group;
+    for (size_t i = 0; i < w.size(); ++i) w[i] *= scales[static_cast<size_t>(scale_of_col(static_cast<int64_t>(i % static_cast<size_t>(cols))))];
+  }
 }
 
 void ClipEntry::apply(float* w, int64_t rows, int64_t cols) const {
@@ -249,10 +266,12 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
   std::vector<float> X = embed_windows(cfg, store, windows);
   const int64_t D = cfg.dim, H = cfg.hidden, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
   const int64_t n = std::min(S, std::max<int64_t>(1, o.search_windows));
-  const bool scale_o = cfg.n_kv_heads == cfg.n_heads && !cfg.qkv_bias;
-  if (!scale_o)
-    plan.notes.push_back(cfg.qkv_bias ? "o_proj not scaled: v_proj has a bias"
-                                      : "o_proj not scaled: under GQA v_proj has fewer rows than o_proj has inputs");
+  // o_proj's inputs are v_proj's rows, repeated over the kv_group query heads that share a kv
+  // head under GQA: one scale per v row, shared by its kv_group columns of o_proj (AutoAWQ skips
+  // o_proj under GQA). A bias on v_proj would need scaling too: not done.
+  const bool scale_o = !cfg.qkv_bias;
+  const int64_t kv_group = cfg.n_heads / cfg.n_kv_heads, hd = cfg.head_dim();
+  if (!scale_o) plan.notes.push_back("o_proj not scaled: v_proj has a bias");
   const int64_t steps = cfg.n_layers * 5;
   int64_t step = 0;
   auto progress = [&](const std::string& what) {
@@ -265,10 +284,14 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
     auto& W = blk.w;
     // Grid search over α for one input: `trial(s)` returns the output with the scaled linears
     // fake-quantized, compared with `ref`. Returns the chosen scales (entry recorded).
+    // `group` > 1: the v -> o case under GQA (ScaleEntry::scale_of_col maps o's columns to scales).
     auto search = [&](const std::string& prev, std::vector<std::string> linears, const std::vector<double>& mean,
-                      const std::vector<float>& ref, const std::function<std::vector<float>(const std::vector<float>&)>& trial) {
+                      const std::vector<float>& ref, const std::function<std::vector<float>(const std::vector<float>&)>& trial,
+                      int64_t group_of_heads = 1) {
       ScaleEntry e;
       e.prev = prev;
+      e.kv_group = group_of_heads;
+      e.head_dim = group_of_heads > 1 ? hd : 0;
       for (const auto& nm : linears) e.linears.push_back(tname(l, nm));
       // AutoAWQ's duo family weighs in each input channel's mean |w| (normalized per group).
       std::vector<double> wmean(mean.size(), 0.0);
@@ -284,10 +307,10 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
             float gmax = 0;
             for (int64_t c = c0; c < c1; ++c) gmax = std::max(gmax, std::fabs(w[static_cast<size_t>(r * cols + c)]));
             for (int64_t c = c0; c < c1; ++c)
-              wmean[static_cast<size_t>(c)] += std::fabs(w[static_cast<size_t>(r * cols + c)]) / (gmax + 1e-6);
+              wmean[static_cast<size_t>(e.scale_of_col(c))] += std::fabs(w[static_cast<size_t>(r * cols + c)]) / (gmax + 1e-6);
           }
       }
-      for (auto& v : wmean) v /= static_cast<double>(wrows);
+      for (auto& v : wmean) v /= static_cast<double>(wrows * group_of_heads);
       double best = INFINITY;
       for (int duo = 0; duo < (o.duo ? 2 : 1); ++duo)
         for (int i = 0; i < o.grid; ++i) {
@@ -337,12 +360,27 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
     if (scale_o) {
       const auto x = collect_tap(cfg, blk.view(), X, n, T, Tap::OIn, false);
       const auto ref = matmul_t(x, W["attn_output"], D);
-      const auto sc = search(tname(l, "attn_v"), {"attn_output"}, col_stat(x, D, false), ref, [&](const std::vector<float>& s) {
-        BlockTensors t = scaled_fq({"attn_output"}, s);
-        return matmul_t(x, t.w["attn_output"], D);
-      });
+      // Per v row: mean |x| over the kv_group o-input channels that read it.
+      const std::vector<double> col_mean = col_stat(x, D, false);
+      std::vector<double> mean(static_cast<size_t>(cfg.kv_dim()), 0.0);
+      ScaleEntry map;
+      map.kv_group = kv_group;
+      map.head_dim = hd;
+      for (int64_t c = 0; c < D; ++c) mean[static_cast<size_t>(map.scale_of_col(c))] += col_mean[static_cast<size_t>(c)] / static_cast<double>(kv_group);
+      auto expand = [&](const std::vector<float>& s) {
+        std::vector<float> so(static_cast<size_t>(D));
+        for (int64_t c = 0; c < D; ++c) so[static_cast<size_t>(c)] = s[static_cast<size_t>(map.scale_of_col(c))];
+        return so;
+      };
+      const auto sc = search(
+          tname(l, "attn_v"), {"attn_output"}, mean, ref,
+          [&](const std::vector<float>& s) {
+            BlockTensors t = scaled_fq({"attn_output"}, expand(s));
+            return matmul_t(x, t.w["attn_output"], D);
+          },
+          kv_group);
       scale_rows_inv(W["attn_v"], D, sc);
-      scale_cols(W["attn_output"], D, sc);
+      scale_cols(W["attn_output"], D, expand(sc));
     }
     const auto Xmid = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_attention(cfg, blk.view(), x, t); });
     // gate, up: the whole MLP's output.

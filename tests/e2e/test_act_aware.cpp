@@ -52,8 +52,18 @@ TEST_CASE("AWQ and SmoothQuant scales fold into norms and rows without changing 
   ao.clip = false;  // clipping changes the function on purpose; checked below
   ao.search_windows = 2;
   const ActPlan awq = awq_search(m.config, *m.weights, windows, plans, ao);
-  REQUIRE(awq.scales.size() == static_cast<size_t>(3 * m.config.n_layers));  // q/k/v, gate/up, down (GQA: no o)
-  CHECK(awq.notes.size() == 1);
+  // q/k/v, o (v's rows, each shared by the kv_group query heads of its kv head), gate/up, down.
+  REQUIRE(awq.scales.size() == static_cast<size_t>(4 * m.config.n_layers));
+  REQUIRE(m.config.n_kv_heads < m.config.n_heads);  // the bundled model has GQA
+  int gqa_entries = 0;
+  for (const auto& e : awq.scales)
+    if (e.prev.find("attn_v") != std::string::npos) {
+      ++gqa_entries;
+      CHECK(e.kv_group == m.config.n_heads / m.config.n_kv_heads);
+      CHECK(e.scales.size() == static_cast<size_t>(m.config.kv_dim()));
+    }
+  CHECK(gqa_entries == m.config.n_layers);
+  CHECK(awq.notes.empty());
   for (const auto& e : awq.scales) CHECK(e.loss_after <= e.loss_before);  // α = 0 (plain RTN) is a candidate
   SmoothOptions so;
   so.search_windows = 2;
@@ -124,6 +134,18 @@ TEST_CASE("AWQ / SmoothQuant bad input: plan for another model, alpha out of ran
   qt::write_file(tmp / "bad2.json", bad.dump());
   expect_error(qt::run(q + " convert " + model + " --method smoothquant --plan " + (tmp / "bad2.json") + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
                {"bad2.json", "255 values"});
+  // v -> o scales under GQA: 128 v rows cannot scale o_proj's 256 columns without kv_group.
+  bad = plan;
+  bad["scales"][0] = {{"prev", "blk.0.attn_v.weight"}, {"linears", {"blk.0.attn_output.weight"}}, {"alpha", 0.5},
+                      {"scales", std::vector<float>(128, 1.0f)}};
+  qt::write_file(tmp / "bad3.json", bad.dump());
+  expect_error(qt::run(q + " convert " + model + " --method smoothquant --plan " + (tmp / "bad3.json") + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
+               {"bad3.json", "blk.0.attn_output.weight (256 columns) with 128 values"});
+  bad["scales"][0]["kv_group"] = 2;
+  bad["scales"][0]["head_dim"] = 48;
+  qt::write_file(tmp / "bad4.json", bad.dump());
+  expect_error(qt::run(q + " convert " + model + " --method smoothquant --plan " + (tmp / "bad4.json") + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
+               {"bad4.json", "kv_group 2 with head_dim 48"});
   expect_error(qt::run(q + " convert " + model + " --method awq --plan " + (tmp / "sq.json") + " --bits 4 -o " + (tmp / "x.gguf")),
                {"smoothquant plan cannot serve --method awq"});
   // α out of range, or not a number.

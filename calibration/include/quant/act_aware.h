@@ -25,6 +25,11 @@ struct ScaleEntry {
   bool duo = false;  // AWQ: the scales came from AutoAWQ's duo family (x and w statistics)
   double loss_fp = 0, loss_before = 0, loss_after = 0;  // output MSE: (unused) / α = 0 / chosen α
   std::vector<float> scales;
+  // Under GQA, v_proj -> o_proj: o's input column c = (head h, dim d) reads v row (h / kv_group,
+  // d), so the linears have kv_group x as many columns as there are scales and column c takes
+  // scales[(c / (head_dim * kv_group)) * head_dim + c % head_dim]. kv_group 1: column c takes s[c].
+  int64_t kv_group = 1, head_dim = 0;
+  int64_t scale_of_col(int64_t c) const { return kv_group == 1 ? c : (c / (head_dim * kv_group)) * head_dim + c % head_dim; }
   // prev ÷ s (a vector, or a linear's rows), each linear's columns × s; `get` hands out the
   // tensors by full name, in memory.
   void fold(const std::function<std::vector<float>&(const std::string& name)>& get) const;
