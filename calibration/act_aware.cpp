@@ -411,16 +411,14 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
     // Clip search on every linear but q/k (their errors are diluted by the softmax; llm-awq).
     progress(fmt::format("awq block {} clip", l));
     if (o.clip) {
-      const std::vector<std::pair<const char*, std::pair<Tap, bool>>> clip_of = {
-          {"attn_v", {Tap::AttnIn, false}}, {"attn_output", {Tap::OIn, false}}, {"ffn_gate", {Tap::MlpIn, true}},
-          {"ffn_up", {Tap::MlpIn, true}}, {"ffn_down", {Tap::DownIn, true}}};
       std::map<Tap, std::vector<float>> inputs;  // gate and up read the same input: collected once
-      for (const auto& [nm, where] : clip_of) {
+      for (const char* nm : {"attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
         const TensorPlan& tp = tplan(l, nm);
         if (tp.requested.kind != QuantSpec::Kind::Grid) continue;  // clip searches the plain grid only
-        auto xi = inputs.find(where.first);
-        if (xi == inputs.end())
-          xi = inputs.emplace(where.first, collect_tap(cfg, blk.view(), where.second ? Xmid : X, n, T, where.first, where.second)).first;
+        const Tap tap = tap_of_linear(nm);
+        const bool mlp = tap_in_mlp(tap);
+        auto xi = inputs.find(tap);
+        if (xi == inputs.end()) xi = inputs.emplace(tap, collect_tap(cfg, blk.view(), mlp ? Xmid : X, n, T, tap, mlp)).first;
         const std::vector<float>& x = xi->second;
         const int64_t in = tp.cols, rows_all = static_cast<int64_t>(x.size()) / in;
         const int64_t nt = std::min(rows_all, o.clip_tokens), stride = rows_all / nt;

@@ -11,15 +11,6 @@ namespace quant {
 
 namespace {
 
-struct Step {
-  Tap tap;
-  std::vector<const char*> linears;
-};
-const std::vector<Step> kSteps = {{Tap::AttnIn, {"attn_q", "attn_k", "attn_v"}},
-                                  {Tap::OIn, {"attn_output"}},
-                                  {Tap::MlpIn, {"ffn_gate", "ffn_up"}},
-                                  {Tap::DownIn, {"ffn_down"}}};
-
 // x [rows][in] += a [rows][in] * w^T, w [out][in] (out == in here: the residual stream).
 void add_linear(float* x, const float* a, const float* w, int64_t rows, int64_t out, int64_t in) {
   gemm_nt(a, in, w, in, x, out, rows, out, in, 1.0f, true);
@@ -78,7 +69,8 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
   std::vector<float> scratch(static_cast<size_t>(T * D));
   int64_t current_window = 0;
   double windows_per_s = 0;
-  const int64_t total_steps = cfg.n_layers * static_cast<int64_t>(kSteps.size());
+  const std::vector<TapLinears>& steps = linears_by_tap();
+  const int64_t total_steps = cfg.n_layers * static_cast<int64_t>(steps.size());
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     BlockTensors blk(cfg, store, l);  // replaced tensor by tensor as they are quantized
@@ -87,7 +79,7 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
     // Quantizes this step's linears from statistics of `input` (each window through `half`,
     // stopped at the step's tap).
     auto do_step = [&](size_t si, const std::vector<float>& input, bool mlp_half, const TapFn& also) {
-      const Step& step = kSteps[si];
+      const TapLinears& step = steps[si];
       std::vector<const TensorPlan*> todo;
       for (const char* n : step.linears) {
         auto it = plan_of.find(b + n + ".weight");
@@ -96,7 +88,7 @@ SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& stor
       if (opts.progress)
         opts.progress(fmt::format("block {} {}{}", l, tap_name(step.tap),
                                   windows_per_s > 0 ? fmt::format(" ({:.1f} windows/s)", windows_per_s) : std::string()),
-                      l * static_cast<int64_t>(kSteps.size()) + static_cast<int64_t>(si), total_steps);
+                      l * static_cast<int64_t>(steps.size()) + static_cast<int64_t>(si), total_steps);
       if (todo.empty() && !also) return;
       InputStats stats;
       const BlockWeights bw = block_weights();

@@ -26,13 +26,6 @@ std::pair<int64_t, std::string> split_name(const std::string& name) {
   return {std::stoll(name.substr(4, dot - 4)), name.substr(dot + 1, name.size() - dot - 1 - 7)};
 }
 
-Tap tap_of(const std::string& short_name) {
-  if (short_name == "attn_output") return Tap::OIn;
-  if (short_name == "ffn_gate" || short_name == "ffn_up") return Tap::MlpIn;
-  if (short_name == "ffn_down") return Tap::DownIn;
-  return Tap::AttnIn;
-}
-
 uint64_t fnv1a(uint64_t h, const void* p, size_t n) {
   const auto* b = static_cast<const uint8_t*>(p);
   for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
@@ -478,7 +471,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
       for (const auto& name : u.tensors) {
         const auto [l, short_name] = split_name(name);
         const TensorDesc& d = store.get(name);
-        const Hessian& H = hessian(l, tap_of(short_name));
+        const Hessian& H = hessian(l, tap_of_linear(short_name));
         auto blk = blocks.get(l, ap ? static_cast<int>(k) : -1, ap, u.first_block);
         std::vector<float> w = blk->w.at(short_name);  // the weight to quantize (AWQ: scaled)
         if (ap)

@@ -91,6 +91,21 @@ const char* tap_name(Tap t) {
   return names[static_cast<int>(t)];
 }
 
+const std::vector<TapLinears>& linears_by_tap() {
+  static const std::vector<TapLinears> steps = {{Tap::AttnIn, {"attn_q", "attn_k", "attn_v"}},
+                                                {Tap::OIn, {"attn_output"}},
+                                                {Tap::MlpIn, {"ffn_gate", "ffn_up"}},
+                                                {Tap::DownIn, {"ffn_down"}}};
+  return steps;
+}
+
+Tap tap_of_linear(const std::string& short_name) {
+  for (const auto& s : linears_by_tap())
+    for (const char* n : s.linears)
+      if (short_name == n) return s.tap;
+  fail("{} is not a decoder linear", short_name);
+}
+
 namespace {
 // Reports a tap; true when the caller asked to stop there.
 bool report(const TapFn& tap, int stop_after, Tap t, const Mat& m) {

@@ -19,6 +19,16 @@ enum class Tap { AttnIn = 0, OIn = 1, MlpIn = 2, DownIn = 3 };
 inline constexpr int kNumTaps = 4;
 const char* tap_name(Tap t);  // "attn_in", "o_in", "mlp_in", "down_in"
 
+// The decoder linears by the input they read, in block order (GPTQ's sequential steps, AWQ's
+// scale points): attn_q/k/v read attn_in, attn_output o_in, ffn_gate/up mlp_in, ffn_down down_in.
+struct TapLinears {
+  Tap tap;
+  std::vector<const char*> linears;  // GGUF short names
+};
+const std::vector<TapLinears>& linears_by_tap();
+Tap tap_of_linear(const std::string& short_name);  // throws for a name that is no decoder linear
+inline bool tap_in_mlp(Tap t) { return t == Tap::MlpIn || t == Tap::DownIn; }  // run_mlp's taps, not run_attention's
+
 // A linear computed some other way than the fp32 GEMM (the integer kernels):
 // y [T][out] (= or +=) x [T][in] Wᵀ.
 class LinearOp {
