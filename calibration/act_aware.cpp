@@ -196,11 +196,15 @@ void ScaleEntry::fold(const std::function<std::vector<float>&(const std::string&
     for (size_t i = 0; i < n; ++i) prev[i] /= scales[i];
   else
     scale_rows_inv(prev, static_cast<int64_t>(prev.size() / n), scales);
-  for (const auto& l : linears) {
-    std::vector<float>& w = get(l);
-    const int64_t cols = static_cast<int64_t>(n) * kv_group;
-    for (size_t i = 0; i < w.size(); ++i) w[i] *= scales[static_cast<size_t>(scale_of_col(static_cast<int64_t>(i % static_cast<size_t>(cols))))];
-  }
+  const std::vector<float> cs = column_scales(scales, kv_group, head_dim);
+  for (const auto& l : linears) scale_cols(get(l), static_cast<int64_t>(cs.size()), cs);
+}
+
+std::vector<float> ScaleEntry::column_scales(const std::vector<float>& s, int64_t kv_group, int64_t head_dim) {
+  if (kv_group == 1) return s;
+  std::vector<float> out(s.size() * static_cast<size_t>(kv_group));
+  for (size_t c = 0; c < out.size(); ++c) out[c] = s[static_cast<size_t>(scale_of_col(static_cast<int64_t>(c), kv_group, head_dim))];
+  return out;
 }
 
 void ClipEntry::apply(float* w, int64_t rows, int64_t cols) const {
@@ -363,15 +367,9 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
       // Per v row: mean |x| over the kv_group o-input channels that read it.
       const std::vector<double> col_mean = col_stat(x, D, false);
       std::vector<double> mean(static_cast<size_t>(cfg.kv_dim()), 0.0);
-      ScaleEntry map;
-      map.kv_group = kv_group;
-      map.head_dim = hd;
-      for (int64_t c = 0; c < D; ++c) mean[static_cast<size_t>(map.scale_of_col(c))] += col_mean[static_cast<size_t>(c)] / static_cast<double>(kv_group);
-      auto expand = [&](const std::vector<float>& s) {
-        std::vector<float> so(static_cast<size_t>(D));
-        for (int64_t c = 0; c < D; ++c) so[static_cast<size_t>(c)] = s[static_cast<size_t>(map.scale_of_col(c))];
-        return so;
-      };
+      for (int64_t c = 0; c < D; ++c)
+        mean[static_cast<size_t>(ScaleEntry::scale_of_col(c, kv_group, hd))] += col_mean[static_cast<size_t>(c)] / static_cast<double>(kv_group);
+      auto expand = [&](const std::vector<float>& s) { return ScaleEntry::column_scales(s, kv_group, hd); };
       const auto sc = search(
           tname(l, "attn_v"), {"attn_output"}, mean, ref,
           [&](const std::vector<float>& s) {

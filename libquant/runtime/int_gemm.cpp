@@ -269,9 +269,6 @@ W4Dots w4_dots(Isa isa) {
 
 namespace {
 constexpr int64_t kNChunk = 64;  // columns per task: 64 weight rows stay in L2 while all activation rows pass
-}
-
-namespace {
 
 // W8A8 through the VNNI tiles: each task is one 64-row weight panel (k/16 KB, stays in L2)
 // against every activation row, 6 rows at a time; same int32 sums, same epilogue as the dots.

@@ -29,7 +29,12 @@ struct ScaleEntry {
   // d), so the linears have kv_group x as many columns as there are scales and column c takes
   // scales[(c / (head_dim * kv_group)) * head_dim + c % head_dim]. kv_group 1: column c takes s[c].
   int64_t kv_group = 1, head_dim = 0;
-  int64_t scale_of_col(int64_t c) const { return kv_group == 1 ? c : (c / (head_dim * kv_group)) * head_dim + c % head_dim; }
+  static int64_t scale_of_col(int64_t c, int64_t kv_group, int64_t head_dim) {
+    return kv_group == 1 ? c : (c / (head_dim * kv_group)) * head_dim + c % head_dim;
+  }
+  int64_t scale_of_col(int64_t c) const { return scale_of_col(c, kv_group, head_dim); }
+  // The scales repeated over the linears' columns: s[scale_of_col(c)] for every column c.
+  static std::vector<float> column_scales(const std::vector<float>& s, int64_t kv_group, int64_t head_dim);
   // prev ÷ s (a vector, or a linear's rows), each linear's columns × s; `get` hands out the
   // tensors by full name, in memory.
   void fold(const std::function<std::vector<float>&(const std::string& name)>& get) const;

@@ -101,7 +101,6 @@ W8Dots w8_dots(Isa isa);
 // unsigned bytes au = a + 128 (a ^ 0x80), row stride lda. The tile returns exact int32
 // c[r][j] = Σ_k au[r][k] · w[j][k] for r < mr; the driver subtracts 128 · wsum[j].
 inline constexpr int64_t kTileM = 6, kTileN = 64;
-using W8Tile = void (*)(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
 std::vector<int8_t> pack_w8_panels(const int8_t* q, int64_t n, int64_t k);
 void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
 void w8_tile_avx512vnni(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
