@@ -7,34 +7,12 @@
 #include <omp.h>
 
 #include <cstdio>
-#include <random>
-#include <vector>
 
-#include "quant/gemm.h"
+#include "bench_common.h"
 
 namespace {
 
-std::vector<float> random_values(int64_t n) {
-  std::mt19937 rng(1);
-  std::normal_distribution<float> d(0, 1);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-void BM_GemmF32Avx512(benchmark::State& st) {
-  const int64_t M = st.range(0), N = st.range(1), K = st.range(1);
-  const auto a = random_values(M * K), w = random_values(N * K);
-  std::vector<float> y(static_cast<size_t>(M * N));
-  for (auto _ : st) {
-    quant::gemm_nt(a.data(), K, w.data(), K, y.data(), N, M, N, K, 1.0f, false);
-    benchmark::DoNotOptimize(y.data());
-  }
-  st.counters["GOP/s"] = benchmark::Counter(2.0 * static_cast<double>(M * N * K) * static_cast<double>(st.iterations()),
-                                            benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  st.counters["threads"] = omp_get_max_threads();
-  st.SetLabel("fp32 eigen x86-64-v4");
-}
+void BM_GemmF32Avx512(benchmark::State& st) { quant_bench::gemm_f32(st, "fp32 eigen x86-64-v4"); }
 BENCHMARK(BM_GemmF32Avx512)->Args({512, 4096})->Args({1, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Peak fp32 rate with zmm FMAs: independent vfmadd231ps chains.
@@ -55,9 +33,7 @@ void BM_PeakF32Fma512(benchmark::State& st) {
       for (const __m512& x : {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11}) benchmark::DoNotOptimize(x);
     }
   }
-  const double fmas = 16.0 * 12 * (1 << 20) * omp_get_max_threads();
-  st.counters["GOP/s"] = benchmark::Counter(2 * fmas * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate,
-                                            benchmark::Counter::kIs1000);
+  quant_bench::set_rate(st, 16.0 * 12 * (1 << 20) * omp_get_max_threads());
 }
 BENCHMARK(BM_PeakF32Fma512)->Unit(benchmark::kMillisecond)->UseRealTime();
 

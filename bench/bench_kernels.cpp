@@ -8,21 +8,16 @@
 
 #include <functional>
 #include <memory>
-#include <random>
 
-#include "quant/gemm.h"
+#include "bench_common.h"
 #include "quant/int_gemm.h"
 #include "quant/quant_weight.h"
 
 namespace {
 
-std::vector<float> random_weights(int64_t n) {
-  std::mt19937 rng(0);
-  std::normal_distribution<float> d(0.0f, 0.02f);
-  std::vector<float> w(static_cast<size_t>(n));
-  for (auto& x : w) x = d(rng);
-  return w;
-}
+using quant_bench::random_weights;
+using quant_bench::set_ops;
+using quant_bench::set_rate;
 
 void BM_QuantizeGgml(benchmark::State& st) {
   const auto type = static_cast<quant::TType>(st.range(0));
@@ -54,24 +49,7 @@ BENCHMARK(BM_DequantizeRow)->Arg(2)->Arg(3)->Arg(8);
 
 // --- GEMMs: args {M, K = N, isa} ---
 
-void set_ops(benchmark::State& st, int64_t M, int64_t N, int64_t K) {
-  // 2 ops (multiply, add) per multiply-accumulate, as FLOP/s counts them.
-  st.counters["GOP/s"] = benchmark::Counter(2.0 * static_cast<double>(M * N * K) * static_cast<double>(st.iterations()),
-                                            benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
-  st.counters["threads"] = omp_get_max_threads();
-}
-
-void BM_GemmF32(benchmark::State& st) {
-  const int64_t M = st.range(0), N = st.range(1), K = st.range(1);
-  const auto a = random_weights(M * K), w = random_weights(N * K);
-  std::vector<float> y(static_cast<size_t>(M * N));
-  for (auto _ : st) {
-    quant::gemm_nt(a.data(), K, w.data(), K, y.data(), N, M, N, K, 1.0f, false);
-    benchmark::DoNotOptimize(y.data());
-  }
-  set_ops(st, M, N, K);
-  st.SetLabel("fp32 eigen");
-}
+void BM_GemmF32(benchmark::State& st) { quant_bench::gemm_f32(st, "fp32 eigen"); }
 BENCHMARK(BM_GemmF32)->Args({512, 4096})->Args({1, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // An integer GEMM benchmark: `setup(x, w, M, N, K)` packs and returns the call to time.
@@ -145,10 +123,7 @@ __attribute__((target("avx2"))) void BM_PeakInt8Avx2(benchmark::State& st) {
       for (const __m256i& x : {c0, c1, c2, c3, c4, c5, c6, c7}) benchmark::DoNotOptimize(x);
     }
   }
-  const double macs = 32.0 * 8 * (1 << 20) * omp_get_max_threads();
-  st.counters["GOP/s"] = benchmark::Counter(2 * macs * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate,
-                                            benchmark::Counter::kIs1000);
-  st.counters["threads"] = omp_get_max_threads();
+  set_rate(st, 32.0 * 8 * (1 << 20) * omp_get_max_threads());
 }
 BENCHMARK(BM_PeakInt8Avx2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -174,10 +149,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void BM_PeakInt8Vnni(benc
       for (const __m512i& x : {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11}) benchmark::DoNotOptimize(x);
     }
   }
-  const double macs = 64.0 * 12 * (1 << 20) * omp_get_max_threads();
-  st.counters["GOP/s"] = benchmark::Counter(2 * macs * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate,
-                                            benchmark::Counter::kIs1000);
-  st.counters["threads"] = omp_get_max_threads();
+  set_rate(st, 64.0 * 12 * (1 << 20) * omp_get_max_threads());
 }
 BENCHMARK(BM_PeakInt8Vnni)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -197,9 +169,7 @@ __attribute__((target("avx2,fma"))) void BM_PeakF32Fma(benchmark::State& st) {
       for (const __m256& x : {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9}) benchmark::DoNotOptimize(x);
     }
   }
-  const double fmas = 8.0 * 10 * (1 << 20) * omp_get_max_threads();
-  st.counters["GOP/s"] = benchmark::Counter(2 * fmas * static_cast<double>(st.iterations()), benchmark::Counter::kIsRate,
-                                            benchmark::Counter::kIs1000);
+  set_rate(st, 8.0 * 10 * (1 << 20) * omp_get_max_threads());
 }
 BENCHMARK(BM_PeakF32Fma)->Unit(benchmark::kMillisecond)->UseRealTime();
 
