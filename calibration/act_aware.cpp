@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <Eigen/Core>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -90,6 +91,21 @@ std::vector<double> col_stat(const std::vector<float>& x, int64_t width, bool ma
 
 }  // namespace
 
+const char* awq_clip_name(AwqClip c) {
+  switch (c) {
+    case AwqClip::Sym: return "sym";
+    case AwqClip::Range: return "range";
+    case AwqClip::Ends: return "ends";
+  }
+  return "?";
+}
+
+AwqClip parse_awq_clip(const std::string& s) {
+  for (AwqClip c : {AwqClip::Sym, AwqClip::Range, AwqClip::Ends})
+    if (s == awq_clip_name(c)) return c;
+  fail("AWQ clip search {} (sym, range, ends)", s);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Plans
 
@@ -110,7 +126,11 @@ nlohmann::json ActPlan::to_json() const {
     j["scales"].push_back(std::move(je));
   }
   j["clips"] = nlohmann::json::array();
-  for (const auto& c : clips) j["clips"].push_back({{"tensor", c.tensor}, {"group", c.group}, {"max", c.max}});
+  for (const auto& c : clips) {
+    nlohmann::json jc = {{"tensor", c.tensor}, {"group", c.group}, {"max", c.max}};
+    if (!c.min.empty()) jc["min"] = c.min;
+    j["clips"].push_back(std::move(jc));
+  }
   return j;
 }
 
@@ -136,7 +156,8 @@ ActPlan ActPlan::from_json(const nlohmann::json& j, const LlamaConfig& cfg, cons
       p.scales.back().head_dim = e.value("head_dim", int64_t{0});
     }
     for (const auto& c : j.at("clips"))
-      p.clips.push_back({c.at("tensor").get<std::string>(), c.at("group").get<int64_t>(), c.at("max").get<std::vector<float>>()});
+      p.clips.push_back({c.at("tensor").get<std::string>(), c.at("group").get<int64_t>(), c.at("max").get<std::vector<float>>(),
+                         c.value("min", std::vector<float>{})});
   } catch (const nlohmann::json::exception& e) {
     fail("{}: plan: {}", src, e.what());
   }
@@ -170,6 +191,9 @@ ActPlan ActPlan::from_json(const nlohmann::json& j, const LlamaConfig& cfg, cons
                 "{}: clip of {} has {} values for {} rows of {} columns in groups of {}", src, c.tensor, c.max.size(), t->rows,
                 t->cols, c.group);
     for (float v : c.max) QUANT_CHECK(std::isfinite(v) && v >= 0, "{}: clip value {} of {} is not finite", src, v, c.tensor);
+    QUANT_CHECK(c.min.empty() || c.min.size() == c.max.size(), "{}: clip of {} has {} minima for {} maxima", src, c.tensor,
+                c.min.size(), c.max.size());
+    for (float v : c.min) QUANT_CHECK(std::isfinite(v) && v <= 0, "{}: clip minimum {} of {} is not finite and <= 0", src, v, c.tensor);
   }
   return p;
 }
@@ -211,9 +235,9 @@ void ClipEntry::apply(float* w, int64_t rows, int64_t cols) const {
   const int64_t ng = (cols + group - 1) / group;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t col = 0; col < cols; ++col) {
-      const float m = max[static_cast<size_t>(r * ng + col / group)];
+      const size_t g = static_cast<size_t>(r * ng + col / group);
       float& v = w[r * cols + col];
-      v = std::clamp(v, -m, m);
+      v = std::clamp(v, min.empty() ? -max[g] : min[g], max[g]);
     }
 }
 
@@ -246,7 +270,73 @@ std::vector<float> matmul_t(const std::vector<float>& x, const std::vector<float
   return y;
 }
 
+
 }  // namespace
+
+// AWQ's clip search for one linear (llm-awq auto_clip): per row and group of `group` columns,
+// candidate ranges shrunk by (1 - i/20), i < 10, keeping the one whose quantized group gives the
+// least output error on the sampled inputs. The error Σ_t (x_t · (q(w) - w))² is dᵀ G d with
+// G = Σ_t x_tᵀ x_t the group's Gram matrix (double), computed once per column group: a candidate
+// costs group² instead of tokens × group. `x` holds `nt` rows of `in` inputs.
+ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int64_t in, const GridSpec& grid, const float* x,
+                      int64_t nt, AwqClip mode) {
+  const int64_t group = grid.group == 0 ? in : grid.group, ng = (in + group - 1) / group;
+  using MatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
+  std::vector<MatD> gram(static_cast<size_t>(ng));
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < ng; ++g) {
+    const int64_t c0 = g * group, len = std::min(group, in - c0);
+    MatD xg(nt, len);
+    for (int64_t t = 0; t < nt; ++t)
+      for (int64_t j = 0; j < len; ++j) xg(t, j) = x[t * in + c0 + j];
+    gram[static_cast<size_t>(g)] = xg.transpose() * xg;
+  }
+  // Symmetric grids keep llm-awq's form (±max|w|); asym ones shrink the range's ends, together
+  // (Range) or each on its own (Ends: 10 x 10 candidates).
+  const bool sym = grid.sym || mode == AwqClip::Sym, ends = !sym && mode == AwqClip::Ends;
+  ClipEntry ce{name, group, std::vector<float>(static_cast<size_t>(rows * ng)), {}};
+  if (!sym) ce.min.resize(ce.max.size());
+  const float maxq = static_cast<float>((1 << grid.bits) - 1);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<float> wc(static_cast<size_t>(group));
+    Eigen::VectorXd d(group);
+    for (int64_t g = 0; g < ng; ++g) {
+      const int64_t c0 = g * group, len = std::min(group, in - c0);
+      const float* wg = w + r * in + c0;
+      const MatD& G = gram[static_cast<size_t>(g)];
+      float lo0 = 0, hi0 = 0;
+      for (int64_t j = 0; j < len; ++j) {
+        lo0 = std::min(lo0, wg[j]);
+        hi0 = std::max(hi0, wg[j]);
+      }
+      if (sym) hi0 = std::max(hi0, -lo0), lo0 = -hi0;
+      double best = INFINITY;
+      float best_lo = lo0, best_hi = hi0;
+      for (int i = 0; i < 10; ++i)
+        for (int k = 0; k < (ends ? 10 : 1); ++k) {
+          const float hi = hi0 * (1.0f - static_cast<float>(i) / 20.0f);
+          const float lo = lo0 * (1.0f - static_cast<float>(ends ? k : i) / 20.0f);
+          for (int64_t j = 0; j < len; ++j) wc[static_cast<size_t>(j)] = std::clamp(wg[j], lo, hi);
+          const GridParams gp = fit_grid_group(wc.data(), len, 1, grid);
+          for (int64_t j = 0; j < len; ++j) {
+            const float q = std::clamp(std::nearbyint(wc[static_cast<size_t>(j)] / gp.scale) + gp.zero, 0.0f, maxq);
+            d(j) = static_cast<double>(gp.scale * (q - gp.zero)) - wg[j];
+          }
+          const auto dl = d.head(len);
+          const double err = dl.dot(G * dl);
+          if (err < best) {  // ties keep the wider range (the earlier candidate)
+            best = err;
+            best_lo = lo;
+            best_hi = hi;
+          }
+        }
+      ce.max[static_cast<size_t>(r * ng + g)] = best_hi;
+      if (!sym) ce.min[static_cast<size_t>(r * ng + g)] = best_lo;
+    }
+  }
+  return ce;
+}
 
 ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
                    const std::vector<TensorPlan>& plans, const AwqOptions& o) {
@@ -258,7 +348,7 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
   plan.n_layers = cfg.n_layers;
   plan.n_heads = cfg.n_heads;
   plan.n_kv_heads = cfg.n_kv_heads;
-  plan.settings_json = nlohmann::json({{"grid", o.grid}, {"duo", o.duo}, {"clip", o.clip}, {"search_windows", o.search_windows},
+  plan.settings_json = nlohmann::json({{"grid", o.grid}, {"duo", o.duo}, {"clip", o.clip ? awq_clip_name(o.clip_mode) : "none"}, {"search_windows", o.search_windows},
                                        {"clip_tokens", o.clip_tokens}}).dump();
   std::map<std::string, const TensorPlan*> plan_of;
   for (const auto& p : plans) plan_of[p.name] = &p;
@@ -420,52 +510,11 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
         const std::vector<float>& x = xi->second;
         const int64_t in = tp.cols, rows_all = static_cast<int64_t>(x.size()) / in;
         const int64_t nt = std::min(rows_all, o.clip_tokens), stride = rows_all / nt;
-        const int64_t group = tp.requested.grid.group == 0 ? in : tp.requested.grid.group, ng = (in + group - 1) / group;
-        ClipEntry ce{tname(l, nm), group, std::vector<float>(static_cast<size_t>(tp.rows * ng))};
+        std::vector<float> xs(static_cast<size_t>(nt * in));  // every stride-th token
+        for (int64_t t = 0; t < nt; ++t) std::copy_n(x.data() + t * stride * in, in, xs.data() + t * in);
         std::vector<float>& w = W[nm];
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < tp.rows; ++r) {
-          std::vector<float> wc(static_cast<size_t>(group)), org(static_cast<size_t>(nt));
-          for (int64_t g = 0; g < ng; ++g) {
-            const int64_t c0 = g * group, len = std::min(group, in - c0);
-            const float* wg = w.data() + r * in + c0;
-            float max0 = 0;
-            for (int64_t j = 0; j < len; ++j) max0 = std::max(max0, std::fabs(wg[j]));
-            for (int64_t t = 0; t < nt; ++t) {
-              double acc = 0;
-              for (int64_t j = 0; j < len; ++j) acc += static_cast<double>(x[static_cast<size_t>(t * stride * in + c0 + j)]) * wg[j];
-              org[static_cast<size_t>(t)] = static_cast<float>(acc);
-            }
-            double best = INFINITY;
-            float best_max = max0;
-            for (int i = 0; i < 10; ++i) {  // shrink the max by (1 - i/20)
-              const float mx = max0 * (1.0f - static_cast<float>(i) / 20.0f);
-              for (int64_t j = 0; j < len; ++j) wc[static_cast<size_t>(j)] = std::clamp(wg[j], -mx, mx);
-              const GridParams gp = fit_grid_group(wc.data(), len, 1, tp.requested.grid);
-              const float maxq = static_cast<float>((1 << tp.requested.grid.bits) - 1);
-              for (int64_t j = 0; j < len; ++j) {
-                const float q = std::clamp(std::nearbyint(wc[static_cast<size_t>(j)] / gp.scale) + gp.zero, 0.0f, maxq);
-                wc[static_cast<size_t>(j)] = gp.scale * (q - gp.zero);
-              }
-              double err = 0;
-              for (int64_t t = 0; t < nt; ++t) {
-                double acc = 0;
-                for (int64_t j = 0; j < len; ++j) acc += static_cast<double>(x[static_cast<size_t>(t * stride * in + c0 + j)]) * wc[static_cast<size_t>(j)];
-                err += (acc - org[static_cast<size_t>(t)]) * (acc - org[static_cast<size_t>(t)]);
-              }
-              if (err < best) {
-                best = err;
-                best_max = mx;
-              }
-            }
-            ce.max[static_cast<size_t>(r * ng + g)] = best_max;
-          }
-        }
-        for (int64_t r = 0; r < tp.rows; ++r)
-          for (int64_t c = 0; c < in; ++c) {
-            const float m = ce.max[static_cast<size_t>(r * ng + c / group)];
-            w[static_cast<size_t>(r * in + c)] = std::clamp(w[static_cast<size_t>(r * in + c)], -m, m);
-          }
+        ClipEntry ce = clip_search(tname(l, nm), w.data(), tp.rows, in, tp.requested.grid, xs.data(), nt, o.clip_mode);
+        ce.apply(w.data(), tp.rows, in);
         plan.clips.push_back(std::move(ce));
       }
     }

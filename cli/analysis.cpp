@@ -96,6 +96,8 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
   c->add_option("--awq-grid", a.awq_grid, "AWQ alpha candidates")->capture_default_str();
   c->add_option("--search-windows", a.search_windows, "AWQ search windows")->capture_default_str();
   c->add_flag("--awq-no-clip", a.awq_no_clip, "AWQ: skip the clip search");
+  c->add_option("--awq-clip", a.awq_clip, "AWQ clip candidates on asym grids: ends | range | sym (as convert)")
+      ->check(CLI::IsMember({"ends", "range", "sym"}))->capture_default_str();
   c->add_flag("--proxy-only", a.proxy_only, "only the Hessian-weighted proxy: no evaluation text, no forward passes");
   c->add_option("--threads", a.threads, "OpenMP threads");
   c->add_flag("--json", a.json, "print the sweep as JSON");
@@ -119,6 +121,7 @@ int run_sweep_cmd(const SweepArgs& a) {
   QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
   run.awq.grid = a.awq_grid;
   run.awq.clip = !a.awq_no_clip;
+  run.awq.clip_mode = quant::parse_awq_clip(a.awq_clip);
   run.awq.search_windows = a.search_windows;
   run.eval.protocol = parse_protocol(a.protocol);
   run.eval.ctx = a.ctx;

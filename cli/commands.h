@@ -19,7 +19,7 @@ nlohmann::json inspect_gguf_json(const std::string& path);
 nlohmann::json model_footprint(const std::string& path);
 
 struct SweepArgs {
-  std::string model, text, out, method = "gptq", granularity = "tensor", bits = "2,3,4,8", stats_dir, protocol = "llamacpp";
+  std::string model, text, out, method = "gptq", granularity = "tensor", bits = "2,3,4,8", stats_dir, protocol = "llamacpp", awq_clip = "ends";
   int64_t group = 128, ctx = 512, chunks = 40;
   bool sym = false, asym = false, proxy_only = false, json = false, quiet = false, awq_no_clip = false, spread = false;
   int awq_grid = 20, threads = 0;

@@ -109,7 +109,7 @@ int run_ppl(const PplArgs& a) {
 // --- convert ---
 struct ConvertArgs {
   std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
-  std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token", grid_search = "minmax";
+  std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token", grid_search = "minmax", awq_clip = "ends";
   int awq_grid = 20;
   int64_t search_windows = 0;  // 0: the method's default (AWQ 32, SmoothQuant 16)
   bool awq_no_clip = false;
@@ -263,6 +263,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
         AwqOptions ao;
         ao.grid = a.awq_grid;
         ao.clip = !a.awq_no_clip;
+        ao.clip_mode = parse_awq_clip(a.awq_clip);
         if (a.search_windows > 0) ao.search_windows = a.search_windows;
         ao.progress = [&](const std::string& w, int64_t d, int64_t t) { sprog.update(d, t, w); };
         ap = awq_search(m.config, *m.weights, windows, plans, ao);
@@ -518,6 +519,10 @@ int main(int argc, char** argv) {
   conv->add_option("--stats", ca.stats_dir, "GPTQ (or SmoothQuant with a fixed --alpha) from saved statistics (quant calibrate) instead of --calib");
   conv->add_option("--awq-grid", ca.awq_grid, "AWQ: alpha candidates 0, 1/N, ..., (N-1)/N")->capture_default_str();
   conv->add_flag("--awq-no-clip", ca.awq_no_clip, "AWQ: skip the clip search");
+  conv->add_option("--awq-clip", ca.awq_clip,
+                   "AWQ clip candidates on asym grids: ends (min and max shrunk each on its own), range (both by one factor), "
+                   "sym (llm-awq: ±max|w|; always on sym grids)")
+      ->check(CLI::IsMember({"ends", "range", "sym"}))->capture_default_str();
   conv->add_option("--search-windows", ca.search_windows, "AWQ / SmoothQuant auto: calibration windows the searches measure on (default 32 / 16)");
   conv->add_option("--alpha", ca.alpha, "SmoothQuant migration strength in [0, 1], or auto (per block, 0.30..0.95)")->capture_default_str();
   conv->add_option("--act-quant", ca.act_quant, "SmoothQuant auto: int8 activations of the simulated W8A8 (per-token | per-tensor)")

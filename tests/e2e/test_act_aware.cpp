@@ -2,7 +2,9 @@
 // the GGUFs they write run in llama.cpp, and bad plans / α / statistics are refused.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <iostream>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "../common.h"
@@ -41,6 +43,68 @@ double logit_gap(const LoadedModel& m, const WeightStore& a, const WeightStore& 
 }
 
 }  // namespace
+
+TEST_CASE("AWQ clip search keeps, per group, the candidate with the least partial-output error (direct sums)", "[unit][awq]") {
+  // Inputs with unequal channels (as activations are) and weights with a skewed group range.
+  const int64_t rows = 5, in = 200, nt = 48;  // groups of 64: the last one is 8 wide
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(static_cast<size_t>(nt * in)), w(static_cast<size_t>(rows * in));
+  for (int64_t t = 0; t < nt; ++t)
+    for (int64_t c = 0; c < in; ++c) x[static_cast<size_t>(t * in + c)] = nd(rng) * (1.0f + static_cast<float>(c % 7));
+  for (auto& v : w) v = nd(rng) * 0.05f + (nd(rng) > 1.5f ? 0.2f : 0.0f);
+  // The direct error of clamping one group to [lo, hi], then min-max quantizing it on `g`.
+  auto direct = [&](const GridSpec& g, int64_t r, int64_t c0, int64_t len, float lo, float hi) {
+    std::vector<float> wc(static_cast<size_t>(len));
+    for (int64_t j = 0; j < len; ++j) wc[static_cast<size_t>(j)] = std::clamp(w[static_cast<size_t>(r * in + c0 + j)], lo, hi);
+    const GridParams p = fit_grid_group(wc.data(), len, 1, g);
+    const float maxq = static_cast<float>((1 << g.bits) - 1);
+    double err = 0;
+    for (int64_t t = 0; t < nt; ++t) {
+      double acc = 0;
+      for (int64_t j = 0; j < len; ++j) {
+        const float q = p.scale * (std::clamp(std::nearbyint(wc[static_cast<size_t>(j)] / p.scale) + p.zero, 0.0f, maxq) - p.zero);
+        acc += static_cast<double>(x[static_cast<size_t>(t * in + c0 + j)]) * (q - w[static_cast<size_t>(r * in + c0 + j)]);
+      }
+      err += acc * acc;
+    }
+    return err;
+  };
+  for (bool sym_grid : {false, true})
+    for (AwqClip mode : {AwqClip::Sym, AwqClip::Range, AwqClip::Ends}) {
+      const GridSpec g{3, 64, sym_grid, false};
+      CAPTURE(sym_grid, awq_clip_name(mode));
+      const ClipEntry ce = clip_search("t", w.data(), rows, in, g, x.data(), nt, mode);
+      const bool sym = sym_grid || mode == AwqClip::Sym;
+      REQUIRE(ce.max.size() == static_cast<size_t>(rows * 4));
+      REQUIRE(ce.min.size() == (sym ? 0 : ce.max.size()));
+      int shrunk = 0;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t gi = 0; gi < 4; ++gi) {
+          const int64_t c0 = gi * 64, len = std::min<int64_t>(64, in - c0);
+          float lo0 = 0, hi0 = 0;
+          for (int64_t j = 0; j < len; ++j) {
+            lo0 = std::min(lo0, w[static_cast<size_t>(r * in + c0 + j)]);
+            hi0 = std::max(hi0, w[static_cast<size_t>(r * in + c0 + j)]);
+          }
+          if (sym) hi0 = std::max(hi0, -lo0), lo0 = -hi0;
+          double best = INFINITY;
+          const bool ends = mode == AwqClip::Ends && !sym;
+          for (int i = 0; i < 10; ++i)
+            for (int k = 0; k < (ends ? 10 : 1); ++k) {
+              const float f_lo = 1 - static_cast<float>(ends ? k : i) / 20, f_hi = 1 - static_cast<float>(i) / 20;
+              best = std::min(best, direct(g, r, c0, len, lo0 * f_lo, hi0 * f_hi));
+            }
+          const size_t e = static_cast<size_t>(r * 4 + gi);
+          const float lo = sym ? -ce.max[e] : ce.min[e];
+          const double chosen = direct(g, r, c0, len, lo, ce.max[e]);
+          CHECK(chosen <= best * (1 + 1e-6) + 1e-12);
+          CHECK(direct(g, r, c0, len, lo0, hi0) >= chosen * (1 - 1e-6));  // the unclipped range is a candidate
+          shrunk += ce.max[e] < hi0 || lo > lo0;
+        }
+      CHECK(shrunk > 0);
+    }
+}
 
 TEST_CASE("AWQ and SmoothQuant scales fold into norms and rows without changing the FP function", "[e2e][awq][smoothquant]") {
   LoadedModel m = load_model(qt::bundled_model());
@@ -95,12 +159,43 @@ TEST_CASE("AWQ and SmoothQuant scales fold into norms and rows without changing 
   CHECK(clipped.clips.size() == static_cast<size_t>(5 * m.config.n_layers));
   bool any_clipped = false;
   for (const auto& c : clipped.clips) {
+    // The asym grid clips each group's range [min, max] (both ends shrink), not ±max|w|.
+    REQUIRE(c.min.size() == c.max.size());
     const std::vector<float> w = m.weights->read_f32(c.tensor);
     float mx = 0;
     for (float v : w) mx = std::max(mx, std::fabs(v));
-    for (float v : c.max) any_clipped = any_clipped || v < mx;
+    for (size_t g = 0; g < c.max.size(); ++g) {
+      CHECK(c.min[g] <= 0);
+      CHECK(c.max[g] >= 0);
+      any_clipped = any_clipped || c.max[g] < mx;
+    }
   }
   CHECK(any_clipped);
+  {
+    // Clipped weights lie inside their group's range, and the JSON round trip keeps the minima.
+    OverlayStore o(*m.weights), o2(*m.weights);
+    clipped.apply(*m.weights, o);
+    const ActPlan back = ActPlan::from_json(nlohmann::json::parse(clipped.to_json().dump()), m.config, *m.weights, "roundtrip");
+    back.apply(*m.weights, o2);
+    for (const auto& t : o.tensors()) CHECK(o.read_f32(t.name) == o2.read_f32(t.name));
+    for (const auto& c : clipped.clips) {
+      const TensorDesc& d = m.weights->get(c.tensor);
+      const std::vector<float> w = o.read_f32(c.tensor);
+      const int64_t ng = (d.cols + c.group - 1) / c.group;
+      bool inside = true;
+      for (int64_t i = 0; i < d.rows * d.cols; ++i) {
+        const size_t g = static_cast<size_t>(i / d.cols * ng + i % d.cols / c.group);
+        inside = inside && w[static_cast<size_t>(i)] >= c.min[g] && w[static_cast<size_t>(i)] <= c.max[g];
+      }
+      CHECK(inside);
+    }
+  }
+  // A symmetric grid keeps llm-awq's clip: one max per group, [-max, max].
+  const auto sym_plans = resolve_policy(Policy::defaults(QuantSpec::parse("int3 g128 sym")), m.weights->tensors());
+  ao.search_windows = 1;
+  const ActPlan sym = awq_search(m.config, *m.weights, windows, sym_plans, ao);
+  REQUIRE(!sym.clips.empty());
+  for (const auto& c : sym.clips) CHECK(c.min.empty());
 }
 
 TEST_CASE("AWQ / SmoothQuant bad input: plan for another model, alpha out of range, missing statistics", "[cli][bad-input][awq]") {
@@ -148,6 +243,18 @@ TEST_CASE("AWQ / SmoothQuant bad input: plan for another model, alpha out of ran
                {"bad4.json", "kv_group 2 with head_dim 48"});
   expect_error(qt::run(q + " convert " + model + " --method awq --plan " + (tmp / "sq.json") + " --bits 4 -o " + (tmp / "x.gguf")),
                {"smoothquant plan cannot serve --method awq"});
+  // An AWQ clip whose minima do not match its maxima, or a minimum above zero.
+  bad = plan;
+  bad["method"] = "awq";
+  bad["clips"] = {{{"tensor", "blk.0.attn_v.weight"}, {"group", 128}, {"max", std::vector<float>(256, 0.1f)},
+                   {"min", std::vector<float>(255, -0.1f)}}};
+  qt::write_file(tmp / "bad5.json", bad.dump());
+  expect_error(qt::run(q + " convert " + model + " --method awq --plan " + (tmp / "bad5.json") + " --bits 4 -o " + (tmp / "x.gguf")),
+               {"bad5.json", "clip of blk.0.attn_v.weight has 255 minima for 256 maxima"});
+  bad["clips"][0]["min"] = std::vector<float>(256, 0.05f);
+  qt::write_file(tmp / "bad6.json", bad.dump());
+  expect_error(qt::run(q + " convert " + model + " --method awq --plan " + (tmp / "bad6.json") + " --bits 4 -o " + (tmp / "x.gguf")),
+               {"bad6.json", "clip minimum 0.05 of blk.0.attn_v.weight"});
   // α out of range, or not a number.
   expect_error(qt::run(q + " convert " + model + " --method smoothquant --alpha 1.5 --calib " + calib + " --qtype Q8_0 -o " + (tmp / "x.gguf")),
                {"--alpha 1.5 outside [0, 1]"});

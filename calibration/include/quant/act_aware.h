@@ -45,6 +45,7 @@ struct ClipEntry {
   std::string tensor;
   int64_t group = 0;
   std::vector<float> max;  // [rows][ceil(cols / group)]
+  std::vector<float> min;  // same shape; empty: symmetric, each group clamped to [-max, max]
   void apply(float* w, int64_t rows, int64_t cols) const;  // w [rows][cols] clamped in place
 };
 
@@ -64,14 +65,29 @@ struct ActPlan {
   void apply(const WeightStore& base, OverlayStore& out) const;
 };
 
+// AWQ's clip search candidates, per group, i < 10 (and k < 10 for Ends):
+//   Sym    llm-awq: clamp to ±(1 - i/20)·max|w| (the only form on a symmetric grid)
+//   Range  asym grids: [(1 - i/20)·min, (1 - i/20)·max]
+//   Ends   asym grids: [(1 - k/20)·min, (1 - i/20)·max], the two ends chosen together
+enum class AwqClip { Sym, Range, Ends };
+AwqClip parse_awq_clip(const std::string& s);  // "sym", "range", "ends"
+const char* awq_clip_name(AwqClip c);
+
 struct AwqOptions {
   int grid = 20;                  // α in {0, 1/grid, ..., (grid-1)/grid}
   bool clip = true;               // clip search on every linear but q/k
+  AwqClip clip_mode = AwqClip::Ends;
   bool duo = true;                // also try AutoAWQ's duo scaling (mean|x|^α / mean|w|^(1-α))
   int64_t search_windows = 32;    // calibration windows the searches run on
   int64_t clip_tokens = 512;      // tokens the clip search measures on
   std::function<void(const std::string& what, int64_t done, int64_t total)> progress;
 };
+
+// AWQ's clip search for one linear w [rows][in] on `grid`, given `nt` sampled input rows x [nt][in]:
+// per (row, group) the candidate range (see AwqClip) whose quantized group gives the least
+// error of the group's partial output Σ_t (x_t · (q(w) - w))²; the first (widest) on ties.
+ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int64_t in, const GridSpec& grid, const float* x,
+                      int64_t nt, AwqClip mode);
 
 // AWQ: per block, on inputs computed by the already-quantized blocks before it; fake
 // quantization follows each tensor's plan (its grid, or ggml's quantizer).
