@@ -184,4 +184,67 @@ QUANT_VNNI void w8_tile_avx512vnni(const uint8_t* au, int64_t lda, int64_t mr, c
     for (int t = 0; t < 4; ++t) _mm512_storeu_si512(c + r * kTileN + t * 16, out[r][t]);
 }
 
+// W4A8, 6 activation rows x 64 weight rows. Per 32-block: 4 steps of 8 columns, each 4 zmm of
+// panel bytes whose low nibbles (columns 8s..8s+3) and high nibbles (8s+4..8s+7) are the u8
+// operands of 2 x 24 vpdpbusd against broadcast activation quads into 24 named int32
+// accumulators; then each row's block sums fold into the float tile (in L1) with
+// acc + fma(d·sa, isum, (mn·sa)·bsum), the scalar twin's order.
+QUANT_VNNI void w4_tile_avx512vnni(const int8_t* a, int64_t lda, int64_t mr, const float* sa, const int32_t* bs, int64_t ls,
+                                   const uint8_t* panel, const float* pd, const float* pmn, int64_t k, float* y) {
+  static_assert(kTileM == 6 && kTileN == 64);
+  const int8_t* row[kTileM];
+  int64_t rs[kTileM];
+  for (int64_t r = 0; r < kTileM; ++r) {
+    rs[r] = r < mr ? r : 0;
+    row[r] = a + rs[r] * lda;
+  }
+  alignas(64) float acc[kTileM * kTileN] = {};
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const int64_t kb = k / 32;
+  for (int64_t b = 0; b < kb; ++b) {
+#define QUANT_ACC(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0
+    QUANT_ACC(0); QUANT_ACC(1); QUANT_ACC(2); QUANT_ACC(3); QUANT_ACC(4); QUANT_ACC(5);
+#undef QUANT_ACC
+    for (int64_t s = 4 * b; s < 4 * b + 4; ++s) {
+      const uint8_t* p = panel + s * 4 * kTileN;
+      for (int half = 0; half < 2; ++half) {
+        const int sh = 4 * half;
+        const __m512i w0 = _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(p), sh), m4);
+        const __m512i w1 = _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(p + 64), sh), m4);
+        const __m512i w2 = _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(p + 128), sh), m4);
+        const __m512i w3 = _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(p + 192), sh), m4);
+#define QUANT_ROW(r)                                              \
+  {                                                               \
+    int32_t quad;                                                 \
+    std::memcpy(&quad, row[r] + 8 * s + sh, 4);                   \
+    const __m512i q = _mm512_set1_epi32(quad);                    \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, w0, q);                \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, w1, q);                \
+    c##r##2 = _mm512_dpbusd_epi32(c##r##2, w2, q);                \
+    c##r##3 = _mm512_dpbusd_epi32(c##r##3, w3, q);                \
+  }
+        QUANT_ROW(0) QUANT_ROW(1) QUANT_ROW(2) QUANT_ROW(3) QUANT_ROW(4) QUANT_ROW(5)
+#undef QUANT_ROW
+      }
+    }
+    const float* d = pd + b * kTileN;
+    const float* mn = pmn + b * kTileN;
+#define QUANT_FOLD(r)                                                                               \
+  {                                                                                                 \
+    const __m512 s_ = _mm512_set1_ps(sa[rs[r] * ls + b]);                                           \
+    const __m512 bsum = _mm512_set1_ps(static_cast<float>(bs[rs[r] * ls + b]));                     \
+    const __m512i c_[4] = {c##r##0, c##r##1, c##r##2, c##r##3};                                     \
+    for (int t = 0; t < 4; ++t) {                                                                   \
+      float* f = acc + (r) * kTileN + 16 * t;                                                       \
+      const __m512 u = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(mn + 16 * t), s_), bsum);                  \
+      const __m512 v = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_loadu_ps(d + 16 * t), s_), _mm512_maskz_cvtepi32_ps(0xFFFF, c_[t]), u); \
+      _mm512_store_ps(f, _mm512_add_ps(_mm512_load_ps(f), v));                                    \
+    }                                                                                               \
+  }
+    QUANT_FOLD(0) QUANT_FOLD(1) QUANT_FOLD(2) QUANT_FOLD(3) QUANT_FOLD(4) QUANT_FOLD(5)
+#undef QUANT_FOLD
+  }
+  std::memcpy(y, acc, static_cast<size_t>(mr * kTileN) * sizeof(float));
+}
+
 }  // namespace quant::igemm

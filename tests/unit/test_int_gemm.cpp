@@ -156,6 +156,71 @@ TEST_CASE("the VNNI W8A8 tile equals its scalar twin exactly, panels hold the we
   CHECK(got[63] == -255 * 127 * k);
 }
 
+TEST_CASE("the VNNI W4A8 tile equals its scalar twin exactly, panels hold the codes, d and mn of the weight rows", "[unit][int-gemm]") {
+  std::mt19937 rng(23);
+  std::uniform_int_distribution<int> code(0, 15);
+  std::normal_distribution<float> nd(0, 1);
+  for (int64_t k : {32, 256, 4128}) {
+    for (int64_t n : {1, 64, 70}) {
+      CAPTURE(k, n);
+      const int64_t kb = k / 32;
+      std::vector<uint8_t> codes(static_cast<size_t>(n * k));
+      for (auto& c : codes) c = static_cast<uint8_t>(code(rng));
+      codes[0] = 15;
+      std::vector<float> sc(static_cast<size_t>(n * kb)), mn(sc.size());
+      for (size_t i = 0; i < sc.size(); ++i) sc[i] = 0.01f * std::fabs(nd(rng)) + 1e-3f, mn[i] = -0.1f * std::fabs(nd(rng));
+      W4Weights w = pack_w4(codes.data(), sc.data(), mn.data(), n, k, 32);
+      igemm::pack_w4_panels(w);  // also where the CPU lacks VNNI: the layout and the twin are plain C++
+      const int64_t np = (n + igemm::kTileN - 1) / igemm::kTileN;
+      REQUIRE(w.panels.size() == static_cast<size_t>(np * igemm::kTileN * k / 2));
+      const int64_t lda = k + 16;  // a row stride other than k
+      auto acts = random_i8(static_cast<size_t>(igemm::kTileM * lda), rng);
+      acts[0] = -127;
+      std::vector<float> sa(static_cast<size_t>(igemm::kTileM * kb));
+      std::vector<int32_t> bs(sa.size());
+      for (int64_t r = 0; r < igemm::kTileM; ++r)
+        for (int64_t b = 0; b < kb; ++b) {
+          sa[static_cast<size_t>(r * kb + b)] = 0.02f * std::fabs(nd(rng)) + 1e-3f;
+          int32_t t = 0;
+          for (int64_t c = b * 32; c < (b + 1) * 32; ++c) t += acts[static_cast<size_t>(r * lda + c)];
+          bs[static_cast<size_t>(r * kb + b)] = t;
+        }
+      for (int64_t p = 0; p < np; ++p)
+        for (int64_t mr = 1; mr <= igemm::kTileM; ++mr) {
+          CAPTURE(p, mr);
+          const uint8_t* panel = w.panels.data() + p * igemm::kTileN * k / 2;
+          const float* pd = w.pd.data() + p * kb * igemm::kTileN;
+          const float* pmn = w.pmn.data() + p * kb * igemm::kTileN;
+          std::vector<float> ref(static_cast<size_t>(igemm::kTileM * igemm::kTileN), -1.0f), got = ref;
+          igemm::w4_tile_ref(acts.data(), lda, mr, sa.data(), bs.data(), kb, panel, pd, pmn, k, ref.data());
+          if (isa_supported(Isa::Avx512Vnni)) {
+            igemm::w4_tile_avx512vnni(acts.data(), lda, mr, sa.data(), bs.data(), kb, panel, pd, pmn, k, got.data());
+            CHECK(got == ref);
+          }
+          // The panel is a relayout: tile column j is weight row p * 64 + j (0 past n), within
+          // float rounding of Σ_b sa (d Σ code·a + mn bsum) in double.
+          for (int64_t r = 0; r < mr; ++r)
+            for (int64_t j = 0; j < igemm::kTileN; ++j) {
+              const int64_t row = p * igemm::kTileN + j;
+              double s = 0, mag = 0;
+              if (row < n)
+                for (int64_t b = 0; b < kb; ++b) {
+                  double isum = 0;
+                  for (int64_t c = b * 32; c < (b + 1) * 32; ++c)
+                    isum += static_cast<double>(codes[static_cast<size_t>(row * k + c)]) * acts[static_cast<size_t>(r * lda + c)];
+                  const size_t e = static_cast<size_t>(r * kb + b), g = static_cast<size_t>(row * kb + b);
+                  const double t = sa[e] * (sc[g] * isum + mn[g] * bs[e]);
+                  s += t;
+                  mag += std::fabs(sa[e] * sc[g] * isum) + std::fabs(sa[e] * mn[g] * bs[e]);
+                }
+              CHECK(std::fabs(ref[static_cast<size_t>(r * igemm::kTileN + j)] - s) <= 1e-5 * mag + 1e-9);
+            }
+        }
+    }
+  }
+  if (!isa_supported(Isa::Avx512Vnni)) WARN("this CPU lacks avx512vnni: the W4A8 tile kernel is not exercised here");
+}
+
 TEST_CASE("W8A8 and W4A8 GEMMs: every ISA gives the same bytes, equal to the dequantized float product", "[unit][int-gemm]") {
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0, 1);

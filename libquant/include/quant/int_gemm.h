@@ -66,6 +66,10 @@ struct W4Weights {
   int64_t n = 0, k = 0;
   std::vector<uint8_t> nib;  // [n][k/32][16]
   std::vector<float> d, mn;  // [n][k/32]
+  // The VNNI tile kernel's layout (igemm::pack_w4_panels), built once by pack_w4 on CPUs with
+  // AVX-512 VNNI (the same codes again, transposed into panels of 64 rows).
+  std::vector<uint8_t> panels;  // [n/64][k/8][64][4]
+  std::vector<float> pd, pmn;   // [n/64][k/32][64]: d and mn per panel row and block, 0 past n
 };
 // From a grid's codes (<= 4 bits) with groups that are multiples of 32: w = scale*code + min.
 W4Weights pack_w4(const uint8_t* codes, const float* scales, const float* mins, int64_t n, int64_t k, int64_t group);
@@ -104,6 +108,18 @@ inline constexpr int64_t kTileM = 6, kTileN = 64;
 std::vector<int8_t> pack_w8_panels(const int8_t* q, int64_t n, int64_t k);
 void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
 void w8_tile_avx512vnni(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
+// The W4A8 GEMM tile (AVX-512 VNNI): kTileM activation rows x kTileN weight rows, whole k.
+// Panels of 64 rows, k/8 steps of [64][4] bytes: byte i of row j holds code(8s + i) in its low
+// nibble and code(8s + 4 + i) in its high one (the two operands of vpdpbusd, codes as u8 against
+// signed activations). Per block b the exact int32 isum is folded into float as
+//   acc = acc + fma(d·sa, isum, (mn·sa)·bsum),  d, mn from pd / pmn [k/32][64],
+// sa, bsum of row r at sa[r·ls + b], bs[r·ls + b]; y[r][j] for r < mr. The blocked drivers'
+// epilogue is the same sequence, so the tile and the dots give the same bytes.
+void pack_w4_panels(W4Weights& w);
+void w4_tile_ref(const int8_t* a, int64_t lda, int64_t mr, const float* sa, const int32_t* bs, int64_t ls, const uint8_t* panel,
+                 const float* pd, const float* pmn, int64_t k, float* y);
+void w4_tile_avx512vnni(const int8_t* a, int64_t lda, int64_t mr, const float* sa, const int32_t* bs, int64_t ls,
+                        const uint8_t* panel, const float* pd, const float* pmn, int64_t k, float* y);
 W4Dots w8b_dots(Isa isa);  // same shape as W4's: per-block sums of kNc int8 rows (passed as bytes)
 W4Dots w4_dots(Isa isa);
 }  // namespace igemm
