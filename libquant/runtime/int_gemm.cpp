@@ -153,7 +153,7 @@ W4Weights pack_w4(const uint8_t* codes, const float* scales, const float* mins, 
         dst[j] = static_cast<uint8_t>(src[j] | src[j + 16] << 4);
       }
     }
-  if (isa_supported(Isa::Avx512Vnni)) igemm::pack_w4_panels(o);
+  if (isa_supported(Isa::Avx2)) igemm::pack_w4_panels(o);
   return o;
 }
 
@@ -297,6 +297,15 @@ W8Dots w8_dots(Isa isa) {
   }
 }
 
+W4Tile w4_tile(Isa isa) {
+  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
+  switch (isa) {
+    case Isa::Avx512Vnni: return w4_tile_avx512vnni;
+    case Isa::Avx2: return w4_tile_avx2;
+    default: return w4_tile_ref;
+  }
+}
+
 W4Dots w4_dots(Isa isa) {
   QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
   switch (isa) {
@@ -429,10 +438,10 @@ void gemm_blocks(const QActs& a, int64_t N, const uint8_t* wp, int64_t row_bytes
 
 namespace {
 
-// W4A8 through the VNNI tiles: one 64-row panel per task against every activation row, 6 at a
+// W4A8 through the tiles (VNNI or AVX2): one 64-row panel per task against every activation row, 6 at a
 // time; the tile folds each block's int32 sum into float with the blocked drivers' fmas.
-void gemm_w4a8_tiles(const QActs& a, const W4Weights& w, float* y) {
-  QUANT_CHECK(isa_supported(Isa::Avx512Vnni), "this CPU does not support {}", isa_name(Isa::Avx512Vnni));
+void gemm_w4a8_tiles(const QActs& a, const W4Weights& w, float* y, Isa isa) {
+  const igemm::W4Tile tile = igemm::w4_tile(isa);
   const int64_t M = a.m, N = w.n, K = a.k, kb = K / kQBlock;
   const int64_t np = (N + igemm::kTileN - 1) / igemm::kTileN;
 #pragma omp parallel for schedule(static)
@@ -444,7 +453,7 @@ void gemm_w4a8_tiles(const QActs& a, const W4Weights& w, float* y) {
     alignas(64) float t[igemm::kTileM * igemm::kTileN];
     for (int64_t m0 = 0; m0 < M; m0 += igemm::kTileM) {
       const int64_t mr = std::min(igemm::kTileM, M - m0);
-      igemm::w4_tile_avx512vnni(a.q.data() + m0 * K, K, mr, a.scale.data() + m0 * kb, a.bsum.data() + m0 * kb, kb, panel, pd, pmn, K,
+      tile(a.q.data() + m0 * K, K, mr, a.scale.data() + m0 * kb, a.bsum.data() + m0 * kb, kb, panel, pd, pmn, K,
                                 t);
       for (int64_t r = 0; r < mr; ++r) std::copy_n(t + r * igemm::kTileN, nn, y + (m0 + r) * N + n0);
     }
@@ -455,7 +464,7 @@ void gemm_w4a8_tiles(const QActs& a, const W4Weights& w, float* y) {
 
 void gemm_w4a8(const QActs& a, const W4Weights& w, float* y, Isa isa) {
   QUANT_CHECK(a.k == w.k, "W4A8: activations have {} columns, weights {}", a.k, w.k);
-  if (isa == Isa::Avx512Vnni && a.m >= igemm::kTileM && !w.panels.empty()) return gemm_w4a8_tiles(a, w, y);
+  if (isa != Isa::Scalar && a.m >= igemm::kTileM && !w.panels.empty()) return gemm_w4a8_tiles(a, w, y, isa);
   gemm_blocks(a, w.n, w.nib.data(), w.k / 2, w.d.data(), w.mn.data(), igemm::w4_dots(isa), igemm::w4_dots_ref, y);
 }
 

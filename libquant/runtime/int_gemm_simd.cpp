@@ -247,4 +247,64 @@ QUANT_VNNI void w4_tile_avx512vnni(const int8_t* a, int64_t lda, int64_t mr, con
   std::memcpy(y, acc, static_cast<size_t>(mr * kTileN) * sizeof(float));
 }
 
+// W4A8 without VNNI: the same panels and fold, 6 rows x 16 weight rows at a time (four strips
+// per 64-row panel): per half step one 32-byte load and shift + mask per 8 rows, then per
+// activation row vpmaddubsw (codes u8 x activations s8, pairs below 2 * 15 * 127 in int16),
+// vpmaddwd by ones and an add into 12 named accumulators.
+QUANT_AVX2 void w4_tile_avx2(const int8_t* a, int64_t lda, int64_t mr, const float* sa, const int32_t* bs, int64_t ls,
+                             const uint8_t* panel, const float* pd, const float* pmn, int64_t k, float* y) {
+  static_assert(kTileM == 6 && kTileN == 64);
+  const int8_t* row[kTileM];
+  int64_t rs[kTileM];
+  for (int64_t r = 0; r < kTileM; ++r) {
+    rs[r] = r < mr ? r : 0;
+    row[r] = a + rs[r] * lda;
+  }
+  alignas(32) float acc[kTileM * kTileN] = {};
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const int64_t kb = k / 32;
+  for (int64_t strip = 0; strip < 4; ++strip)
+    for (int64_t b = 0; b < kb; ++b) {
+#define QUANT_ACC(r) __m256i c##r##0 = _mm256_setzero_si256(), c##r##1 = c##r##0
+      QUANT_ACC(0); QUANT_ACC(1); QUANT_ACC(2); QUANT_ACC(3); QUANT_ACC(4); QUANT_ACC(5);
+#undef QUANT_ACC
+      for (int64_t s = 4 * b; s < 4 * b + 4; ++s) {
+        const uint8_t* p = panel + s * 4 * kTileN + strip * 64;
+        for (int half = 0; half < 2; ++half) {
+          const int sh = 4 * half;
+          const __m128i cnt = _mm_cvtsi32_si128(sh);
+          const __m256i w0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), cnt), m4);
+          const __m256i w1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)), cnt), m4);
+#define QUANT_ROW(r)                                                                          \
+  {                                                                                           \
+    int32_t quad;                                                                             \
+    std::memcpy(&quad, row[r] + 8 * s + sh, 4);                                               \
+    const __m256i q = _mm256_set1_epi32(quad);                                                \
+    c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(_mm256_maddubs_epi16(w0, q), ones)); \
+    c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(w1, q), ones)); \
+  }
+          QUANT_ROW(0) QUANT_ROW(1) QUANT_ROW(2) QUANT_ROW(3) QUANT_ROW(4) QUANT_ROW(5)
+#undef QUANT_ROW
+        }
+      }
+      const float* d = pd + b * kTileN + strip * 16;
+      const float* mn = pmn + b * kTileN + strip * 16;
+#define QUANT_FOLD(r)                                                                                         \
+  {                                                                                                           \
+    const __m256 s_ = _mm256_set1_ps(sa[rs[r] * ls + b]);                                                     \
+    const __m256 bsum = _mm256_set1_ps(static_cast<float>(bs[rs[r] * ls + b]));                               \
+    const __m256i c_[2] = {c##r##0, c##r##1};                                                                 \
+    for (int t = 0; t < 2; ++t) {                                                                             \
+      float* f = acc + (r) * kTileN + strip * 16 + 8 * t;                                                     \
+      const __m256 u = _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(mn + 8 * t), s_), bsum);                   \
+      const __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(d + 8 * t), s_), _mm256_cvtepi32_ps(c_[t]), u); \
+      _mm256_store_ps(f, _mm256_add_ps(_mm256_load_ps(f), v));                                                \
+    }                                                                                                         \
+  }
+      QUANT_FOLD(0) QUANT_FOLD(1) QUANT_FOLD(2) QUANT_FOLD(3) QUANT_FOLD(4) QUANT_FOLD(5)
+#undef QUANT_FOLD
+    }
+  std::memcpy(y, acc, static_cast<size_t>(mr * kTileN) * sizeof(float));
+}
+
 }  // namespace quant::igemm

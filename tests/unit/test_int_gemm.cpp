@@ -156,7 +156,7 @@ TEST_CASE("the VNNI W8A8 tile equals its scalar twin exactly, panels hold the we
   CHECK(got[63] == -255 * 127 * k);
 }
 
-TEST_CASE("the VNNI W4A8 tile equals its scalar twin exactly, panels hold the codes, d and mn of the weight rows", "[unit][int-gemm]") {
+TEST_CASE("the W4A8 tiles (VNNI, AVX2) equal their scalar twin exactly, panels hold the codes, d and mn of the weight rows", "[unit][int-gemm]") {
   std::mt19937 rng(23);
   std::uniform_int_distribution<int> code(0, 15);
   std::normal_distribution<float> nd(0, 1);
@@ -193,9 +193,11 @@ TEST_CASE("the VNNI W4A8 tile equals its scalar twin exactly, panels hold the co
           const float* pmn = w.pmn.data() + p * kb * igemm::kTileN;
           std::vector<float> ref(static_cast<size_t>(igemm::kTileM * igemm::kTileN), -1.0f), got = ref;
           igemm::w4_tile_ref(acts.data(), lda, mr, sa.data(), bs.data(), kb, panel, pd, pmn, k, ref.data());
-          if (isa_supported(Isa::Avx512Vnni)) {
-            igemm::w4_tile_avx512vnni(acts.data(), lda, mr, sa.data(), bs.data(), kb, panel, pd, pmn, k, got.data());
-            CHECK(got == ref);
+          for (Isa isa : simd_isas()) {
+            CAPTURE(isa_name(isa));
+            std::fill(got.begin(), got.end(), -1.0f);
+            igemm::w4_tile(isa)(acts.data(), lda, mr, sa.data(), bs.data(), kb, panel, pd, pmn, k, got.data());
+            CHECK(std::equal(got.begin(), got.begin() + mr * igemm::kTileN, ref.begin()));
           }
           // The panel is a relayout: tile column j is weight row p * 64 + j (0 past n), within
           // float rounding of Σ_b sa (d Σ code·a + mn bsum) in double.
@@ -218,7 +220,7 @@ TEST_CASE("the VNNI W4A8 tile equals its scalar twin exactly, panels hold the co
         }
     }
   }
-  if (!isa_supported(Isa::Avx512Vnni)) WARN("this CPU lacks avx512vnni: the W4A8 tile kernel is not exercised here");
+  if (!isa_supported(Isa::Avx512Vnni)) WARN("this CPU lacks avx512vnni: the VNNI W4A8 tile is not exercised here");
 }
 
 TEST_CASE("W8A8 and W4A8 GEMMs: every ISA gives the same bytes, equal to the dequantized float product", "[unit][int-gemm]") {

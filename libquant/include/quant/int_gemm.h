@@ -66,8 +66,8 @@ struct W4Weights {
   int64_t n = 0, k = 0;
   std::vector<uint8_t> nib;  // [n][k/32][16]
   std::vector<float> d, mn;  // [n][k/32]
-  // The VNNI tile kernel's layout (igemm::pack_w4_panels), built once by pack_w4 on CPUs with
-  // AVX-512 VNNI (the same codes again, transposed into panels of 64 rows).
+  // The tile kernels' layout (igemm::pack_w4_panels), built once by pack_w4 on CPUs with AVX2
+  // (the same codes again, transposed into panels of 64 rows).
   std::vector<uint8_t> panels;  // [n/64][k/8][64][4]
   std::vector<float> pd, pmn;   // [n/64][k/32][64]: d and mn per panel row and block, 0 past n
 };
@@ -108,7 +108,7 @@ inline constexpr int64_t kTileM = 6, kTileN = 64;
 std::vector<int8_t> pack_w8_panels(const int8_t* q, int64_t n, int64_t k);
 void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
 void w8_tile_avx512vnni(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
-// The W4A8 GEMM tile (AVX-512 VNNI): kTileM activation rows x kTileN weight rows, whole k.
+// The W4A8 GEMM tile (AVX-512 VNNI, and AVX2): kTileM activation rows x kTileN weight rows, whole k.
 // Panels of 64 rows, k/8 steps of [64][4] bytes: byte i of row j holds code(8s + i) in its low
 // nibble and code(8s + 4 + i) in its high one (the two operands of vpdpbusd, codes as u8 against
 // signed activations). Per block b the exact int32 isum is folded into float as
@@ -120,6 +120,11 @@ void w4_tile_ref(const int8_t* a, int64_t lda, int64_t mr, const float* sa, cons
                  const float* pd, const float* pmn, int64_t k, float* y);
 void w4_tile_avx512vnni(const int8_t* a, int64_t lda, int64_t mr, const float* sa, const int32_t* bs, int64_t ls,
                         const uint8_t* panel, const float* pd, const float* pmn, int64_t k, float* y);
+void w4_tile_avx2(const int8_t* a, int64_t lda, int64_t mr, const float* sa, const int32_t* bs, int64_t ls, const uint8_t* panel,
+                  const float* pd, const float* pmn, int64_t k, float* y);
+using W4Tile = void (*)(const int8_t* a, int64_t lda, int64_t mr, const float* sa, const int32_t* bs, int64_t ls,
+                        const uint8_t* panel, const float* pd, const float* pmn, int64_t k, float* y);
+W4Tile w4_tile(Isa isa);
 W4Dots w8b_dots(Isa isa);  // same shape as W4's: per-block sums of kNc int8 rows (passed as bytes)
 W4Dots w4_dots(Isa isa);
 }  // namespace igemm
