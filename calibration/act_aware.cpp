@@ -270,7 +270,6 @@ std::vector<float> matmul_t(const std::vector<float>& x, const std::vector<float
   return y;
 }
 
-
 }  // namespace
 
 // AWQ's clip search for one linear (llm-awq auto_clip): per row and group of `group` columns,
@@ -296,7 +295,7 @@ ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int
   const bool sym = grid.sym || mode == AwqClip::Sym, ends = !sym && mode == AwqClip::Ends;
   ClipEntry ce{name, group, std::vector<float>(static_cast<size_t>(rows * ng)), {}};
   if (!sym) ce.min.resize(ce.max.size());
-  const float maxq = static_cast<float>((1 << grid.bits) - 1);
+  const int maxq = (1 << grid.bits) - 1;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     std::vector<float> wc(static_cast<size_t>(group));
@@ -320,7 +319,7 @@ ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int
           for (int64_t j = 0; j < len; ++j) wc[static_cast<size_t>(j)] = std::clamp(wg[j], lo, hi);
           const GridParams gp = fit_grid_group(wc.data(), len, 1, grid);
           for (int64_t j = 0; j < len; ++j) {
-            const float q = std::clamp(std::nearbyint(wc[static_cast<size_t>(j)] / gp.scale) + gp.zero, 0.0f, maxq);
+            const float q = quant_code(wc[static_cast<size_t>(j)], gp, maxq);
             d(j) = static_cast<double>(gp.scale * (q - gp.zero)) - wg[j];
           }
           const auto dl = d.head(len);
@@ -348,8 +347,8 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
   plan.n_layers = cfg.n_layers;
   plan.n_heads = cfg.n_heads;
   plan.n_kv_heads = cfg.n_kv_heads;
-  plan.settings_json = nlohmann::json({{"grid", o.grid}, {"duo", o.duo}, {"clip", o.clip ? awq_clip_name(o.clip_mode) : "none"}, {"search_windows", o.search_windows},
-                                       {"clip_tokens", o.clip_tokens}}).dump();
+  plan.settings_json = nlohmann::json({{"grid", o.grid}, {"duo", o.duo}, {"clip", o.clip ? awq_clip_name(o.clip_mode) : "none"},
+                                       {"search_windows", o.search_windows}, {"clip_tokens", o.clip_tokens}}).dump();
   std::map<std::string, const TensorPlan*> plan_of;
   for (const auto& p : plans) plan_of[p.name] = &p;
   auto tplan = [&](int64_t l, const std::string& nm) -> const TensorPlan& {

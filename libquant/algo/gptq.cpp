@@ -16,10 +16,6 @@ namespace quant {
 
 namespace {
 using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-inline float quant_code(float w, const GridParams& p, int maxq) {
-  return std::clamp(std::nearbyint(w / p.scale) + p.zero, 0.0f, static_cast<float>(maxq));
-}
 }  // namespace
 
 bool inverse_cholesky_upper(std::vector<float>& hv, int64_t n) {

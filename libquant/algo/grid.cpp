@@ -61,7 +61,7 @@ GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridS
     double err = 0;
     for (int64_t j = 0; j < n && err < best_err; ++j) {
       const float v = x[j * stride];
-      const float q = std::clamp(std::nearbyint(v / g.scale) + g.zero, 0.0f, static_cast<float>(maxq));
+      const float q = quant_code(v, g, maxq);
       const double d = std::fabs(static_cast<double>(g.scale * (q - g.zero)) - v);
       err += d * d * std::pow(d, 0.4);
     }
@@ -96,8 +96,7 @@ QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec&
       const GridParams p = fit_grid_group(x, len, 1, spec);
       uint8_t* c = q.codes.data() + r * cols + g * group;
       for (int64_t j = 0; j < len; ++j) {
-        const float v = std::nearbyint(x[j] / p.scale) + p.zero;
-        c[j] = static_cast<uint8_t>(std::clamp(v, 0.0f, static_cast<float>(maxq)));
+        c[j] = static_cast<uint8_t>(quant_code(x[j], p, maxq));
       }
       q.scales[static_cast<size_t>(r * ng + g)] = p.scale;
       q.mins[static_cast<size_t>(r * ng + g)] = -p.zero * p.scale;

@@ -434,12 +434,8 @@ void gemm_blocks(const QActs& a, int64_t N, const uint8_t* wp, int64_t row_bytes
   }
 }
 
-}  // namespace
-
-namespace {
-
-// W4A8 through the tiles (VNNI or AVX2): one 64-row panel per task against every activation row, 6 at a
-// time; the tile folds each block's int32 sum into float with the blocked drivers' fmas.
+// W4A8 through the tiles (VNNI or AVX2): one 64-row panel per task against every activation
+// row, 6 at a time; the tile folds each block's int32 sum into float as the blocked drivers do.
 void gemm_w4a8_tiles(const QActs& a, const W4Weights& w, float* y, Isa isa) {
   const igemm::W4Tile tile = igemm::w4_tile(isa);
   const int64_t M = a.m, N = w.n, K = a.k, kb = K / kQBlock;
@@ -453,8 +449,7 @@ void gemm_w4a8_tiles(const QActs& a, const W4Weights& w, float* y, Isa isa) {
     alignas(64) float t[igemm::kTileM * igemm::kTileN];
     for (int64_t m0 = 0; m0 < M; m0 += igemm::kTileM) {
       const int64_t mr = std::min(igemm::kTileM, M - m0);
-      tile(a.q.data() + m0 * K, K, mr, a.scale.data() + m0 * kb, a.bsum.data() + m0 * kb, kb, panel, pd, pmn, K,
-                                t);
+      tile(a.q.data() + m0 * K, K, mr, a.scale.data() + m0 * kb, a.bsum.data() + m0 * kb, kb, panel, pd, pmn, K, t);
       for (int64_t r = 0; r < mr; ++r) std::copy_n(t + r * igemm::kTileN, nn, y + (m0 + r) * N + n0);
     }
   }

@@ -41,6 +41,15 @@ QUANT_AVX2 inline __m256i unpack_nibbles(const uint8_t* q) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
 }
 
+// A W4 tile's activation rows: rows at or past mr read row 0 again (rs[r] = 0: its scale and
+// block sums too) and are not stored, so a short last tile costs a full one.
+inline void tile_rows(const int8_t* a, int64_t lda, int64_t mr, const int8_t** row, int64_t* rs) {
+  for (int64_t r = 0; r < kTileM; ++r) {
+    rs[r] = r < mr ? r : 0;
+    row[r] = a + rs[r] * lda;
+  }
+}
+
 }  // namespace
 
 QUANT_AVX2 void w8_dots_avx2(const int8_t* a, const int8_t* w, const int32_t*, int64_t k, int32_t* out) {
@@ -194,10 +203,7 @@ QUANT_VNNI void w4_tile_avx512vnni(const int8_t* a, int64_t lda, int64_t mr, con
   static_assert(kTileM == 6 && kTileN == 64);
   const int8_t* row[kTileM];
   int64_t rs[kTileM];
-  for (int64_t r = 0; r < kTileM; ++r) {
-    rs[r] = r < mr ? r : 0;
-    row[r] = a + rs[r] * lda;
-  }
+  tile_rows(a, lda, mr, row, rs);
   alignas(64) float acc[kTileM * kTileN] = {};
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   const int64_t kb = k / 32;
@@ -256,10 +262,7 @@ QUANT_AVX2 void w4_tile_avx2(const int8_t* a, int64_t lda, int64_t mr, const flo
   static_assert(kTileM == 6 && kTileN == 64);
   const int8_t* row[kTileM];
   int64_t rs[kTileM];
-  for (int64_t r = 0; r < kTileM; ++r) {
-    rs[r] = r < mr ? r : 0;
-    row[r] = a + rs[r] * lda;
-  }
+  tile_rows(a, lda, mr, row, rs);
   alignas(32) float acc[kTileM * kTileN] = {};
   const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   const int64_t kb = k / 32;

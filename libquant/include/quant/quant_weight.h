@@ -1,6 +1,8 @@
 // The logical quantized weight every algorithm produces and every packer consumes.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -50,6 +52,10 @@ struct GridParams {
   float scale, zero;
 };
 GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridSpec& spec);
+// The code of w on grid p: clamp(round(w / scale) + zero, 0, maxq), as a float.
+inline float quant_code(float w, const GridParams& p, int maxq) {
+  return std::clamp(std::nearbyint(w / p.scale) + p.zero, 0.0f, static_cast<float>(maxq));
+}
 
 // Round-to-nearest on the min-max grid of GPTQ's quant.py: range forced to include 0;
 // asym zero = round(-min / scale), sym zero = 2^(bits-1) with range [-absmax, absmax].
