@@ -1,0 +1,88 @@
+// The bytes of every method and format on the bundled model, fixed: a refactor of the pipeline
+// (the quantization stage, the writers) must not move a single output byte. Commands run in a
+// temporary directory with relative paths (model, calibration text, plans), so the paths the
+// files record are the same on every machine. A change that is meant to change outputs updates
+// the hashes here, in the same commit, and says why.
+#include <fmt/format.h>
+
+#include <map>
+
+#include "../common.h"
+
+namespace {
+
+struct Golden {
+  const char* name;
+  const char* args;    // after `quant convert m`
+  const char* out;     // output path, relative to the run directory
+  const char* sha256;  // of `out`
+};
+
+// Calibration small enough for seconds per run; the flags are the ones each path needs.
+const char* kCal = "--calib calib.txt --nsamples 8 --seqlen 128";
+
+const Golden kGolden[] = {
+    {"rtn Q4_0", "--qtype Q4_0", "rtn-q4_0.gguf", "0d87fa12d19654c7143ede36db6b47a2b50242053b93037716dacd82d4d55e63"},
+    {"rtn int3 g32", "--bits 3 --group-size 32", "rtn-int3.gguf", "22d123cba589e19266f263afde4cb1c473ff3d1165412e87f65d572a6e8f281e"},
+    {"rtn int4 g128 sym mse", "--bits 4 --group-size 128 --sym --grid-search mse", "rtn-int4-mse.gguf", "885d3a1af49b48da88db71868338c8c65a06c5bd8df4d2c4e794cf93db1343f6"},
+    {"gptq int4 g32 act-order", "--method gptq --bits 4 --group-size 32 --act-order {cal}", "gptq-int4.gguf", "baa35e991ce7acd9d38db52ddfaac67f0421f62588e3305384422e208abcbd56"},
+    {"gptq int3 g128 from stats", "--method gptq --bits 3 --group-size 128 --stats stats", "gptq-stats.gguf", "8171ba45b39704cfb4a6c012c1d6dc97e1f2967ab6f227dd47ff594c02358a33"},
+    {"awq int4 g32", "--method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "awq-int4.gguf", "ec0617ff656d3c95d5b97a72995c63e638c9866cf6f1fcfd8d12801c0b90d1a7"},
+    {"awq+gptq int3 g32", "--method awq+gptq --bits 3 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "awq-gptq-int3.gguf", "8996857bfff0b41879c779d1fc04a73d77f6805ea3fce29956dfaa2b5d42d51f"},
+    {"smoothquant 0.5 Q8_0", "--method smoothquant --alpha 0.5 --qtype Q8_0 {cal}", "sq.gguf", "27c90cf262a830e2bdbb2f6055de29b0e0fd46e3c761bfa60a65da7e5f4a361a"},
+    {"smoothquant auto Q8_0", "--method smoothquant --alpha auto --search-windows 4 --qtype Q8_0 {cal}", "sq-auto.gguf", "33f0b424e0483dc614511045ea673ac5a4578595c555985d64cb49d844ac5a1a"},
+    {"plan rtn gguf", "--plan plan-rtn.json", "plan-rtn.gguf", "fe7dde59633a5df31e35706b56c945f985d3682645ab2e8556f12fe37c695701"},
+    {"plan gptq gguf", "--plan plan-gptq.json {cal}", "plan-gptq.gguf", "825abb6038f4c58c42c249b5dc90be97e43588b225672a03dd974d4a06e7aae5"},
+    {"onnx rtn int4 g32", "--bits 4 --group-size 32", "onnx-rtn/model.onnx", "2c315281e7795939348a340147f0c647f7169a2d5546ecd51d5834204238b788"},
+    {"onnx gptq int4 g128 act-order", "--method gptq --bits 4 --group-size 128 --act-order --sym {cal}", "onnx-gptq/model.onnx", "200e0b138b36ca86ea8bbab88da1d310c7c85c0197d44ef31aa0c8843ab4d2dc"},
+    {"onnx awq int4 g32", "--method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "onnx-awq/model.onnx", "268d353820de9412107011b2907db0027c2f8c725e8c8f73cde33fa1d1761d80"},
+    {"onnx plan gptq", "--plan plan-gptq.json {cal}", "onnx-plan/model.onnx", "20e141cde8f970b8792525acd840b6c7c1cffa207e053ef9682b01ccd358d6ab"},
+};
+
+// The plans `quant plan` writes from proxy-only sweeps (they feed the plan rows above).
+const std::map<std::string, std::string> kPlans = {{"plan-rtn.json", "26c27077a906b01830c0d755d04927f9987aaa9339a0a38ff3ad8a7c16084d30"}, {"plan-gptq.json", "e69512a3352c220d7d66278a92bf4f942b64865e15f7b076219fd27c8e8b3fb8"}};
+
+std::string sha256(const std::string& path) {
+  const auto r = qt::run("sha256sum '" + path + "'");
+  REQUIRE(r.code == 0);
+  return r.out.substr(0, 64);
+}
+
+}  // namespace
+
+TEST_CASE("golden: every method and format writes the same bytes as before", "[e2e][golden]") {
+  qt::TempDir tmp;
+  namespace fs = std::filesystem;
+  fs::create_directory_symlink(qt::bundled_model(), tmp.path / "m");
+  {  // the first 1,500 verses of the training text: enough windows, and quick to tokenize
+    std::ifstream in(qt::repo("data/kjv/kjv_train.txt"));
+    std::ofstream out(tmp / "calib.txt");
+    std::string line;
+    for (int i = 0; i < 1500 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  const std::string cd = "cd '" + tmp.path.string() + "' && " + qt::quant_bin();
+  auto step = [&](const std::string& cmd) {
+    const auto r = qt::run(cd + " " + cmd + " --quiet");
+    INFO(cmd << "\n" << r.out);
+    REQUIRE(r.code == 0);
+  };
+  step(fmt::format("calibrate m -o stats {}", kCal));
+  step(fmt::format("sweep m --proxy-only --method rtn --bits 3,4,8 --group-size 32 --granularity block -o sweep-rtn.json {}", kCal));
+  step("plan sweep-rtn.json --target-bpw 4.5 -o plan-rtn.json");
+  step(fmt::format("sweep m --proxy-only --method gptq --bits 2,4,8 --group-size 64 --granularity kind -o sweep-gptq.json {}", kCal));
+  step("plan sweep-gptq.json --target-bpw 4 -o plan-gptq.json");
+  std::map<std::string, std::string> got;
+  for (const char* plan : {"plan-rtn.json", "plan-gptq.json"}) got[plan] = sha256(tmp / plan);
+  for (const Golden& g : kGolden) {
+    step(fmt::format("convert m -o {} {}", g.out, fmt::format(fmt::runtime(g.args), fmt::arg("cal", kCal))));
+    got[g.name] = sha256(tmp / g.out);
+  }
+  for (const auto& [plan, sha] : kPlans) {
+    INFO(plan << ": " << got[plan]);
+    CHECK(got[plan] == sha);
+  }
+  for (const Golden& g : kGolden) {
+    INFO(g.name << ": " << got[g.name]);
+    CHECK(got[g.name] == g.sha256);
+  }
+}
