@@ -1,5 +1,5 @@
 // AWQ and SmoothQuant searches, their plans as JSON, and folding a plan into the weights.
-#include "quant/act_aware.h"
+#include "quant/calibration/act_aware.h"
 
 #include <algorithm>
 #include <chrono>
@@ -11,7 +11,7 @@
 #include "quant/error.h"
 #include "quant/gemm.h"
 #include "quant/runtime.h"
-#include "quant/sequential.h"
+#include "quant/calibration/sequential.h"
 
 namespace quant {
 
@@ -20,19 +20,12 @@ namespace {
 
 std::string tname(int64_t l, const std::string& n) { return "blk." + std::to_string(l) + "." + n + ".weight"; }
 
-// The quantized-then-dequantized weight a plan would store (fp32, same layout).
+// The quantized-then-dequantized weight a plan would store by RTN (fp32, same layout).
 void fake_quant(const TensorPlan& p, const float* w, float* out) {
-  const QuantSpec& r = p.requested;
-  QuantWeight q;
-  if (r.kind == QuantSpec::Kind::Grid)
-    q = rtn_grid(w, p.rows, p.cols, r.grid);
-  else if (r.kind == QuantSpec::Kind::Ggml && p.cols % 32 == 0)
-    q = quantize_ggml(r.type, w, p.rows, p.cols);
-  else {
+  if (plan_quantizes(p))
+    quantize_rtn(p, w).dequantize(out);
+  else
     std::copy_n(w, p.rows * p.cols, out);
-    return;
-  }
-  q.dequantize(out);
 }
 
 double mse(const std::vector<float>& a, const std::vector<float>& b) {
@@ -337,6 +330,171 @@ ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int
   return ce;
 }
 
+namespace {
+
+// AWQ on one decoder block, on inputs X from the already-quantized blocks before it: the scale
+// search of each of its four inputs (entries appended to the plan as chosen), then the clip
+// search; the block's weights W carry the scales and clips as they are chosen.
+class AwqBlock {
+ public:
+  using PlanOf = std::function<const TensorPlan&(int64_t l, const std::string& short_name)>;
+  AwqBlock(const LlamaConfig& cfg, const WeightStore& store, int64_t l, const AwqOptions& o, const PlanOf& plan_of, ActPlan& plan,
+           int64_t n, int64_t T)
+      : cfg_(cfg), o_(o), plan_of_(plan_of), plan_(plan), l_(l), n_(n), T_(T), blk_(cfg, store, l) {}
+
+  // q,k,v and gate,up: one scale per channel of the RMSNorm output they read, searched on the
+  // output of the whole attention / MLP half; the norm absorbs 1/s.
+  void scale_norm_fed(Tap tap, const std::vector<float>& input) {
+    const bool mlp = tap_in_mlp(tap);
+    const std::string norm = mlp ? "ffn_norm" : "attn_norm";
+    const int64_t D = cfg_.dim;
+    auto half = [&](const BlockWeights& bw, float* x, int64_t t) {
+      if (mlp)
+        run_mlp(cfg_, bw, x, t);
+      else
+        run_attention(cfg_, bw, x, t);
+    };
+    const auto ref = run_windows(input, n_, T_, D, [&](float* x, int64_t t) { half(blk_.view(), x, t); });
+    const auto mean = col_stat(collect_tap(cfg_, blk_.view(), input, n_, T_, tap, mlp), D, false);
+    const auto& reading = linears_reading(tap);
+    const std::vector<std::string> lin(reading.begin(), reading.end());
+    const auto sc = search(tname(l_, norm), lin, mean, ref, [&](const std::vector<float>& s) {
+      BlockTensors t = scaled_fq(lin, s);
+      return run_windows(input, n_, T_, D, [&](float* x, int64_t tt) { half(t.view(), x, tt); });
+    });
+    for (size_t i = 0; i < sc.size(); ++i) W()[norm][i] /= sc[i];
+    for (const auto& nm : lin) scale_cols(W()[nm], D, sc);
+  }
+
+  // o (from v's rows) and down (from up's rows): searched on the linear's own output. Under GQA
+  // o's input column c reads v row scale_of_col(c): one scale per v row, shared by kv_group columns.
+  void scale_row_fed(const std::string& prev, const std::string& linear, Tap tap, const std::vector<float>& input, int64_t kv_group) {
+    const int64_t width = tap_width(cfg_, tap), hd = cfg_.head_dim();
+    const auto x = collect_tap(cfg_, blk_.view(), input, n_, T_, tap, tap_in_mlp(tap));
+    const auto ref = matmul_t(x, W()[linear], width);
+    // Per row of prev: mean |x| over the kv_group input channels that read it.
+    const std::vector<double> col_mean = col_stat(x, width, false);
+    std::vector<double> mean(static_cast<size_t>(width / kv_group), 0.0);
+    for (int64_t c = 0; c < width; ++c)
+      mean[static_cast<size_t>(ScaleEntry::scale_of_col(c, kv_group, hd))] += col_mean[static_cast<size_t>(c)] / static_cast<double>(kv_group);
+    auto expand = [&](const std::vector<float>& s) { return ScaleEntry::column_scales(s, kv_group, hd); };
+    const auto sc = search(
+        tname(l_, prev), {linear}, mean, ref,
+        [&](const std::vector<float>& s) {
+          BlockTensors t = scaled_fq({linear}, expand(s));
+          return matmul_t(x, t.w[linear], width);
+        },
+        kv_group);
+    scale_rows_inv(W()[prev], width, sc);
+    scale_cols(W()[linear], width, expand(sc));
+  }
+
+  // Clip search on every linear but q/k (their errors are diluted by the softmax; llm-awq), each
+  // on `clip_tokens` of its input: `X` feeds the attention half, `Xmid` the MLP half.
+  void clip(const std::vector<float>& X, const std::vector<float>& Xmid) {
+    std::map<Tap, std::vector<float>> inputs;  // gate and up read the same input: collected once
+    for (const char* nm : decoder_linear_names()) {
+      if (nm == std::string_view("attn_q") || nm == std::string_view("attn_k")) continue;
+      const TensorPlan& tp = plan_of_(l_, nm);
+      if (tp.requested.kind != QuantSpec::Kind::Grid) continue;  // clip searches the plain grid only
+      const Tap tap = tap_of_linear(nm);
+      const bool mlp = tap_in_mlp(tap);
+      auto xi = inputs.find(tap);
+      if (xi == inputs.end()) xi = inputs.emplace(tap, collect_tap(cfg_, blk_.view(), mlp ? Xmid : X, n_, T_, tap, mlp)).first;
+      const std::vector<float>& x = xi->second;
+      const int64_t in = tp.cols, rows_all = static_cast<int64_t>(x.size()) / in;
+      const int64_t nt = std::min(rows_all, o_.clip_tokens), stride = rows_all / nt;
+      std::vector<float> xs(static_cast<size_t>(nt * in));  // every stride-th token
+      for (int64_t t = 0; t < nt; ++t) std::copy_n(x.data() + t * stride * in, in, xs.data() + t * in);
+      std::vector<float>& w = W()[nm];
+      ClipEntry ce = clip_search(tname(l_, nm), w.data(), tp.rows, in, tp.requested.grid, xs.data(), nt, o_.clip_mode);
+      ce.apply(w.data(), tp.rows, in);
+      plan_.clips.push_back(std::move(ce));
+    }
+  }
+
+  BlockTensors& block() { return blk_; }
+  // The block as the file will hold it: scaled, clipped and quantized.
+  BlockTensors quantized() {
+    BlockTensors q = blk_;
+    for (const char* nm : decoder_linear_names()) fake_quant(plan_of_(l_, nm), W()[nm].data(), q.w[nm].data());
+    return q;
+  }
+
+ private:
+  std::map<std::string, std::vector<float>>& W() { return blk_.w; }
+
+  // Grid search over α for one input: `trial(s)` returns the output with the scaled linears
+  // fake-quantized, compared with `ref`. Returns the chosen scales (entry recorded).
+  // `group_of_heads` > 1: the v -> o case under GQA (ScaleEntry::scale_of_col maps o's columns).
+  std::vector<float> search(const std::string& prev, const std::vector<std::string>& linears, const std::vector<double>& mean,
+                            const std::vector<float>& ref, const std::function<std::vector<float>(const std::vector<float>&)>& trial,
+                            int64_t group_of_heads = 1) {
+    ScaleEntry e;
+    e.prev = prev;
+    e.kv_group = group_of_heads;
+    e.head_dim = group_of_heads > 1 ? cfg_.head_dim() : 0;
+    for (const auto& nm : linears) e.linears.push_back(tname(l_, nm));
+    // AutoAWQ's duo family weighs in each input channel's mean |w| (normalized per group).
+    std::vector<double> wmean(mean.size(), 0.0);
+    int64_t wrows = 0;
+    for (const auto& nm : linears) {
+      const TensorPlan& tp = plan_of_(l_, nm);
+      const int64_t cols = tp.cols, group = tp.requested.kind == QuantSpec::Kind::Grid && tp.requested.grid.group
+                                                ? tp.requested.grid.group : (tp.requested.kind == QuantSpec::Kind::Ggml ? 32 : cols);
+      const std::vector<float>& w = W()[nm];
+      for (int64_t r = 0; r < tp.rows; ++r, ++wrows)
+        for (int64_t c0 = 0; c0 < cols; c0 += group) {
+          const int64_t c1 = std::min(cols, c0 + group);
+          float gmax = 0;
+          for (int64_t c = c0; c < c1; ++c) gmax = std::max(gmax, std::fabs(w[static_cast<size_t>(r * cols + c)]));
+          for (int64_t c = c0; c < c1; ++c)
+            wmean[static_cast<size_t>(e.scale_of_col(c))] += std::fabs(w[static_cast<size_t>(r * cols + c)]) / (gmax + 1e-6);
+        }
+    }
+    for (auto& v : wmean) v /= static_cast<double>(wrows * group_of_heads);
+    double best = INFINITY;
+    for (int duo = 0; duo < (o_.duo ? 2 : 1); ++duo)
+      for (int i = 0; i < o_.grid; ++i) {
+        const double alpha = static_cast<double>(i) / o_.grid;
+        const std::vector<float> sc = awq_scales(mean, alpha, duo ? &wmean : nullptr);
+        const double loss = mse(trial(sc), ref);
+        if (i == 0 && !duo) e.loss_before = loss;
+        if (loss < best) {
+          best = loss;
+          e.alpha = alpha;
+          e.duo = duo;
+          e.scales = sc;
+        }
+      }
+    e.loss_after = best;
+    plan_.scales.push_back(e);
+    return e.scales;
+  }
+
+  // A copy of the block whose `linears` are Q(W·s)/s.
+  BlockTensors scaled_fq(const std::vector<std::string>& linears, const std::vector<float>& sc) {
+    BlockTensors t = blk_;
+    for (const auto& nm : linears) {
+      std::vector<float> w = W()[nm];
+      const int64_t cols = static_cast<int64_t>(sc.size());
+      scale_cols(w, cols, sc);
+      fake_quant(plan_of_(l_, nm), w.data(), t.w[nm].data());
+      for (size_t i = 0; i < w.size(); ++i) t.w[nm][i] /= sc[i % static_cast<size_t>(cols)];
+    }
+    return t;
+  }
+
+  const LlamaConfig& cfg_;
+  const AwqOptions& o_;
+  const PlanOf& plan_of_;
+  ActPlan& plan_;
+  int64_t l_, n_, T_;
+  BlockTensors blk_;
+};
+
+}  // namespace
+
 ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
                    const std::vector<TensorPlan>& plans, const AwqOptions& o) {
   QUANT_CHECK(o.grid >= 2, "--awq-grid {} (at least 2)", o.grid);
@@ -351,19 +509,18 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
                                        {"search_windows", o.search_windows}, {"clip_tokens", o.clip_tokens}}).dump();
   std::map<std::string, const TensorPlan*> plan_of;
   for (const auto& p : plans) plan_of[p.name] = &p;
-  auto tplan = [&](int64_t l, const std::string& nm) -> const TensorPlan& {
+  const AwqBlock::PlanOf tplan = [&](int64_t l, const std::string& nm) -> const TensorPlan& {
     auto it = plan_of.find(tname(l, nm));
     QUANT_CHECK(it != plan_of.end(), "AWQ: no plan for {}", tname(l, nm));
     return *it->second;
   };
   std::vector<float> X = embed_windows(cfg, store, windows);
-  const int64_t D = cfg.dim, H = cfg.hidden, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
+  const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
   const int64_t n = std::min(S, std::max<int64_t>(1, o.search_windows));
   // o_proj's inputs are v_proj's rows, repeated over the kv_group query heads that share a kv
   // head under GQA: one scale per v row, shared by its kv_group columns of o_proj (AutoAWQ skips
   // o_proj under GQA). A bias on v_proj would need scaling too: not done.
   const bool scale_o = !cfg.qkv_bias;
-  const int64_t kv_group = cfg.n_heads / cfg.n_kv_heads, hd = cfg.head_dim();
   if (!scale_o) plan.notes.push_back("o_proj not scaled: v_proj has a bias");
   const int64_t steps = cfg.n_layers * 5;
   int64_t step = 0;
@@ -371,156 +528,21 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
     if (o.progress) o.progress(what, step, steps);
     ++step;
   };
-
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    BlockTensors blk(cfg, store, l);
-    auto& W = blk.w;
-    // Grid search over α for one input: `trial(s)` returns the output with the scaled linears
-    // fake-quantized, compared with `ref`. Returns the chosen scales (entry recorded).
-    // `group` > 1: the v -> o case under GQA (ScaleEntry::scale_of_col maps o's columns to scales).
-    auto search = [&](const std::string& prev, std::vector<std::string> linears, const std::vector<double>& mean,
-                      const std::vector<float>& ref, const std::function<std::vector<float>(const std::vector<float>&)>& trial,
-                      int64_t group_of_heads = 1) {
-      ScaleEntry e;
-      e.prev = prev;
-      e.kv_group = group_of_heads;
-      e.head_dim = group_of_heads > 1 ? hd : 0;
-      for (const auto& nm : linears) e.linears.push_back(tname(l, nm));
-      // AutoAWQ's duo family weighs in each input channel's mean |w| (normalized per group).
-      std::vector<double> wmean(mean.size(), 0.0);
-      int64_t wrows = 0;
-      for (const auto& nm : linears) {
-        const TensorPlan& tp = tplan(l, nm);
-        const int64_t cols = tp.cols, group = tp.requested.kind == QuantSpec::Kind::Grid && tp.requested.grid.group
-                                                  ? tp.requested.grid.group : (tp.requested.kind == QuantSpec::Kind::Ggml ? 32 : cols);
-        const std::vector<float>& w = W[nm];
-        for (int64_t r = 0; r < tp.rows; ++r, ++wrows)
-          for (int64_t c0 = 0; c0 < cols; c0 += group) {
-            const int64_t c1 = std::min(cols, c0 + group);
-            float gmax = 0;
-            for (int64_t c = c0; c < c1; ++c) gmax = std::max(gmax, std::fabs(w[static_cast<size_t>(r * cols + c)]));
-            for (int64_t c = c0; c < c1; ++c)
-              wmean[static_cast<size_t>(e.scale_of_col(c))] += std::fabs(w[static_cast<size_t>(r * cols + c)]) / (gmax + 1e-6);
-          }
-      }
-      for (auto& v : wmean) v /= static_cast<double>(wrows * group_of_heads);
-      double best = INFINITY;
-      for (int duo = 0; duo < (o.duo ? 2 : 1); ++duo)
-        for (int i = 0; i < o.grid; ++i) {
-          const double alpha = static_cast<double>(i) / o.grid;
-          const std::vector<float> sc = awq_scales(mean, alpha, duo ? &wmean : nullptr);
-          const double loss = mse(trial(sc), ref);
-          if (i == 0 && !duo) e.loss_before = loss;
-          if (loss < best) {
-            best = loss;
-            e.alpha = alpha;
-            e.duo = duo;
-            e.scales = sc;
-          }
-        }
-      e.loss_after = best;
-      plan.scales.push_back(e);
-      return e.scales;
-    };
-    // A copy of the block whose `linears` are Q(W·s)/s.
-    auto scaled_fq = [&](const std::vector<std::string>& linears, const std::vector<float>& sc) {
-      BlockTensors t = blk;
-      for (const auto& nm : linears) {
-        std::vector<float> w = W[nm];
-        const int64_t cols = static_cast<int64_t>(sc.size());
-        scale_cols(w, cols, sc);
-        fake_quant(tplan(l, nm), w.data(), t.w[nm].data());
-        for (size_t i = 0; i < w.size(); ++i) t.w[nm][i] /= sc[i % static_cast<size_t>(cols)];
-      }
-      return t;
-    };
-
-    // q, k, v: the whole attention's output.
+    AwqBlock b(cfg, store, l, o, tplan, plan, n, T);
     progress(fmt::format("awq block {} q,k,v", l));
-    {
-      const auto ref = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_attention(cfg, blk.view(), x, t); });
-      const auto mean = col_stat(collect_tap(cfg, blk.view(), X, n, T, Tap::AttnIn, false), D, false);
-      const std::vector<std::string> lin = {"attn_q", "attn_k", "attn_v"};
-      const auto sc = search(tname(l, "attn_norm"), lin, mean, ref, [&](const std::vector<float>& s) {
-        BlockTensors t = scaled_fq(lin, s);
-        return run_windows(X, n, T, D, [&](float* x, int64_t tt) { run_attention(cfg, t.view(), x, tt); });
-      });
-      for (size_t i = 0; i < sc.size(); ++i) W["attn_norm"][i] /= sc[i];
-      for (const auto& nm : lin) scale_cols(W[nm], D, sc);
-    }
-    // o: its own output; the scales go into v_proj's rows.
+    b.scale_norm_fed(Tap::AttnIn, X);
     progress(fmt::format("awq block {} o", l));
-    if (scale_o) {
-      const auto x = collect_tap(cfg, blk.view(), X, n, T, Tap::OIn, false);
-      const auto ref = matmul_t(x, W["attn_output"], D);
-      // Per v row: mean |x| over the kv_group o-input channels that read it.
-      const std::vector<double> col_mean = col_stat(x, D, false);
-      std::vector<double> mean(static_cast<size_t>(cfg.kv_dim()), 0.0);
-      for (int64_t c = 0; c < D; ++c)
-        mean[static_cast<size_t>(ScaleEntry::scale_of_col(c, kv_group, hd))] += col_mean[static_cast<size_t>(c)] / static_cast<double>(kv_group);
-      auto expand = [&](const std::vector<float>& s) { return ScaleEntry::column_scales(s, kv_group, hd); };
-      const auto sc = search(
-          tname(l, "attn_v"), {"attn_output"}, mean, ref,
-          [&](const std::vector<float>& s) {
-            BlockTensors t = scaled_fq({"attn_output"}, expand(s));
-            return matmul_t(x, t.w["attn_output"], D);
-          },
-          kv_group);
-      scale_rows_inv(W["attn_v"], D, sc);
-      scale_cols(W["attn_output"], D, expand(sc));
-    }
-    const auto Xmid = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_attention(cfg, blk.view(), x, t); });
-    // gate, up: the whole MLP's output.
+    if (scale_o) b.scale_row_fed("attn_v", "attn_output", Tap::OIn, X, cfg.n_heads / cfg.n_kv_heads);
+    const auto Xmid = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_attention(cfg, b.block().view(), x, t); });
     progress(fmt::format("awq block {} gate,up", l));
-    {
-      const auto ref = run_windows(Xmid, n, T, D, [&](float* x, int64_t t) { run_mlp(cfg, blk.view(), x, t); });
-      const auto mean = col_stat(collect_tap(cfg, blk.view(), Xmid, n, T, Tap::MlpIn, true), D, false);
-      const std::vector<std::string> lin = {"ffn_gate", "ffn_up"};
-      const auto sc = search(tname(l, "ffn_norm"), lin, mean, ref, [&](const std::vector<float>& s) {
-        BlockTensors t = scaled_fq(lin, s);
-        return run_windows(Xmid, n, T, D, [&](float* x, int64_t tt) { run_mlp(cfg, t.view(), x, tt); });
-      });
-      for (size_t i = 0; i < sc.size(); ++i) W["ffn_norm"][i] /= sc[i];
-      for (const auto& nm : lin) scale_cols(W[nm], D, sc);
-    }
-    // down: its own output; the scales go into up_proj's rows.
+    b.scale_norm_fed(Tap::MlpIn, Xmid);
     progress(fmt::format("awq block {} down", l));
-    {
-      const auto x = collect_tap(cfg, blk.view(), Xmid, n, T, Tap::DownIn, true);
-      const auto ref = matmul_t(x, W["ffn_down"], H);
-      const auto sc = search(tname(l, "ffn_up"), {"ffn_down"}, col_stat(x, H, false), ref, [&](const std::vector<float>& s) {
-        BlockTensors t = scaled_fq({"ffn_down"}, s);
-        return matmul_t(x, t.w["ffn_down"], H);
-      });
-      scale_rows_inv(W["ffn_up"], H, sc);
-      scale_cols(W["ffn_down"], H, sc);
-    }
-    // Clip search on every linear but q/k (their errors are diluted by the softmax; llm-awq).
+    b.scale_row_fed("ffn_up", "ffn_down", Tap::DownIn, Xmid, 1);
     progress(fmt::format("awq block {} clip", l));
-    if (o.clip) {
-      std::map<Tap, std::vector<float>> inputs;  // gate and up read the same input: collected once
-      for (const char* nm : {"attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
-        const TensorPlan& tp = tplan(l, nm);
-        if (tp.requested.kind != QuantSpec::Kind::Grid) continue;  // clip searches the plain grid only
-        const Tap tap = tap_of_linear(nm);
-        const bool mlp = tap_in_mlp(tap);
-        auto xi = inputs.find(tap);
-        if (xi == inputs.end()) xi = inputs.emplace(tap, collect_tap(cfg, blk.view(), mlp ? Xmid : X, n, T, tap, mlp)).first;
-        const std::vector<float>& x = xi->second;
-        const int64_t in = tp.cols, rows_all = static_cast<int64_t>(x.size()) / in;
-        const int64_t nt = std::min(rows_all, o.clip_tokens), stride = rows_all / nt;
-        std::vector<float> xs(static_cast<size_t>(nt * in));  // every stride-th token
-        for (int64_t t = 0; t < nt; ++t) std::copy_n(x.data() + t * stride * in, in, xs.data() + t * in);
-        std::vector<float>& w = W[nm];
-        ClipEntry ce = clip_search(tname(l, nm), w.data(), tp.rows, in, tp.requested.grid, xs.data(), nt, o.clip_mode);
-        ce.apply(w.data(), tp.rows, in);
-        plan.clips.push_back(std::move(ce));
-      }
-    }
+    if (o.clip) b.clip(X, Xmid);
     // The next block's inputs come from this block, scaled, clipped and quantized.
-    BlockTensors q = blk;
-    for (const char* nm : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"})
-      fake_quant(tplan(l, nm), W[nm].data(), q.w[nm].data());
+    BlockTensors q = b.quantized();
     for (int64_t s = 0; s < S; ++s) run_block(cfg, q.view(), X.data() + s * T * D, T);
   }
   if (o.progress) o.progress("done", steps, steps);
@@ -573,13 +595,13 @@ ActPlan smoothquant_search(const LlamaConfig& cfg, const WeightStore& store,
         run_block(cfg, blk.view(), scratch.data(), T, f);
       }
     }
-    auto wmax = [&](std::initializer_list<const char*> names) {
+    auto wmax = [&](const std::vector<const char*>& names) {
       std::vector<double> m(static_cast<size_t>(D), 0.0);
       for (const char* nm : names)
         for (size_t i = 0; i < W[nm].size(); ++i) m[i % static_cast<size_t>(D)] = std::max(m[i % static_cast<size_t>(D)], static_cast<double>(std::fabs(W[nm][i])));
       return m;
     };
-    const auto wa = wmax({"attn_q", "attn_k", "attn_v"}), wm = wmax({"ffn_gate", "ffn_up"});
+    const auto wa = wmax(linears_reading(Tap::AttnIn)), wm = wmax(linears_reading(Tap::MlpIn));
     auto smooth = [&](const std::vector<double>& xmax, const std::vector<double>& wmx, double alpha) {
       std::vector<float> s(xmax.size());
       for (size_t j = 0; j < s.size(); ++j)
@@ -593,27 +615,21 @@ ActPlan smoothquant_search(const LlamaConfig& cfg, const WeightStore& store,
         t.w["attn_norm"][static_cast<size_t>(j)] /= sa[static_cast<size_t>(j)];
         t.w["ffn_norm"][static_cast<size_t>(j)] /= sm[static_cast<size_t>(j)];
       }
-      for (const char* nm : {"attn_q", "attn_k", "attn_v"}) scale_cols(t.w[nm], D, sa);
-      for (const char* nm : {"ffn_gate", "ffn_up"}) scale_cols(t.w[nm], D, sm);
+      for (const char* nm : linears_reading(Tap::AttnIn)) scale_cols(t.w[nm], D, sa);
+      for (const char* nm : linears_reading(Tap::MlpIn)) scale_cols(t.w[nm], D, sm);
       return std::make_tuple(t, sa, sm);
     };
     double alpha = o.alpha, loss_before = 0, loss_after = 0;
     if (search) {
       const auto ref = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_block(cfg, blk.view(), x, t); });
       auto w8a8_loss = [&](BlockTensors& t) {
-        std::map<std::string, std::shared_ptr<const LinearOp>> ops;
-        for (const char* nm : {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"}) {
-          const int64_t cols = nm == std::string("ffn_down") ? cfg.hidden : D;
-          ops[nm] = make_w8a8_linear(t.w[nm].data(), static_cast<int64_t>(t.w[nm].size()) / cols, cols, ro);
-        }
+        std::vector<std::shared_ptr<const LinearOp>> ops;
         BlockWeights bw = t.view();
-        bw.oq = ops["attn_q"].get();
-        bw.ok = ops["attn_k"].get();
-        bw.ov = ops["attn_v"].get();
-        bw.oo = ops["attn_output"].get();
-        bw.og = ops["ffn_gate"].get();
-        bw.ou = ops["ffn_up"].get();
-        bw.od = ops["ffn_down"].get();
+        for (const char* nm : decoder_linear_names()) {
+          const int64_t cols = tap_width(cfg, tap_of_linear(nm));
+          ops.push_back(make_w8a8_linear(t.w[nm].data(), static_cast<int64_t>(t.w[nm].size()) / cols, cols, ro));
+          bw.op(nm) = ops.back().get();
+        }
         return mse(run_windows(X, n, T, D, [&](float* x, int64_t tt) { run_block(cfg, bw, x, tt); }), ref);
       };
       loss_before = w8a8_loss(blk);

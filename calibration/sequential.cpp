@@ -1,11 +1,13 @@
-// Sequential GPTQ over the decoder blocks.
-#include "quant/sequential.h"
+// The GPTQ drivers over the decoder blocks: sequential on calibration windows, or from saved
+// statistics.
+#include "quant/calibration/sequential.h"
 
 #include <chrono>
 
 #include "quant/error.h"
 #include "quant/gemm.h"
 #include "quant/runtime.h"
+#include "quant/calibration/stats_dir.h"
 
 namespace quant {
 
@@ -14,6 +16,10 @@ namespace {
 // x [rows][in] += a [rows][in] * w^T, w [out][in] (out == in here: the residual stream).
 void add_linear(float* x, const float* a, const float* w, int64_t rows, int64_t out, int64_t in) {
   gemm_nt(a, in, w, in, x, out, rows, out, in, 1.0f, true);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
@@ -36,125 +42,188 @@ std::vector<float> embed_windows(const LlamaConfig& cfg, const WeightStore& stor
 
 BlockTensors::BlockTensors(const LlamaConfig& cfg, const WeightStore& store, int64_t block) : qkv_bias(cfg.qkv_bias) {
   const std::string b = "blk." + std::to_string(block) + ".";
-  for (const char* n : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"})
-    w[n] = store.read_f32(b + n + ".weight");
+  for (const char* n : {"attn_norm", "ffn_norm"}) w[n] = store.read_f32(b + n + ".weight");
+  for (const auto& step : linears_by_tap())
+    for (const char* n : step.linears) w[n] = store.read_f32(b + n + ".weight");
   if (qkv_bias)
-    for (const char* n : {"attn_q", "attn_k", "attn_v"}) w[std::string(n) + ".bias"] = store.read_f32(b + n + ".bias");
+    for (const char* n : linears_by_tap()[0].linears) w[std::string(n) + ".bias"] = store.read_f32(b + n + ".bias");
 }
 
 BlockWeights BlockTensors::view() {
-  BlockWeights bw{w["attn_norm"].data(), w["attn_q"].data(), w["attn_k"].data(), w["attn_v"].data()};
+  BlockWeights bw;
+  bw.attn_norm = w.at("attn_norm").data();
+  bw.ffn_norm = w.at("ffn_norm").data();
+  for (const auto& step : linears_by_tap())
+    for (const char* n : step.linears) bw.weight(n) = w.at(n).data();
   if (qkv_bias) {
-    bw.bq = w["attn_q.bias"].data();
-    bw.bk = w["attn_k.bias"].data();
-    bw.bv = w["attn_v.bias"].data();
+    bw.bq = w.at("attn_q.bias").data();
+    bw.bk = w.at("attn_k.bias").data();
+    bw.bv = w.at("attn_v.bias").data();
   }
-  bw.wo = w["attn_output"].data();
-  bw.ffn_norm = w["ffn_norm"].data();
-  bw.wg = w["ffn_gate"].data();
-  bw.wu = w["ffn_up"].data();
-  bw.wd = w["ffn_down"].data();
   return bw;
 }
 
-SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& store,
-                                 const std::vector<std::vector<int32_t>>& windows, const std::vector<TensorPlan>& plans,
-                                 const SequentialOptions& opts) {
-  const auto t0 = std::chrono::steady_clock::now();
-  std::map<std::string, const TensorPlan*> plan_of;
-  for (const auto& p : plans) plan_of[p.name] = &p;
-  std::vector<float> X = embed_windows(cfg, store, windows);  // block 0's inputs
-  const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
-  SequentialResult res;
-  std::vector<float> scratch(static_cast<size_t>(T * D));
-  int64_t current_window = 0;
-  double windows_per_s = 0;
-  const std::vector<TapLinears>& steps = linears_by_tap();
-  const int64_t total_steps = cfg.n_layers * static_cast<int64_t>(steps.size());
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
-    BlockTensors blk(cfg, store, l);  // replaced tensor by tensor as they are quantized
-    auto& W = blk.w;
-    auto block_weights = [&] { return blk.view(); };
-    // Quantizes this step's linears from statistics of `input` (each window through `half`,
-    // stopped at the step's tap).
-    auto do_step = [&](size_t si, const std::vector<float>& input, bool mlp_half, const TapFn& also) {
-      const TapLinears& step = steps[si];
-      std::vector<const TensorPlan*> todo;
+// ---------------------------------------------------------------------------------------------
+
+GptqDriver::GptqDriver(const std::vector<TensorPlan>& plans, int64_t n_layers, SequentialOptions opts)
+    : n_layers_(n_layers), opts_(std::move(opts)) {
+  for (const auto& p : plans) plan_of_[p.name] = &p;
+}
+
+std::vector<const TensorPlan*> GptqDriver::todo(int64_t l, Tap tap) const {
+  std::vector<const TensorPlan*> out;
+  for (const auto& step : linears_by_tap())
+    if (step.tap == tap)
       for (const char* n : step.linears) {
-        auto it = plan_of.find(b + n + ".weight");
-        if (it != plan_of.end() && it->second->requested.kind == QuantSpec::Kind::Grid) todo.push_back(it->second);
+        auto it = plan_of_.find(fmt::format("blk.{}.{}.weight", l, n));
+        if (it != plan_of_.end() && it->second->requested.kind == QuantSpec::Kind::Grid) out.push_back(it->second);
       }
-      if (opts.progress)
-        opts.progress(fmt::format("block {} {}{}", l, tap_name(step.tap),
-                                  windows_per_s > 0 ? fmt::format(" ({:.1f} windows/s)", windows_per_s) : std::string()),
-                      l * static_cast<int64_t>(steps.size()) + static_cast<int64_t>(si), total_steps);
-      if (todo.empty() && !also) return;
-      InputStats stats;
-      const BlockWeights bw = block_weights();
-      const auto s0 = std::chrono::steady_clock::now();
-      for (int64_t s = 0; s < S; ++s) {
-        std::copy_n(input.data() + s * T * D, T * D, scratch.data());
-        current_window = s;
-        const TapFn tap = [&](Tap t, const float* data, int64_t rows, int64_t width) {
-          if (t != step.tap) return;
-          if (also) also(t, data, rows, width);
-          if (todo.empty()) return;
-          if (stats.width() == 0) stats = InputStats(width);
-          stats.add(data, rows);
-        };
-        try {
-          if (mlp_half)
-            run_mlp(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
-          else
-            run_attention(cfg, bw, scratch.data(), T, tap, static_cast<int>(step.tap));
-        } catch (const Error& e) {
-          fail("block {} input {} (calibration window {}): {}", l, tap_name(step.tap), s, e.what());
-        }
-      }
-      windows_per_s = static_cast<double>(S) / std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
-      ++res.block_passes;
-      if (todo.empty()) return;
-      const std::vector<double> H = stats.hessian();
-      for (const TensorPlan* p : todo) {
-        const std::string short_name = p->name.substr(b.size(), p->name.size() - b.size() - 7);  // strip ".weight"
-        std::vector<float>& w = W[short_name];
-        GptqOptions go = opts.gptq;
-        go.grid = p->requested.grid;
-        GptqResult g = gptq_quantize(w.data(), p->rows, p->cols, H, go, p->name);
-        res.layers.push_back({p->name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
-        if (opts.grid_sink) {
-          g.q.dequantize(w.data());  // the block computes with exactly the grid the file holds
-          opts.grid_sink(p->name, std::move(g.q));
-          continue;
-        }
-        PackedTensor packed = pack(g.q, p->stored);
-        // The block now computes with exactly what the file will hold.
-        const int64_t rb = row_bytes(packed.type, p->cols);
-        for (int64_t r = 0; r < p->rows; ++r) dequantize_row(packed.type, packed.data.data() + r * rb, w.data() + r * p->cols, p->cols);
-        res.packed.emplace(p->name, std::move(packed));
-      }
-    };
+  return out;
+}
+
+void GptqDriver::quantize(const TensorPlan& p, std::vector<float>& w, const std::vector<double>& H, bool keep_stored) {
+  TensorReport r;
+  QuantWeight q = quantize_gptq(p, w.data(), H, opts_.gptq, r);
+  res_.layers.push_back(r);
+  // The block now computes with exactly what the file will hold.
+  if (keep_stored) stored_values(p, q, opts_.grid_store, w.data());
+  if (opts_.sink) opts_.sink(p, std::move(q), r);
+}
+
+namespace {
+
+class SequentialDriver final : public GptqDriver {
+ public:
+  SequentialDriver(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
+                   const std::vector<TensorPlan>& plans, const SequentialOptions& opts)
+      : GptqDriver(plans, cfg.n_layers, opts), cfg_(cfg), store_(store), X_(embed_windows(cfg, store, windows)),
+        T_(static_cast<int64_t>(windows[0].size())), S_(static_cast<int64_t>(windows.size())) {}
+
+  void run_block() override {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t l = next_, D = cfg_.dim;
+    BlockTensors blk(cfg_, store_, l);  // replaced tensor by tensor as they are quantized
+    const auto& steps = linears_by_tap();
     // Attention is computed once per window: the o_proj step keeps its input (the attention
     // output), from which the residual after the quantized o_proj follows with one GEMM.
-    do_step(0, X, false, {});
-    std::vector<float> A(X.size());
-    do_step(1, X, false, [&](Tap, const float* data, int64_t rows, int64_t width) {
-      std::copy_n(data, rows * width, A.data() + current_window * T * D);
+    step(blk, l, 0, X_, {});
+    std::vector<float> A(X_.size());
+    step(blk, l, 1, X_, [&](Tap, const float* data, int64_t rows, int64_t width) {
+      std::copy_n(data, rows * width, A.data() + current_window_ * T_ * D);
     });
-    add_linear(X.data(), A.data(), W["attn_output"].data(), S * T, D, D);  // X is now the mid-block residual
-    A.clear();
-    A.shrink_to_fit();
-    do_step(2, X, true, {});
-    do_step(3, X, true, {});
+    add_linear(X_.data(), A.data(), blk.w.at(steps[1].linears[0]).data(), S_ * T_, D, D);  // the mid-block residual
+    A = {};
+    step(blk, l, 2, X_, {});
+    step(blk, l, 3, X_, {});
     // The next block's inputs come from this block, quantized.
-    const BlockWeights bw = block_weights();
-    for (int64_t s = 0; s < S; ++s) run_mlp(cfg, bw, X.data() + s * T * D, T);
-    ++res.block_passes;
+    const BlockWeights bw = blk.view();
+    for (int64_t s = 0; s < S_; ++s) run_mlp(cfg_, bw, X_.data() + s * T_ * D, T_);
+    ++res_.block_passes;
+    ++next_;
+    res_.seconds += seconds_since(t0);
+    const int64_t total = n_layers_ * static_cast<int64_t>(steps.size());
+    if (done() && opts_.progress) opts_.progress("done", total, total);
   }
-  if (opts.progress) opts.progress("done", total_steps, total_steps);
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return res;
+
+ private:
+  // Quantizes step si's linears from statistics of `input` (each window through its half of the
+  // block, stopped at the step's tap); `also` sees the tap's rows too.
+  void step(BlockTensors& blk, int64_t l, size_t si, const std::vector<float>& input, const TapFn& also) {
+    const TapLinears& st = linears_by_tap()[si];
+    const std::vector<const TensorPlan*> plans = todo(l, st.tap);
+    const int64_t D = cfg_.dim, n_steps = static_cast<int64_t>(linears_by_tap().size());
+    if (opts_.progress)
+      opts_.progress(fmt::format("block {} {}{}", l, tap_name(st.tap),
+                                 windows_per_s_ > 0 ? fmt::format(" ({:.1f} windows/s)", windows_per_s_) : std::string()),
+                     l * n_steps + static_cast<int64_t>(si), n_layers_ * n_steps);
+    if (plans.empty() && !also) return;
+    InputStats stats;
+    const BlockWeights bw = blk.view();
+    std::vector<float> scratch(static_cast<size_t>(T_ * D));
+    const auto s0 = std::chrono::steady_clock::now();
+    for (int64_t s = 0; s < S_; ++s) {
+      std::copy_n(input.data() + s * T_ * D, T_ * D, scratch.data());
+      current_window_ = s;
+      const TapFn tap = [&](Tap t, const float* data, int64_t rows, int64_t width) {
+        if (t != st.tap) return;
+        if (also) also(t, data, rows, width);
+        if (plans.empty()) return;
+        if (stats.width() == 0) stats = InputStats(width);
+        stats.add(data, rows);
+      };
+      try {
+        if (tap_in_mlp(st.tap))
+          run_mlp(cfg_, bw, scratch.data(), T_, tap, static_cast<int>(st.tap));
+        else
+          run_attention(cfg_, bw, scratch.data(), T_, tap, static_cast<int>(st.tap));
+      } catch (const Error& e) {
+        fail("block {} input {} (calibration window {}): {}", l, tap_name(st.tap), s, e.what());
+      }
+    }
+    windows_per_s_ = static_cast<double>(S_) / seconds_since(s0);
+    ++res_.block_passes;
+    if (plans.empty()) return;
+    const std::vector<double> H = stats.hessian();
+    const std::string b = fmt::format("blk.{}.", l);
+    for (const TensorPlan* p : plans)
+      quantize(*p, blk.w.at(p->name.substr(b.size(), p->name.size() - b.size() - 7)), H, true);  // strip ".weight"
+  }
+
+  const LlamaConfig& cfg_;
+  const WeightStore& store_;
+  std::vector<float> X_;  // the current block's inputs, [windows][T][dim]
+  int64_t T_, S_, current_window_ = 0;
+  double windows_per_s_ = 0;
+};
+
+class StatsDriver final : public GptqDriver {
+ public:
+  StatsDriver(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats, const std::vector<TensorPlan>& plans,
+              const SequentialOptions& opts)
+      : GptqDriver(plans, cfg.n_layers, opts), store_(store), stats_(stats) {}
+
+  void run_block() override {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t l = next_;
+    if (opts_.progress) opts_.progress(fmt::format("block {}", l), l, n_layers_);
+    for (const auto& step : linears_by_tap()) {
+      const std::vector<const TensorPlan*> plans = todo(l, step.tap);
+      if (plans.empty()) continue;
+      const std::vector<double> H = stats_.hessian(l, step.tap);  // q/k/v and gate/up share one: read it once
+      for (const TensorPlan* p : plans) {
+        std::vector<float> w = store_.read_f32(p->name);
+        quantize(*p, w, H, false);
+      }
+    }
+    ++next_;
+    res_.seconds += seconds_since(t0);
+    if (done() && opts_.progress) opts_.progress("done", n_layers_, n_layers_);
+  }
+
+ private:
+  const WeightStore& store_;
+  const StatsDir& stats_;
+};
+
+}  // namespace
+
+std::unique_ptr<GptqDriver> gptq_sequential_driver(const LlamaConfig& cfg, const WeightStore& weights,
+                                                   const std::vector<std::vector<int32_t>>& windows,
+                                                   const std::vector<TensorPlan>& plans, const SequentialOptions& opts) {
+  return std::make_unique<SequentialDriver>(cfg, weights, windows, plans, opts);
+}
+
+std::unique_ptr<GptqDriver> gptq_stats_driver(const LlamaConfig& cfg, const WeightStore& weights, const StatsDir& stats,
+                                              const std::vector<TensorPlan>& plans, const SequentialOptions& opts) {
+  return std::make_unique<StatsDriver>(cfg, weights, stats, plans, opts);
+}
+
+SequentialResult gptq_sequential(const LlamaConfig& cfg, const WeightStore& weights,
+                                 const std::vector<std::vector<int32_t>>& windows, const std::vector<TensorPlan>& plans,
+                                 const SequentialOptions& opts) {
+  auto d = gptq_sequential_driver(cfg, weights, windows, plans, opts);
+  d->run_all();
+  return d->result();
 }
 
 }  // namespace quant

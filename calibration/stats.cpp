@@ -5,10 +5,16 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "quant/calibration.h"
+#include "quant/calibration/calibration.h"
 #include "quant/error.h"
+#include "quant/calibration/text.h"
+#include "quant/tokenizer.h"
 
 namespace quant {
+
+std::vector<std::vector<int32_t>> calibration_windows(const Tokenizer& tok, const CalibSpec& spec, int64_t max_ctx) {
+  return calibration_windows(tok.encode(read_text(spec.file), true), spec, max_ctx);
+}
 
 nlohmann::json CalibSpec::to_json() const {
   return {{"file", file}, {"nsamples", nsamples}, {"seqlen", seqlen}, {"seed", seed}, {"mode", mode}};

@@ -1,5 +1,5 @@
 // quant calibrate: statistics of the FP model saved to a directory, and GPTQ from them.
-#include "quant/stats_dir.h"
+#include "quant/calibration/stats_dir.h"
 
 #include <chrono>
 #include <cmath>
@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "quant/error.h"
+#include "quant/calibration/sequential.h"
 #include "quant/formats/mmap.h"
 #include "quant/formats/safetensors.h"
 
@@ -22,7 +23,6 @@ nlohmann::json model_json(const LlamaConfig& c) {
           {"n_kv_heads", c.n_kv_heads}, {"vocab", c.vocab}};
 }
 std::string block_file(const std::string& dir, int64_t l) { return (fs::path(dir) / ("blk." + std::to_string(l) + ".safetensors")).string(); }
-int64_t tap_width(const LlamaConfig& c, Tap t) { return t == Tap::DownIn ? c.hidden : c.dim; }
 
 SafeTensorOut f32_tensor(const std::string& name, const std::vector<double>& v, std::vector<int64_t> shape) {
   SafeTensorOut t{name, TType::F32, std::move(shape), std::vector<uint8_t>(v.size() * 4)};
@@ -113,41 +113,5 @@ std::vector<double> StatsDir::hessian(int64_t block, Tap tap) const {
 }
 std::vector<double> StatsDir::mean_abs(int64_t block, Tap tap) const { return read(block, tap, "mean_abs", tap_width(cfg_, tap)); }
 std::vector<double> StatsDir::max_abs(int64_t block, Tap tap) const { return read(block, tap, "max_abs", tap_width(cfg_, tap)); }
-
-SequentialResult gptq_from_stats(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats,
-                                 const std::vector<TensorPlan>& plans, const SequentialOptions& opts) {
-  const auto t0 = std::chrono::steady_clock::now();
-  SequentialResult res;
-  const std::vector<std::pair<const char*, Tap>> linears = {{"attn_q", Tap::AttnIn},    {"attn_k", Tap::AttnIn},
-                                                            {"attn_v", Tap::AttnIn},    {"attn_output", Tap::OIn},
-                                                            {"ffn_gate", Tap::MlpIn},   {"ffn_up", Tap::MlpIn},
-                                                            {"ffn_down", Tap::DownIn}};
-  std::map<std::string, const TensorPlan*> plan_of;
-  for (const auto& p : plans) plan_of[p.name] = &p;
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    if (opts.progress) opts.progress(fmt::format("block {}", l), l, cfg.n_layers);
-    std::map<Tap, std::vector<double>> hessians;  // q/k/v and gate/up share one: read it once
-    for (const auto& [n, tap] : linears) {
-      const std::string name = "blk." + std::to_string(l) + "." + n + ".weight";
-      auto it = plan_of.find(name);
-      if (it == plan_of.end() || it->second->requested.kind != QuantSpec::Kind::Grid) continue;
-      const TensorPlan& p = *it->second;
-      const std::vector<float> w = store.read_f32(name);
-      GptqOptions go = opts.gptq;
-      go.grid = p.requested.grid;
-      auto h = hessians.find(tap);
-      if (h == hessians.end()) h = hessians.emplace(tap, stats.hessian(l, tap)).first;
-      GptqResult g = gptq_quantize(w.data(), p.rows, p.cols, h->second, go, name);
-      res.layers.push_back({name, g.loss, g.seconds, g.damp_used, g.gemm_gflops, g.retries, g.dead_columns});
-      if (opts.grid_sink)
-        opts.grid_sink(name, std::move(g.q));
-      else
-        res.packed.emplace(name, pack(g.q, p.stored));
-    }
-  }
-  if (opts.progress) opts.progress("done", cfg.n_layers, cfg.n_layers);
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return res;
-}
 
 }  // namespace quant

@@ -1,5 +1,5 @@
 // Bit-width sweeps (one unit quantized at a time, the rest FP) and plans from them.
-#include "quant/sweep.h"
+#include "quant/calibration/sweep.h"
 
 #include <algorithm>
 #include <chrono>
@@ -12,13 +12,11 @@
 #include "quant/bitplan.h"
 #include "quant/error.h"
 #include "quant/gemm.h"
-#include "quant/sequential.h"
+#include "quant/calibration/sequential.h"
 
 namespace quant {
 
 namespace {
-
-constexpr const char* kLinears[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
 
 // blk.N.attn_q.weight -> (N, "attn_q")
 std::pair<int64_t, std::string> split_name(const std::string& name) {
@@ -41,7 +39,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 std::vector<std::string> decoder_linears(const LlamaConfig& cfg) {
   std::vector<std::string> out;
   for (int64_t l = 0; l < cfg.n_layers; ++l)
-    for (const char* n : kLinears) out.push_back(fmt::format("blk.{}.{}.weight", l, n));
+    for (const char* n : decoder_linear_names()) out.push_back(fmt::format("blk.{}.{}.weight", l, n));
   return out;
 }
 
@@ -84,13 +82,14 @@ void check_model_identity(const nlohmann::json& recorded, const LlamaConfig& cfg
 GridSpec SweepSettings::grid_for(int b) const { return {b, group, b == 8 ? true : sym}; }
 
 void SweepSettings::check() const {
-  QUANT_CHECK(method == "rtn" || method == "gptq" || method == "awq", "sweep --method {} (rtn, gptq or awq)", method);
+  QUANT_CHECK(method == Method::Rtn || method == Method::Gptq || method == Method::Awq, "sweep --method {} (rtn, gptq or awq)",
+              method_name(method));
   QUANT_CHECK(granularity == "tensor" || granularity == "block" || granularity == "kind",
               "--granularity {} (tensor, block or kind)", granularity);
   QUANT_CHECK(!bits.empty(), "sweep needs at least one bit-width");
-  for (int b : bits) QUANT_CHECK(b >= 2 && b <= 8, "sweep --bits: {} outside 2..8", b);
+  for (int b : bits) QUANT_CHECK(GridSpec::valid_bits(b), "sweep --bits: {} outside 2..8", b);
   QUANT_CHECK(std::set<int>(bits.begin(), bits.end()).size() == bits.size(), "sweep --bits: a width is repeated");
-  QUANT_CHECK(group == 0 || group == 32 || group == 64 || group == 128, "--group-size {} (32, 64, 128 or 0)", group);
+  QUANT_CHECK(GridSpec::valid_group(group), "--group-size {} (32, 64, 128 or 0)", group);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,7 +117,7 @@ nlohmann::json Sweep::to_json() const {
                        {"first_block", u.first_block}, {"fp16_bytes", 2 * u.params}, {"options", opts}});
   }
   return {{"format", "quant-sweep"}, {"version", kVersion},
-          {"settings", {{"method", settings.method}, {"granularity", settings.granularity}, {"bits", settings.bits},
+          {"settings", {{"method", method_name(settings.method)}, {"granularity", settings.granularity}, {"bits", settings.bits},
                         {"group", settings.group}, {"sym", settings.sym}}},
           {"proxy_only", proxy_only}, {"model", model}, {"calibration", calibration}, {"recipe", recipe}, {"eval", eval},
           {"fp", fp}, {"cost", cost}, {"rank", rank}, {"units", units_j}};
@@ -126,20 +125,17 @@ nlohmann::json Sweep::to_json() const {
 
 namespace {
 // A file of ours: its format name, then its version ("run `rerun` again" for any other).
-void check_format(const nlohmann::json& j, const char* format, int version, const char* what, const char* rerun,
-                  const std::string& source) {
-  QUANT_CHECK(j.is_object() && j.value("format", "") == format, "{}: not a {} (format {})", source, what, format);
-  const int v = j.value("version", 0);
-  QUANT_CHECK(v == version, "{}: {} format version {}; this quant reads version {}: run {} again", source, what, v, version, rerun);
-}
 }  // namespace
 
 Sweep Sweep::from_json(const nlohmann::json& j, const std::string& source) {
-  check_format(j, "quant-sweep", kVersion, "sweep", "quant sweep", source);
+  check_json_format(j, "quant-sweep", kVersion, "sweep", "quant sweep", source);
   Sweep s;
   try {
     const auto& st = j.at("settings");
-    s.settings.method = st.at("method").get<std::string>();
+    const std::string method = st.at("method").get<std::string>();
+    const std::optional<Method> m = method_from_name(method);
+    QUANT_CHECK(m, "{}: sweep --method {} (rtn, gptq or awq)", source, method);
+    s.settings.method = *m;
     s.settings.granularity = st.at("granularity").get<std::string>();
     s.settings.bits = st.at("bits").get<std::vector<int>>();
     s.settings.group = st.at("group").get<int64_t>();
@@ -224,12 +220,12 @@ std::vector<SweepUnit> make_units(const LlamaConfig& cfg, const WeightStore& sto
       SweepUnit u;
       u.name = fmt::format("blk.{}", l);
       u.first_block = l;
-      for (const char* k : kLinears) add_tensor(u, fmt::format("blk.{}.{}.weight", l, k));
+      for (const char* k : decoder_linear_names()) add_tensor(u, fmt::format("blk.{}.{}.weight", l, k));
       u.match = u.tensors;
       units.push_back(std::move(u));
     }
   } else {  // kind (SweepSettings::check admits nothing else)
-    for (const char* k : kLinears) {
+    for (const char* k : decoder_linear_names()) {
       SweepUnit u;
       u.name = k;
       u.match = {fmt::format("blk.*.{}.weight", k)};
@@ -311,6 +307,161 @@ struct EvalCache {
   double block_seconds = 0, head_seconds = 0;  // per chunk, measured in the FP pass
 };
 
+// Hessians of the current unit's inputs, read once per (block, tap): double for GPTQ, fp32 for
+// the proxy's GEMM.
+struct Hessian {
+  std::vector<double> d;
+  std::vector<float> f;
+};
+class HessianCache {
+ public:
+  explicit HessianCache(const StatsDir& stats) : stats_(stats) {}
+  const Hessian& get(int64_t l, Tap t) {
+    const auto key = std::make_pair(l, static_cast<int>(t));
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+      Hessian h{stats_.hessian(l, t), {}};
+      h.f.assign(h.d.begin(), h.d.end());
+      it = cache_.emplace(key, std::move(h)).first;
+    }
+    return it->second;
+  }
+  void clear() { cache_.clear(); }
+
+ private:
+  const StatsDir& stats_;
+  std::map<std::pair<int64_t, int>, Hessian> cache_;
+};
+
+// The unit's tensors quantized at width k (option k of the unit: sizes, proxy, method loss), by
+// the same per-tensor functions as the quantization stage. Returns what the file would hold of
+// each tensor (dequantized), keyed "short_name@block", in the block's (for AWQ: scaled) weight space.
+std::map<std::string, std::vector<float>> quantize_unit(const SweepRun& run, const WeightStore& store, BlockCache& blocks,
+                                                        HessianCache& hessians, const ActPlan* ap, size_t k, SweepUnit& u) {
+  const SweepSettings& st = run.settings;
+  std::map<std::string, std::vector<float>> qw;
+  SweepOption& o = u.options[k];
+  const GridSpec grid = st.grid_for(st.bits[k]);
+  o.bits = st.bits[k];
+  QuantSpec spec;
+  spec.kind = QuantSpec::Kind::Grid;
+  spec.grid = grid;
+  o.spec = spec.str();
+  for (const auto& name : u.tensors) {
+    const auto [l, short_name] = split_name(name);
+    const TensorDesc& d = store.get(name);
+    const Hessian& H = hessians.get(l, tap_of_linear(short_name));
+    auto blk = blocks.get(l, ap ? static_cast<int>(k) : -1, ap, u.first_block);
+    std::vector<float> w = blk->w.at(short_name);  // the weight to quantize (AWQ: scaled)
+    if (ap)
+      for (const auto& c : ap->clips)
+        if (c.tensor == name) c.apply(w.data(), d.rows, d.cols);
+    const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}}, {d}).front();
+    TensorReport rep;
+    const QuantWeight q = st.method == Method::Gptq ? quantize_gptq(plan, w.data(), H.d, run.gptq, rep) : quantize_rtn(plan, w.data());
+    o.method_loss += rep.loss;
+    std::vector<float> deq(static_cast<size_t>(d.numel()));
+    stored_values(plan, q, GridStore::Packed, deq.data());
+    const int64_t rb = row_bytes(plan.stored, d.cols);
+    o.logical_bits += grid_logical_bits(grid, d.rows, d.cols);
+    o.stored_bytes += d.rows * rb;
+    const std::string qt(ttype_name(plan.stored));
+    o.qtype = o.qtype.empty() || o.qtype == qt ? qt : "mixed";
+    // The proxy in the FP model's own weight space: AWQ's W' = W diag(s) is compared as
+    // Q' diag(1/s) against W, with the FP model's Hessian.
+    std::vector<float> unscaled;
+    if (ap) {
+      unscaled = deq;
+      for (const auto& e : ap->scales)
+        if (std::find(e.linears.begin(), e.linears.end(), name) != e.linears.end())
+          for (size_t i = 0; i < unscaled.size(); ++i) unscaled[i] /= e.scales[i % e.scales.size()];
+    }
+    const std::vector<float>& fp = blocks.get(l, -1, nullptr, u.first_block)->w.at(short_name);
+    o.proxy += hessian_error(fp.data(), (ap ? unscaled : deq).data(), d.rows, d.cols, H.f);
+    qw[fmt::format("{}@{}", short_name, l)] = std::move(deq);
+  }
+  if (st.method != Method::Gptq) o.method_loss = o.proxy;
+  return qw;
+}
+
+// How well the proxy ranks the measured damage: Spearman over every option, and per width.
+nlohmann::json rank_json(const std::vector<double>& proxy, const std::vector<double>& kl,
+                         const std::map<int, std::pair<std::vector<double>, std::vector<double>>>& by_bits) {
+  auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); };
+  nlohmann::json per = nlohmann::json::object();
+  for (const auto& [b, pk] : by_bits) per[std::to_string(b)] = num(spearman(pk.first, pk.second));
+  return {{"proxy", "tr((W-Q) H (W-Q)^T)"}, {"measured", "kl_mean"}, {"spearman_all", num(spearman(proxy, kl))},
+          {"spearman_by_bits", per}, {"pairs", proxy.size()}};
+}
+
+// The FP pass over the evaluation text: chunk windows, the FP logits of the scored rows and their
+// log-sum-exp (ev), the FP perplexity (sw.fp, sw.eval). Returns the block passes it ran.
+int64_t fp_pass(const LlamaConfig& cfg, const WeightStore& store, std::span<const int32_t> eval_tokens, const SweepRun& run,
+                BlockCache& blocks, const std::vector<float>& head, const std::vector<float>& out_norm, EvalCache& ev, Sweep& sw) {
+  const int64_t D = cfg.dim, L = cfg.n_layers, V = cfg.vocab;
+  int64_t fp_block_passes = 0;
+  ev.ch = ppl_chunks(static_cast<int64_t>(eval_tokens.size()), cfg.bos_id, run.eval, cfg.max_ctx);
+  const int64_t C = ev.ch.chunks, T = ev.ch.ctx;
+  ev.rows = T - 1 - ev.ch.first;
+  const double logits_gb = static_cast<double>(C * ev.rows * V) * 4 / 1e9;
+  QUANT_CHECK(logits_gb < 8, "sweep: the FP logits of {} chunks would take {:.1f} GB: give fewer --chunks", C, logits_gb);
+  std::vector<std::vector<int32_t>> windows(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    ev.ch.window(eval_tokens, c, windows[static_cast<size_t>(c)]);
+    for (int64_t j = 0; j < ev.rows; ++j) ev.targets.push_back(windows[static_cast<size_t>(c)][static_cast<size_t>(ev.ch.first + j + 1)]);
+  }
+  ev.x = embed_windows(cfg, store, windows);
+  std::vector<float> h = ev.x;
+  const auto tb = std::chrono::steady_clock::now();
+  for (int64_t l = 0; l < L; ++l) {
+    if (run.progress) run.progress("FP pass over the text (once)", l, L + 1);
+    auto blk = blocks.get(l, -1, nullptr, 0);
+    const BlockWeights bw = blk->view();
+    for (int64_t c = 0; c < C; ++c) run_block(cfg, bw, h.data() + c * T * D, T);
+    fp_block_passes += C;
+  }
+  ev.block_seconds = seconds_since(tb) / static_cast<double>(C * L);
+  const auto th = std::chrono::steady_clock::now();
+  ev.fp_logits.resize(static_cast<size_t>(C * ev.rows * V));
+  ev.fp_lse.resize(static_cast<size_t>(C * ev.rows));
+  PplScorer fp_scorer;
+  for (int64_t c = 0; c < C; ++c) {
+    float* lg = ev.fp_logits.data() + c * ev.rows * V;
+    run_head(cfg, h.data() + (c * T + ev.ch.first) * D, ev.rows, out_norm.data(), head.data(), lg);
+    for (int64_t j = 0; j < ev.rows; ++j) {
+      ev.fp_lse[static_cast<size_t>(c * ev.rows + j)] = log_sum_exp(lg + j * V, V);
+      fp_scorer.add(lg + j * V, V, ev.targets[static_cast<size_t>(c * ev.rows + j)]);
+    }
+  }
+  ev.head_seconds = seconds_since(th) / static_cast<double>(C);
+  PplResult fr;
+  fp_scorer.result(fr);
+  sw.fp = {{"ppl", fr.ppl}, {"nll", fr.nll_mean}, {"ppl_stderr", fr.ppl_stderr}};
+  sw.eval = {{"protocol", protocol_name(ev.ch.protocol)}, {"ctx", T}, {"chunks", C}, {"chunk_stride", ev.ch.stride},
+             {"tokens_total", eval_tokens.size()},
+             {"tokens_scored", fr.tokens_scored}};
+  return fp_block_passes;
+}
+
+// AWQ searched once per width over the whole model, every linear at that width.
+std::vector<ActPlan> awq_plans_by_width(const LlamaConfig& cfg, const WeightStore& store,
+                                        const std::vector<std::vector<int32_t>>& calib_windows, const SweepRun& run) {
+  const SweepSettings& st = run.settings;
+  std::vector<ActPlan> out;
+  for (size_t k = 0; k < st.bits.size(); ++k) {
+    QuantSpec target;
+    target.kind = QuantSpec::Kind::Grid;
+    target.grid = st.grid_for(st.bits[k]);
+    const auto plans = resolve_policy(Policy::defaults(target), store.tensors());
+    AwqOptions ao = run.awq;
+    ao.progress = [&](const std::string& what, int64_t d, int64_t t) {
+      if (run.progress) run.progress(fmt::format("awq search, {} bits: {}", st.bits[k], what), d, t);
+    };
+    out.push_back(awq_search(cfg, store, calib_windows, plans, ao));
+  }
+  return out;
+}
+
 }  // namespace
 
 Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats,
@@ -319,7 +470,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
   const auto t_start = std::chrono::steady_clock::now();
   const SweepSettings& st = run.settings;
   st.check();
-  QUANT_CHECK(st.method != "awq" || !calib_windows.empty(), "sweep --method awq searches scales on calibration windows: give --calib");
+  QUANT_CHECK(st.method != Method::Awq || !calib_windows.empty(), "sweep --method awq searches scales on calibration windows: give --calib");
   const int64_t D = cfg.dim, L = cfg.n_layers, V = cfg.vocab;
   Sweep sw;
   sw.settings = st;
@@ -329,31 +480,17 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
   sw.units = make_units(cfg, store, st.granularity);
   std::stable_sort(sw.units.begin(), sw.units.end(), [](const SweepUnit& a, const SweepUnit& b) { return a.first_block < b.first_block; });
   const size_t B = st.bits.size();
-  if (st.method == "gptq")
+  if (st.method == Method::Gptq)
     sw.recipe = {{"damp", run.gptq.damp}, {"act_order", run.gptq.act_order}, {"block", run.gptq.block},
                  {"static_groups", run.gptq.static_groups || run.gptq.act_order}};
-  if (st.method == "awq")
+  if (st.method == Method::Awq)
     sw.recipe = {{"grid", run.awq.grid}, {"clip", run.awq.clip}, {"duo", run.awq.duo}, {"search_windows", run.awq.search_windows}};
 
   // AWQ: one search per width over the whole model (every linear at that width), as convert
   // --method awq would run it; units then quantize their scaled (and clipped) weights.
-  std::vector<ActPlan> awq_plans;
-  double awq_seconds = 0;
-  if (st.method == "awq") {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (size_t k = 0; k < B; ++k) {
-      QuantSpec target;
-      target.kind = QuantSpec::Kind::Grid;
-      target.grid = st.grid_for(st.bits[k]);
-      const auto plans = resolve_policy(Policy::defaults(target), store.tensors());
-      AwqOptions ao = run.awq;
-      ao.progress = [&](const std::string& what, int64_t d, int64_t t) {
-        if (run.progress) run.progress(fmt::format("awq search, {} bits: {}", st.bits[k], what), d, t);
-      };
-      awq_plans.push_back(awq_search(cfg, store, calib_windows, plans, ao));
-    }
-    awq_seconds = seconds_since(t0);
-  }
+  const auto t_awq = std::chrono::steady_clock::now();
+  const std::vector<ActPlan> awq_plans = st.method == Method::Awq ? awq_plans_by_width(cfg, store, calib_windows, run) : std::vector<ActPlan>{};
+  const double awq_seconds = st.method == Method::Awq ? seconds_since(t_awq) : 0.0;
 
   // The FP pass over the evaluation text, once.
   EvalCache ev;
@@ -364,46 +501,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
   BlockCache blocks(cfg, store, run.cache_mb << 20);
   if (!run.proxy_only) {
     const auto t0 = std::chrono::steady_clock::now();
-    ev.ch = ppl_chunks(static_cast<int64_t>(eval_tokens.size()), cfg.bos_id, run.eval, cfg.max_ctx);
-    const int64_t C = ev.ch.chunks, T = ev.ch.ctx;
-    ev.rows = T - 1 - ev.ch.first;
-    const double logits_gb = static_cast<double>(C * ev.rows * V) * 4 / 1e9;
-    QUANT_CHECK(logits_gb < 8, "sweep: the FP logits of {} chunks would take {:.1f} GB: give fewer --chunks", C, logits_gb);
-    std::vector<std::vector<int32_t>> windows(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) {
-      ev.ch.window(eval_tokens, c, windows[static_cast<size_t>(c)]);
-      for (int64_t j = 0; j < ev.rows; ++j) ev.targets.push_back(windows[static_cast<size_t>(c)][static_cast<size_t>(ev.ch.first + j + 1)]);
-    }
-    ev.x = embed_windows(cfg, store, windows);
-    std::vector<float> h = ev.x;
-    const auto tb = std::chrono::steady_clock::now();
-    for (int64_t l = 0; l < L; ++l) {
-      if (run.progress) run.progress("FP pass over the text (once)", l, L + 1);
-      auto blk = blocks.get(l, -1, nullptr, 0);
-      const BlockWeights bw = blk->view();
-      for (int64_t c = 0; c < C; ++c) run_block(cfg, bw, h.data() + c * T * D, T);
-      fp_block_passes += C;
-    }
-    ev.block_seconds = seconds_since(tb) / static_cast<double>(C * L);
-    const auto th = std::chrono::steady_clock::now();
-    ev.fp_logits.resize(static_cast<size_t>(C * ev.rows * V));
-    ev.fp_lse.resize(static_cast<size_t>(C * ev.rows));
-    PplScorer fp_scorer;
-    for (int64_t c = 0; c < C; ++c) {
-      float* lg = ev.fp_logits.data() + c * ev.rows * V;
-      run_head(cfg, h.data() + (c * T + ev.ch.first) * D, ev.rows, out_norm.data(), head.data(), lg);
-      for (int64_t j = 0; j < ev.rows; ++j) {
-        ev.fp_lse[static_cast<size_t>(c * ev.rows + j)] = log_sum_exp(lg + j * V, V);
-        fp_scorer.add(lg + j * V, V, ev.targets[static_cast<size_t>(c * ev.rows + j)]);
-      }
-    }
-    ev.head_seconds = seconds_since(th) / static_cast<double>(C);
-    PplResult fr;
-    fp_scorer.result(fr);
-    sw.fp = {{"ppl", fr.ppl}, {"nll", fr.nll_mean}, {"ppl_stderr", fr.ppl_stderr}};
-    sw.eval = {{"protocol", protocol_name(ev.ch.protocol)}, {"ctx", T}, {"chunks", C}, {"chunk_stride", ev.ch.stride},
-               {"tokens_total", eval_tokens.size()},
-               {"tokens_scored", fr.tokens_scored}};
+    fp_block_passes = fp_pass(cfg, store, eval_tokens, run, blocks, head, out_norm, ev, sw);
     fp_seconds = seconds_since(t0);
   }
 
@@ -421,23 +519,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
                   {"block_passes", block_passes}, {"chunks", run.proxy_only ? 0 : ev.ch.chunks},
                   {"estimated_seconds", est}, {"fp_pass_seconds", fp_seconds}});
 
-  // Hessians of the current unit's inputs, read once per (block, tap): double for GPTQ, fp32
-  // for the proxy's GEMM.
-  struct Hessian {
-    std::vector<double> d;
-    std::vector<float> f;
-  };
-  std::map<std::pair<int64_t, int>, Hessian> hessians;
-  auto hessian = [&](int64_t l, Tap t) -> const Hessian& {
-    const auto key = std::make_pair(l, static_cast<int>(t));
-    auto it = hessians.find(key);
-    if (it == hessians.end()) {
-      Hessian h{stats.hessian(l, t), {}};
-      h.f.assign(h.d.begin(), h.d.end());
-      it = hessians.emplace(key, std::move(h)).first;
-    }
-    return it->second;
-  };
+  HessianCache hessians(stats);
 
   std::vector<double> all_proxy, all_kl;
   std::map<int, std::pair<std::vector<double>, std::vector<double>>> by_bits;
@@ -460,55 +542,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
     std::vector<double> opt_seconds(B, 0);
     for (size_t k = 0; k < B; ++k) {
       const auto tq = std::chrono::steady_clock::now();
-      SweepOption& o = u.options[k];
-      const GridSpec grid = st.grid_for(st.bits[k]);
-      o.bits = st.bits[k];
-      QuantSpec spec;
-      spec.kind = QuantSpec::Kind::Grid;
-      spec.grid = grid;
-      o.spec = spec.str();
-      const ActPlan* ap = st.method == "awq" ? &awq_plans[k] : nullptr;
-      for (const auto& name : u.tensors) {
-        const auto [l, short_name] = split_name(name);
-        const TensorDesc& d = store.get(name);
-        const Hessian& H = hessian(l, tap_of_linear(short_name));
-        auto blk = blocks.get(l, ap ? static_cast<int>(k) : -1, ap, u.first_block);
-        std::vector<float> w = blk->w.at(short_name);  // the weight to quantize (AWQ: scaled)
-        if (ap)
-          for (const auto& c : ap->clips)
-            if (c.tensor == name) c.apply(w.data(), d.rows, d.cols);
-        const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}}, {d}).front();
-        PackedTensor packed;
-        if (st.method == "gptq") {
-          GptqOptions go = run.gptq;
-          go.grid = grid;
-          GptqResult g = gptq_quantize(w.data(), d.rows, d.cols, H.d, go, name);
-          o.method_loss += g.loss;
-          packed = pack(g.q, plan.stored);
-        } else {
-          packed = quantize_tensor(plan, w.data());
-        }
-        std::vector<float> deq(static_cast<size_t>(d.numel()));
-        const int64_t rb = row_bytes(packed.type, d.cols);
-        for (int64_t r = 0; r < d.rows; ++r) dequantize_row(packed.type, packed.data.data() + r * rb, deq.data() + r * d.cols, d.cols);
-        o.logical_bits += grid_logical_bits(grid, d.rows, d.cols);
-        o.stored_bytes += d.rows * rb;
-        const std::string qt(ttype_name(packed.type));
-        o.qtype = o.qtype.empty() || o.qtype == qt ? qt : "mixed";
-        // The proxy in the FP model's own weight space: AWQ's W' = W diag(s) is compared as
-        // Q' diag(1/s) against W, with the FP model's Hessian.
-        std::vector<float> unscaled;
-        if (ap) {
-          unscaled = deq;
-          for (const auto& e : ap->scales)
-            if (std::find(e.linears.begin(), e.linears.end(), name) != e.linears.end())
-              for (size_t i = 0; i < unscaled.size(); ++i) unscaled[i] /= e.scales[i % e.scales.size()];
-        }
-        const std::vector<float>& fp = blocks.get(l, -1, nullptr, u.first_block)->w.at(short_name);
-        o.proxy += hessian_error(fp.data(), (ap ? unscaled : deq).data(), d.rows, d.cols, H.f);
-        qw[k][fmt::format("{}@{}", short_name, l)] = std::move(deq);
-      }
-      if (st.method != "gptq") o.method_loss = o.proxy;
+      qw[k] = quantize_unit(run, store, blocks, hessians, st.method == Method::Awq ? &awq_plans[k] : nullptr, k, u);
       opt_seconds[k] = seconds_since(tq);
     }
     if (!run.proxy_only) {
@@ -517,20 +551,12 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
       for (int64_t l = u.first_block; l < L; ++l) {
         for (size_t k = 0; k < B; ++k) {
           const auto te = std::chrono::steady_clock::now();
-          const ActPlan* ap = st.method == "awq" ? &awq_plans[k] : nullptr;
+          const ActPlan* ap = st.method == Method::Awq ? &awq_plans[k] : nullptr;
           auto blk = blocks.get(l, ap ? static_cast<int>(k) : -1, ap, u.first_block);
           BlockWeights bw = blk->view();
           const std::string at = fmt::format("@{}", l);
-          auto swap_in = [&](const char* n, const float*& p) {
-            if (auto it = qw[k].find(std::string(n) + at); it != qw[k].end()) p = it->second.data();
-          };
-          swap_in("attn_q", bw.wq);
-          swap_in("attn_k", bw.wk);
-          swap_in("attn_v", bw.wv);
-          swap_in("attn_output", bw.wo);
-          swap_in("ffn_gate", bw.wg);
-          swap_in("ffn_up", bw.wu);
-          swap_in("ffn_down", bw.wd);
+          for (const char* n : decoder_linear_names())
+            if (auto it = qw[k].find(std::string(n) + at); it != qw[k].end()) bw.weight(n) = it->second.data();
           for (int64_t c = 0; c < C; ++c) run_block(cfg, bw, h[k].data() + c * T * D, T);
           passes_done += C;
           opt_seconds[k] += seconds_since(te);
@@ -570,13 +596,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
     ++done;
     if (run.progress && run.proxy_only) run.progress(u.name, done, static_cast<int64_t>(sw.units.size()));
   }
-  if (!run.proxy_only) {
-    auto num = [](double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); };
-    nlohmann::json per = nlohmann::json::object();
-    for (const auto& [b, pk] : by_bits) per[std::to_string(b)] = num(spearman(pk.first, pk.second));
-    sw.rank = {{"proxy", "tr((W-Q) H (W-Q)^T)"}, {"measured", "kl_mean"}, {"spearman_all", num(spearman(all_proxy, all_kl))},
-               {"spearman_by_bits", per}, {"pairs", all_proxy.size()}};
-  }
+  if (!run.proxy_only) sw.rank = rank_json(all_proxy, all_kl, by_bits);
   const double total = seconds_since(t_start);
   sw.cost = {{"seconds", total},
              {"calibration_statistics", "computed once (or read from --stats), reused by every unit"},
@@ -594,79 +614,6 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
 
 // ---------------------------------------------------------------------------------------------
 // Plans
-
-nlohmann::json BitPlan::to_json() const {
-  nlohmann::json rj = nlohmann::json::array();
-  for (const auto& r : rules)
-    rj.push_back({{"match", r.match}, {"method", r.method}, {"bits", r.bits}, {"group", r.group}, {"sym", r.sym},
-                  {"qtype", r.qtype}, {"unit", r.unit}});
-  return {{"format", "quant-bitplan"}, {"version", kVersion}, {"model", model}, {"method", method}, {"rest", rest},
-          {"rules", rj}, {"budget", budget}, {"predicted", predicted}, {"source", source}};
-}
-
-BitPlan BitPlan::from_json(const nlohmann::json& j, const std::string& src) {
-  check_format(j, "quant-bitplan", kVersion, "plan", "quant plan", src);
-  BitPlan p;
-  try {
-    p.model = j.at("model");
-    p.method = j.at("method").get<std::string>();
-    p.rest = j.value("rest", "Q8_0");
-    p.budget = j.value("budget", nlohmann::json());
-    p.predicted = j.value("predicted", nlohmann::json());
-    p.source = j.value("source", nlohmann::json());
-    for (const auto& r : j.at("rules")) {
-      BitPlanRule b;
-      b.match = r.at("match").get<std::string>();
-      b.method = r.value("method", p.method);
-      b.bits = r.at("bits").get<int>();
-      b.group = r.at("group").get<int64_t>();
-      b.sym = r.at("sym").get<bool>();
-      b.qtype = r.value("qtype", "");
-      b.unit = r.value("unit", "");
-      QUANT_CHECK(b.bits >= 2 && b.bits <= 8, "{}: rule {}: bits {} outside 2..8", src, b.match, b.bits);
-      QUANT_CHECK(b.group == 0 || b.group == 32 || b.group == 64 || b.group == 128, "{}: rule {}: group {} (32, 64, 128 or 0)", src,
-                  b.match, b.group);
-      QUANT_CHECK(b.method == p.method, "{}: rule {} asks for {} in a {} plan", src, b.match, b.method, p.method);
-      p.rules.push_back(b);
-    }
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed plan: {}", src, e.what());
-  }
-  QUANT_CHECK(p.method == "rtn" || p.method == "gptq" || p.method == "awq", "{}: method {} (rtn, gptq or awq)", src, p.method);
-  QUANT_CHECK(!p.rules.empty(), "{}: the plan has no rules", src);
-  QuantSpec::parse(p.rest);  // throws naming the bad type
-  return p;
-}
-
-GridSpec BitPlan::dominant() const {
-  int best = rules.front().bits;
-  double share = -1;
-  if (budget.is_object() && budget.contains("share_of_weights_by_bits"))
-    for (const auto& [b, v] : budget["share_of_weights_by_bits"].items())
-      if (v.get<double>() > share) {
-        share = v.get<double>();
-        best = std::stoi(b);
-      }
-  for (const auto& r : rules)
-    if (r.bits == best) return {r.bits, r.group, r.sym};
-  return {rules.front().bits, rules.front().group, rules.front().sym};
-}
-
-Policy BitPlan::policy(const QuantSpec& fallback) const {
-  Policy pol;
-  for (const auto& r : rules) {
-    QuantSpec s;
-    s.kind = QuantSpec::Kind::Grid;
-    s.grid = {r.bits, r.group, r.sym};
-    pol.rules.push_back({r.match, s});
-  }
-  const QuantSpec rs = QuantSpec::parse(rest);
-  pol.rules.push_back({"token_embd.weight", rs});
-  pol.rules.push_back({"output.weight", rs});
-  const Policy d = Policy::defaults(fallback);
-  pol.rules.insert(pol.rules.end(), d.rules.begin(), d.rules.end());
-  return pol;
-}
 
 BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::string& sweep_file) {
   std::string objective = req.objective.empty() ? (sw.proxy_only ? "proxy" : "kl") : req.objective;
@@ -783,7 +730,7 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
     p.predicted["sum_dppl"] = dppl;
   }
   p.predicted["sum_proxy"] = proxy;
-  p.source = {{"sweep", sweep_file}, {"settings", {{"method", sw.settings.method}, {"granularity", sw.settings.granularity},
+  p.source = {{"sweep", sweep_file}, {"settings", {{"method", method_name(sw.settings.method)}, {"granularity", sw.settings.granularity},
                                                    {"bits", sw.settings.bits}, {"group", sw.settings.group}, {"sym", sw.settings.sym}}},
               {"eval", sw.eval}, {"calibration", sw.calibration}};
   return p;

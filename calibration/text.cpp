@@ -1,5 +1,5 @@
 // Reading evaluation / calibration text.
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>

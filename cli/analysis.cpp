@@ -1,5 +1,6 @@
 // quant sweep, quant plan, quant compare: per-layer bit-width sweeps, mixed-precision plans under
 // a budget, and before/after reports (Markdown, JSON, HTML with SVG plots).
+#include <charconv>
 #include <omp.h>
 
 #include <chrono>
@@ -16,9 +17,9 @@
 #include "quant/formats/mmap.h"
 #include "quant/gemm.h"
 #include "quant/runtime.h"
-#include "quant/stats_dir.h"
-#include "quant/sweep.h"
-#include "quant/text.h"
+#include "quant/calibration/stats_dir.h"
+#include "quant/calibration/sweep.h"
+#include "quant/calibration/text.h"
 #include "svg.h"
 
 namespace quant::cli {
@@ -39,13 +40,11 @@ std::vector<int> parse_bits(const std::string& s) {
   while (i <= s.size()) {
     const size_t j = std::min(s.find(',', i), s.size());
     const std::string tok = s.substr(i, j - i);
-    try {
-      size_t used = 0;
-      out.push_back(std::stoi(tok, &used));
-      QUANT_CHECK(used == tok.size(), "");
-    } catch (const std::exception&) {
-      fail("--bits {}: \"{}\" is not a whole number (give e.g. 2,3,4,8)", s, tok);
-    }
+    int v = 0;
+    const auto [end, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+    QUANT_CHECK(!tok.empty() && ec == std::errc() && end == tok.data() + tok.size(),
+                "--bits {}: \"{}\" is not a whole number (give e.g. 2,3,4,8)", s, tok);
+    out.push_back(v);
     i = j + 1;
   }
   return out;
@@ -112,7 +111,7 @@ int run_sweep_cmd(const SweepArgs& a) {
   QUANT_CHECK(a.method != "awq" || !a.calib.file.empty(), "sweep --method awq searches scales on calibration text: give --calib");
   QUANT_CHECK(!fs::is_directory(a.out), "{}: is a directory", a.out);
   SweepRun run;
-  run.settings.method = a.method;
+  run.settings.method = parse_method(a.method, "sweep --method", "rtn,gptq,awq");
   run.settings.granularity = a.granularity;
   run.settings.bits = parse_bits(a.bits);
   run.settings.group = a.group;
@@ -134,7 +133,7 @@ int run_sweep_cmd(const SweepArgs& a) {
   if (!a.proxy_only) eval_tokens = m.tokenizer->encode(read_text(a.text), true);
   std::vector<std::vector<int32_t>> windows;
   if (!a.calib.file.empty())
-    windows = calibration_windows(m.tokenizer->encode(read_text(a.calib.file), true), a.calib, m.config.max_ctx);
+    windows = calibration_windows(*m.tokenizer, a.calib, m.config.max_ctx);
   if (!a.proxy_only)  // fail on a short text before the calibration work
     ppl_chunks(static_cast<int64_t>(eval_tokens.size()), m.config.bos_id, run.eval, m.config.max_ctx);
   if (!a.quiet) {
@@ -395,73 +394,43 @@ for (const svg of document.querySelectorAll('svg.plot')) {
 
 }  // namespace
 
-int run_compare_cmd(const CompareArgs& a) {
-  quant::set_num_threads(a.threads);
-  QUANT_CHECK(a.labels.empty() || a.labels.size() == a.models.size(), "--label: {} names for {} models", a.labels.size(), a.models.size());
-  QUANT_CHECK(!fs::exists(a.out) || fs::is_directory(a.out), "{}: exists and is not a directory", a.out);
-  const std::string text = read_text(a.text);
-  struct Entry {
-    std::string path, label;
-    bool imported = false;
-    nlohmann::json result;  // imported: quant ppl --json
-    std::unique_ptr<LoadedModel> model;
-    std::unique_ptr<LlamaRuntime> rt;
-    PplScorer scorer;
-    double seconds = 0;
-  };
-  std::vector<Entry> es(a.models.size());
-  for (size_t i = 0; i < a.models.size(); ++i) {
-    Entry& e = es[i];
-    e.path = a.models[i];
-    e.label = a.labels.empty() ? fs::path(e.path).filename().string() : a.labels[i];
-    if (fs::path(e.path).extension() == ".json") {
-      QUANT_CHECK(i > 0, "{}: the base must be a model, not a result file", e.path);
-      e.imported = true;
-      e.result = read_json_file(e.path, "result");
-      QUANT_CHECK(e.result.is_object() && e.result.contains("ppl") && e.result.contains("model") && e.result.contains("text"),
-                  "{}: not a quant ppl --json result (needs model, text and ppl)", e.path);
-      continue;
+namespace {
+
+struct CompareEntry {
+  std::string path, label;
+  bool imported = false;
+  nlohmann::json result;  // imported: quant ppl --json
+  std::unique_ptr<LoadedModel> model;
+  std::unique_ptr<LlamaRuntime> rt;
+  PplScorer scorer;
+  double seconds = 0;
+};
+
+// What the report draws of a sweep of the base model: its settings and each unit's KL and proxy.
+nlohmann::json sweep_summary(const std::string& file, const LoadedModel& base) {
+  const Sweep sw = Sweep::from_json(read_json_file(file, "sweep"), file);
+  check_model_identity(sw.model, base.config, *base.weights, file);
+  QUANT_CHECK(!sw.proxy_only, "{}: a --proxy-only sweep has no measured KL to draw", file);
+  nlohmann::json j = {{"file", file}, {"method", method_name(sw.settings.method)}, {"granularity", sw.settings.granularity},
+                      {"bits", sw.settings.bits}, {"spearman", sw.rank.value("spearman_all", nlohmann::json())},
+                      {"eval_text", sw.eval.value("text", "?")}, {"tokens_scored", sw.eval.value("tokens_scored", int64_t{0})},
+                      {"ctx", sw.eval.value("ctx", int64_t{0})}, {"protocol", sw.eval.value("protocol", "?")},
+                      {"units", nlohmann::json::array()}};
+  for (const auto& u : sw.units) {
+    nlohmann::json kl = nlohmann::json::array(), proxy = nlohmann::json::array();
+    for (const auto& o : u.options) {
+      kl.push_back(o.kl_mean);
+      proxy.push_back(o.proxy);
     }
-    e.model = std::make_unique<LoadedModel>(load_model(e.path));
-    e.rt = std::make_unique<LlamaRuntime>(e.model->config, *e.model->weights);
+    j["units"].push_back({{"name", u.name}, {"kl", kl}, {"proxy", proxy}});
   }
-  Entry& base = es[0];
-  const std::vector<int32_t> tokens = base.model->tokenizer->encode(text, true);
-  for (size_t i = 1; i < es.size(); ++i)
-    if (es[i].model) {
-      QUANT_CHECK(es[i].model->config.vocab == base.model->config.vocab, "{}: vocabulary {} differs from the base's {}", es[i].path,
-                  es[i].model->config.vocab, base.model->config.vocab);
-      QUANT_CHECK(es[i].model->tokenizer->encode(text, true) == tokens,
-                  "{}: its tokenizer splits the text differently from the base's: KL needs the same tokens", es[i].path);
-    }
-  PplOptions po;
-  po.protocol = parse_protocol(a.protocol);
-  po.ctx = a.ctx;
-  po.max_chunks = a.chunks;
-  const int64_t V = base.model->config.vocab;
-  const PplChunks ch = ppl_chunks(static_cast<int64_t>(tokens.size()), base.model->config.bos_id, po, base.model->config.max_ctx);
-  for (const auto& e : es)
-    if (e.model) QUANT_CHECK(ch.ctx <= e.model->config.max_ctx, "{}: ctx {} exceeds its {} positions", e.path, ch.ctx, e.model->config.max_ctx);
-  nlohmann::json sweep_j;
-  if (!a.sweep.empty()) {
-    const Sweep sw = Sweep::from_json(read_json_file(a.sweep, "sweep"), a.sweep);
-    check_model_identity(sw.model, base.model->config, *base.model->weights, a.sweep);
-    QUANT_CHECK(!sw.proxy_only, "{}: a --proxy-only sweep has no measured KL to draw", a.sweep);
-    sweep_j = {{"file", a.sweep}, {"method", sw.settings.method}, {"granularity", sw.settings.granularity}, {"bits", sw.settings.bits},
-               {"spearman", sw.rank.value("spearman_all", nlohmann::json())}, {"eval_text", sw.eval.value("text", "?")},
-               {"tokens_scored", sw.eval.value("tokens_scored", int64_t{0})}, {"ctx", sw.eval.value("ctx", int64_t{0})},
-               {"protocol", sw.eval.value("protocol", "?")}, {"units", nlohmann::json::array()}};
-    for (const auto& u : sw.units) {
-      nlohmann::json kl = nlohmann::json::array(), proxy = nlohmann::json::array();
-      for (const auto& o : u.options) {
-        kl.push_back(o.kl_mean);
-        proxy.push_back(o.proxy);
-      }
-      sweep_j["units"].push_back({{"name", u.name}, {"kl", kl}, {"proxy", proxy}});
-    }
-  }
-  // One pass over the chunks: the base's logits once per chunk, every candidate against them.
-  Progress prog("compare", a.quiet);
+  return j;
+}
+
+// One pass over the chunks: the base's logits once per chunk, every candidate against them.
+void score_chunks(std::vector<CompareEntry>& es, const std::vector<int32_t>& tokens, const PplChunks& ch, int64_t V, bool quiet) {
+  CompareEntry& base = es[0];
+  Progress prog("compare", quiet);
   std::vector<int32_t> window;
   std::vector<float> base_logits, logits;
   std::vector<double> base_lse(static_cast<size_t>(ch.ctx));
@@ -476,7 +445,7 @@ int run_compare_cmd(const CompareArgs& a) {
       base.scorer.add(row, V, window[static_cast<size_t>(j + 1)]);
     }
     for (size_t i = 1; i < es.size(); ++i) {
-      Entry& e = es[i];
+      CompareEntry& e = es[i];
       if (!e.rt) continue;
       t0 = std::chrono::steady_clock::now();
       e.rt->forward(window, ch.first, logits);
@@ -487,6 +456,86 @@ int run_compare_cmd(const CompareArgs& a) {
     }
     prog.update(c + 1, ch.chunks, "chunks");
   }
+}
+
+// A quant ppl --json result taken as it is; a warning wherever its measurement differs.
+nlohmann::json imported_row(const CompareEntry& e, const PplResult& br, const PplChunks& ch, const CompareArgs& a,
+                            nlohmann::json& warnings) {
+  const auto& r = e.result;
+  const std::string model_path = r["model"].get<std::string>();
+  nlohmann::json m = {{"imported", true}};
+  m.update(fs::exists(model_path) ? model_footprint(model_path)
+                                  : nlohmann::json{{"file_bytes", 0}, {"params", 0}, {"stored_bpw", 0}, {"logical_bpw", 0},
+                                                   {"decoder_linear_logical_bpw", 0}});
+  m["ppl"] = r["ppl"];
+  m["ppl_stderr"] = r.value("ppl_stderr", 0.0);
+  m["dppl"] = r["ppl"].get<double>() / br.ppl - 1;
+  if (r.contains("kl_mean")) {
+    m["kl_mean"] = r["kl_mean"];
+    m["kl_p99"] = r.value("kl_p99", 0.0);
+    m["top1"] = r.value("top1_agreement", 0.0);
+  }
+  std::vector<std::string> diffs;
+  if (r["text"].get<std::string>() != a.text) diffs.push_back(fmt::format("text {}", r["text"].get<std::string>()));
+  if (r.value("ctx", int64_t{0}) != ch.ctx) diffs.push_back(fmt::format("ctx {}", r.value("ctx", int64_t{0})));
+  if (r.value("protocol", "") != protocol_name(ch.protocol)) diffs.push_back(fmt::format("protocol {}", r.value("protocol", "?")));
+  if (r.value("chunks", int64_t{0}) != ch.chunks) diffs.push_back(fmt::format("{} chunks", r.value("chunks", int64_t{0})));
+  if (!diffs.empty())
+    warnings.push_back(fmt::format("{} was evaluated on a different measurement ({}; this report: text {}, ctx {}, protocol {}, "
+                                   "{} chunks): its numbers are not comparable with the others",
+                                   e.label, fmt::join(diffs, ", "), a.text, ch.ctx, protocol_name(ch.protocol), ch.chunks));
+  if (r.contains("kl_mean") && r.value("kl_base", "") != a.models[0])
+    warnings.push_back(fmt::format("{}: its KL was measured against {}, not this report's base {}", e.label, r.value("kl_base", "?"),
+                                   a.models[0]));
+  return m;
+}
+
+std::vector<CompareEntry> load_entries(const CompareArgs& a) {
+  std::vector<CompareEntry> es(a.models.size());
+  for (size_t i = 0; i < a.models.size(); ++i) {
+    CompareEntry& e = es[i];
+    e.path = a.models[i];
+    e.label = a.labels.empty() ? fs::path(e.path).filename().string() : a.labels[i];
+    if (fs::path(e.path).extension() == ".json") {
+      QUANT_CHECK(i > 0, "{}: the base must be a model, not a result file", e.path);
+      e.imported = true;
+      e.result = read_json_file(e.path, "result");
+      QUANT_CHECK(e.result.is_object() && e.result.contains("ppl") && e.result.contains("model") && e.result.contains("text"),
+                  "{}: not a quant ppl --json result (needs model, text and ppl)", e.path);
+      continue;
+    }
+    e.model = std::make_unique<LoadedModel>(load_model(e.path));
+    e.rt = std::make_unique<LlamaRuntime>(e.model->config, *e.model->weights);
+  }
+  return es;
+}
+
+}  // namespace
+
+int run_compare_cmd(const CompareArgs& a) {
+  quant::set_num_threads(a.threads);
+  QUANT_CHECK(a.labels.empty() || a.labels.size() == a.models.size(), "--label: {} names for {} models", a.labels.size(), a.models.size());
+  QUANT_CHECK(!fs::exists(a.out) || fs::is_directory(a.out), "{}: exists and is not a directory", a.out);
+  const std::string text = read_text(a.text);
+  std::vector<CompareEntry> es = load_entries(a);
+  CompareEntry& base = es[0];
+  const std::vector<int32_t> tokens = base.model->tokenizer->encode(text, true);
+  for (size_t i = 1; i < es.size(); ++i)
+    if (es[i].model) {
+      QUANT_CHECK(es[i].model->config.vocab == base.model->config.vocab, "{}: vocabulary {} differs from the base's {}", es[i].path,
+                  es[i].model->config.vocab, base.model->config.vocab);
+      QUANT_CHECK(es[i].model->tokenizer->encode(text, true) == tokens,
+                  "{}: its tokenizer splits the text differently from the base's: KL needs the same tokens", es[i].path);
+    }
+  PplOptions po;
+  po.protocol = parse_protocol(a.protocol);
+  po.ctx = a.ctx;
+  po.max_chunks = a.chunks;
+  const PplChunks ch = ppl_chunks(static_cast<int64_t>(tokens.size()), base.model->config.bos_id, po, base.model->config.max_ctx);
+  for (const auto& e : es)
+    if (e.model) QUANT_CHECK(ch.ctx <= e.model->config.max_ctx, "{}: ctx {} exceeds its {} positions", e.path, ch.ctx, e.model->config.max_ctx);
+  const nlohmann::json sweep_j = a.sweep.empty() ? nlohmann::json() : sweep_summary(a.sweep, *base.model);
+  score_chunks(es, tokens, ch, base.model->config.vocab, a.quiet);
   nlohmann::json report = {{"format", "quant-compare"}, {"version", 1}, {"text", a.text}, {"protocol", protocol_name(ch.protocol)},
                            {"ctx", ch.ctx}, {"chunks", ch.chunks}, {"base", base.path}, {"models", nlohmann::json::array()},
                            {"warnings", nlohmann::json::array()}};
@@ -494,36 +543,10 @@ int run_compare_cmd(const CompareArgs& a) {
   base.scorer.result(br);
   report["tokens_scored"] = br.tokens_scored;
   for (size_t i = 0; i < es.size(); ++i) {
-    Entry& e = es[i];
+    CompareEntry& e = es[i];
     nlohmann::json m = {{"label", e.label}, {"path", e.path}, {"base", i == 0}};
     if (e.imported) {
-      const auto& r = e.result;
-      const std::string model_path = r["model"].get<std::string>();
-      m["imported"] = true;
-      m.update(fs::exists(model_path) ? model_footprint(model_path)
-                                      : nlohmann::json{{"file_bytes", 0}, {"params", 0}, {"stored_bpw", 0}, {"logical_bpw", 0},
-                                                       {"decoder_linear_logical_bpw", 0}});
-      m["ppl"] = r["ppl"];
-      m["ppl_stderr"] = r.value("ppl_stderr", 0.0);
-      m["dppl"] = r["ppl"].get<double>() / br.ppl - 1;
-      if (r.contains("kl_mean")) {
-        m["kl_mean"] = r["kl_mean"];
-        m["kl_p99"] = r.value("kl_p99", 0.0);
-        m["top1"] = r.value("top1_agreement", 0.0);
-      }
-      // Imported numbers were measured elsewhere: say so whenever the measurement differs.
-      std::vector<std::string> diffs;
-      if (r["text"].get<std::string>() != a.text) diffs.push_back(fmt::format("text {}", r["text"].get<std::string>()));
-      if (r.value("ctx", int64_t{0}) != ch.ctx) diffs.push_back(fmt::format("ctx {}", r.value("ctx", int64_t{0})));
-      if (r.value("protocol", "") != protocol_name(ch.protocol)) diffs.push_back(fmt::format("protocol {}", r.value("protocol", "?")));
-      if (r.value("chunks", int64_t{0}) != ch.chunks) diffs.push_back(fmt::format("{} chunks", r.value("chunks", int64_t{0})));
-      if (!diffs.empty())
-        report["warnings"].push_back(fmt::format("{} was evaluated on a different measurement ({}; this report: text {}, ctx {}, protocol {}, "
-                                                 "{} chunks): its numbers are not comparable with the others",
-                                                 e.label, fmt::join(diffs, ", "), a.text, ch.ctx, protocol_name(ch.protocol), ch.chunks));
-      if (r.contains("kl_mean") && r.value("kl_base", "") != base.path)
-        report["warnings"].push_back(fmt::format("{}: its KL was measured against {}, not this report's base {}", e.label,
-                                                 r.value("kl_base", "?"), base.path));
+      m.update(imported_row(e, br, ch, a, report["warnings"]));
     } else {
       PplResult pr;
       e.scorer.result(pr);

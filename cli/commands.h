@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "quant/calibration.h"
+#include "quant/calibration/calibration.h"
 #include "quant/gptq.h"
 
 namespace quant::cli {
@@ -17,6 +17,25 @@ nlohmann::json inspect_gguf_json(const std::string& path);
 // Sizes of a model file or directory: file_bytes, params, stored_bpw, logical_bpw (whole model),
 // decoder_linear_logical_bpw, logical_bytes.
 nlohmann::json model_footprint(const std::string& path);
+
+struct ConvertArgs {
+  std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
+  std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token", grid_search = "minmax", awq_clip = "ends";
+  int awq_grid = 20;
+  int64_t search_windows = 0;  // 0: the method's default (AWQ 32, SmoothQuant 16)
+  bool awq_no_clip = false;
+  int bits = 0, onnx_accuracy = 0;
+  bool external_data = false, force = false;
+  int64_t group = 32;
+  bool sym = false, asym = false, dry_run = false, json = false, quiet = false;
+  int threads = 0;
+  CalibSpec calib;
+  GptqOptions gptq;
+  std::string stats_dir;
+  std::string bitplan_file;  // set when --plan is a bit-width plan (quant plan)
+  double alpha_value = 0.5;  // --alpha parsed (-1: auto)
+};
+int run_convert(const ConvertArgs& a, bool method_given);
 
 struct SweepArgs {
   std::string model, text, out, method = "gptq", granularity = "tensor", bits = "2,3,4,8", stats_dir, protocol = "llamacpp", awq_clip = "ends";

@@ -27,10 +27,8 @@ nlohmann::json inspect_gguf_json(const std::string& path) {
   GgufFile f(path);
   nlohmann::json tensor_meta = nlohmann::json::array();
   if (const GgufValue* v = f.find("quant.tensors"); v && v->type == GgufType::STR) {
-    try {
-      tensor_meta = nlohmann::json::parse(v->str);
-    } catch (const std::exception&) {
-    }
+    // Tolerated when unreadable: inspect still lists the tensors, without plan columns.
+    if (nlohmann::json j = nlohmann::json::parse(v->str, nullptr, false); !j.is_discarded()) tensor_meta = std::move(j);
   }
   auto meta_for = [&](const std::string& name) -> nlohmann::json {
     for (const auto& t : tensor_meta)

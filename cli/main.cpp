@@ -5,27 +5,19 @@
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "progress.h"
 #include "quant/error.h"
 #include "quant/formats/gguf.h"
-#include "quant/gemm.h"
-#include "quant/formats/gguf_model.h"
-#include "quant/formats/loader.h"
 #include "quant/formats/onnx_model.h"
-#include "quant/act_aware.h"
-#include "quant/formats/mmap.h"
-#include "quant/policy.h"
+#include "quant/gemm.h"
+#include "quant/formats/loader.h"
 #include "quant/runtime.h"
-#include "quant/sequential.h"
-#include "quant/stats_dir.h"
-#include "quant/sweep.h"
-#include "quant/text.h"
+#include "quant/calibration/stats_dir.h"
+#include "quant/calibration/text.h"
 
 namespace quant::cli {
 namespace {
@@ -106,291 +98,13 @@ int run_ppl(const PplArgs& a) {
   return 0;
 }
 
-// --- convert ---
-struct ConvertArgs {
-  std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
-  std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token", grid_search = "minmax", awq_clip = "ends";
-  int awq_grid = 20;
-  int64_t search_windows = 0;  // 0: the method's default (AWQ 32, SmoothQuant 16)
-  bool awq_no_clip = false;
-  int bits = 0, onnx_accuracy = 0;
-  bool external_data = false, force = false;
-  int64_t group = 32;
-  bool sym = false, asym = false, dry_run = false, json = false, quiet = false;
-  int threads = 0;
-  CalibSpec calib;
-  GptqOptions gptq;
-  std::string stats_dir;
-};
-
-int run_convert(const ConvertArgs& args, bool method_given) {
-  ConvertArgs a = args;
-  set_threads(a.threads);
-  // A bit-width plan (quant plan) sets each decoder linear's grid and the method; an AWQ or
-  // SmoothQuant plan (--dump-plan) is applied further down.
-  std::optional<BitPlan> bitplan;
-  std::string bitplan_file;
-  if (!a.plan_file.empty()) {
-    const nlohmann::json pj = read_json_file(a.plan_file, "plan");
-    if (pj.is_object() && pj.value("format", "") == "quant-bitplan") {
-      bitplan = BitPlan::from_json(pj, a.plan_file);
-      bitplan_file = a.plan_file;
-      a.plan_file.clear();
-      QUANT_CHECK(!method_given || a.method == bitplan->method, "--plan {} is a {} plan: drop --method {} (or make a {} plan)", bitplan_file,
-                  bitplan->method, a.method, a.method);
-      QUANT_CHECK(a.bits == 0 && a.qtype.empty(), "--plan {} sets every decoder linear's width: drop --bits / --qtype", bitplan_file);
-      a.method = bitplan->method;
-      const GridSpec g = bitplan->dominant();
-      a.bits = g.bits;
-      a.group = g.group;
-      a.sym = g.sym;
-    }
-  }
-  QUANT_CHECK(a.method == "rtn" || a.method == "gptq" || a.method == "awq" || a.method == "awq+gptq" || a.method == "smoothquant",
-              "--method {} is not available (rtn, gptq, awq, awq+gptq, smoothquant are)", a.method);
-  QUANT_CHECK(a.qtype.empty() != (a.bits == 0), "give either --qtype or --bits (with --group-size and --sym/--asym)");
-  const bool gptq = a.method == "gptq" || a.method == "awq+gptq";
-  const bool awq = a.method == "awq" || a.method == "awq+gptq", smooth = a.method == "smoothquant";
-  QUANT_CHECK(a.plan_file.empty() || awq || smooth, "--plan applies an AWQ or SmoothQuant plan: give --method awq, awq+gptq or smoothquant");
-  QUANT_CHECK(a.dump_plan.empty() || awq || smooth, "--dump-plan writes the AWQ or SmoothQuant plan: give --method awq, awq+gptq or smoothquant");
-  double alpha = -1;
-  if (smooth && a.alpha != "auto") {
-    try {
-      size_t used = 0;
-      alpha = std::stod(a.alpha, &used);
-      QUANT_CHECK(used == a.alpha.size(), "");
-    } catch (const std::exception&) {
-      fail("--alpha {} is not a number or auto", a.alpha);
-    }
-    QUANT_CHECK(alpha >= 0 && alpha <= 1, "--alpha {} outside [0, 1] (or auto)", a.alpha);
-  }
-  QUANT_CHECK(!awq || !a.plan_file.empty() || !a.calib.file.empty(),
-              "--method {} searches scales on calibration activations: give --calib FILE (saved --stats hold statistics only), or --plan",
-              a.method);
-  std::string format = a.format;
-  if (format.empty()) format = std::filesystem::path(a.out).extension() == ".onnx" ? "onnx" : "gguf";
-  QUANT_CHECK(format == "gguf" || format == "onnx", "--format {} (gguf or onnx)", format);
-  const bool onnx = format == "onnx";
-  QUANT_CHECK(onnx || (!a.external_data && a.onnx_accuracy == 0), "--external-data and --onnx-accuracy-level apply to --format onnx");
-  if (gptq) {
-    QUANT_CHECK(a.bits != 0, "--method {} quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)", a.method);
-    QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(),
-                "--method {} needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)", a.method);
-    QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
-  }
-  QuantSpec target;
-  if (a.bits) {
-    QUANT_CHECK(a.bits >= 2 && a.bits <= 8, "--bits {} outside 2..8", a.bits);
-    QUANT_CHECK(a.group == 0 || a.group == 32 || a.group == 64 || a.group == 128, "--group-size {} (32, 64, 128 or 0)", a.group);
-    target.kind = QuantSpec::Kind::Grid;
-    target.grid = {a.bits, a.group, a.sym, a.grid_search == "mse"};
-  } else {
-    target = QuantSpec::parse(a.qtype);
-  }
-  LoadedModel m = load_model(a.model, {a.tokenizer});
-  Policy policy = Policy::defaults(target);
-  if (bitplan) {
-    check_model_identity(bitplan->model, m.config, *m.weights, bitplan_file);
-    policy = bitplan->policy(target);
-  }
-  std::vector<OnnxStorage> onnx_storage;
-  if (!a.policy_file.empty()) {
-    Policy user = Policy::from_json(read_json_file(a.policy_file, "policy"), a.policy_file);
-    user.rules.insert(user.rules.end(), policy.rules.begin(), policy.rules.end());
-    policy = std::move(user);
-  }
-  auto plans = resolve_policy(policy, m.weights->tensors());
-  if (onnx) onnx_storage = resolve_onnx_storage(plans);  // throws for what MatMulNBits cannot hold
-  if (gptq)  // GPTQ needs the Hessian of a linear's input: the decoder linears
-    for (auto& p : plans)
-      if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2 && p.requested.kind == QuantSpec::Kind::Grid) p.method = "gptq";
-  if (awq || smooth)  // recorded per tensor: the transform ran on every decoder linear
-    for (auto& p : plans)
-      if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2 && p.requested.kind != QuantSpec::Kind::Float)
-        p.method = p.method == "gptq" ? "awq+gptq" : a.method;
-  double logical_bits = 0, stored_bits = 0, linear_logical = 0, linear_n = 0;
-  for (const auto& p : plans) {
-    const double n = static_cast<double>(p.rows * p.cols);
-    logical_bits += n * p.logical_bpw;
-    stored_bits += n * p.stored_bpw;
-    if (p.name.rfind("blk.", 0) == 0 && p.n_dims == 2) {
-      linear_logical += n * p.logical_bpw;
-      linear_n += n;
-    }
-  }
-  nlohmann::json summary = {{"model", a.model}, {"out", a.out}, {"format", format}, {"method", a.method}, {"target", target.str()},
-                            {"policy", policy.to_json()}, {"tensors", plans_to_json(plans)},
-                            {"decoder_linear_logical_bpw", linear_n > 0 ? linear_logical / linear_n : 0.0},
-                            {"logical_size_bytes", logical_bits / 8}, {"stored_size_bytes", stored_bits / 8}};
-  auto print_plan = [&] {
-    std::cout << fmt::format("{:<28} {:>12} {:>16} {:>18} {:>7}  {}\n", "tensor", "shape", "requested", "stored", "bpw", "note");
-    for (const auto& p : plans)
-      std::cout << fmt::format("{:<28} {:>12} {:>16} {:>18} {:>7.3f}  {}\n", p.name, fmt::format("{}x{}", p.rows, p.cols),
-                               p.requested.str(), p.stored_as.empty() ? std::string(ttype_name(p.stored)) : p.stored_as, p.stored_bpw,
-                               p.note == "exact" ? "" : p.note);
-    std::cout << fmt::format("decoder linears: {:.3f} logical bits/weight; model {:.2f} MB stored\n",
-                             linear_n > 0 ? linear_logical / linear_n : 0.0, stored_bits / 8 / 1e6);
-  };
-  if (a.dry_run) {
-    if (a.json)
-      std::cout << summary.dump(2) << "\n";
-    else {
-      std::cout << "policy (first match wins): " << policy.to_json().dump() << "\n";
-      print_plan();
-    }
-    return 0;
-  }
-  QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
-  QUANT_CHECK(!std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
-  const auto t0 = std::chrono::steady_clock::now();
-  GgufExportInfo info;
-  info.method = a.method;
-  info.name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
-  // AWQ / SmoothQuant: search (or read) the plan, then fold it into an overlay of the weights;
-  // everything after (GPTQ, the writers) sees the transformed model.
-  std::unique_ptr<WeightStore> base_weights;
-  if (awq || smooth) {
-    ActPlan ap;
-    Progress sprog(a.method, a.quiet);
-    if (!a.plan_file.empty()) {
-      ap = ActPlan::from_json(read_json_file(a.plan_file, "plan"), m.config, *m.weights, a.plan_file);
-      QUANT_CHECK((ap.method == "awq") == awq, "{}: a {} plan cannot serve --method {}", a.plan_file, ap.method, a.method);
-    } else {
-      std::vector<std::vector<int32_t>> windows;
-      if (!a.calib.file.empty())
-        windows = calibration_windows(m.tokenizer->encode(read_text(a.calib.file), true), a.calib, m.config.max_ctx);
-      if (awq) {
-        AwqOptions ao;
-        ao.grid = a.awq_grid;
-        ao.clip = !a.awq_no_clip;
-        ao.clip_mode = parse_awq_clip(a.awq_clip);
-        if (a.search_windows > 0) ao.search_windows = a.search_windows;
-        ao.progress = [&](const std::string& w, int64_t d, int64_t t) { sprog.update(d, t, w); };
-        ap = awq_search(m.config, *m.weights, windows, plans, ao);
-      } else {
-        SmoothOptions so;
-        so.alpha = alpha;
-        so.act_quant = parse_act_quant(a.act_quant);
-        if (a.search_windows > 0) so.search_windows = a.search_windows;
-        std::unique_ptr<StatsDir> sd;
-        if (a.calib.file.empty() && !a.stats_dir.empty()) {
-          sd = std::make_unique<StatsDir>(a.stats_dir, m.config);
-          so.stats = sd.get();
-        }
-        so.progress = [&](const std::string& w, int64_t d, int64_t t) { sprog.update(d, t, w); };
-        ap = smoothquant_search(m.config, *m.weights, windows, so);
-      }
-    }
-    if (!a.dump_plan.empty()) {
-      AtomicFile f(a.dump_plan);
-      const std::string text = ap.to_json().dump(1);
-      f.write(text.data(), text.size());
-      f.commit();
-    }
-    auto overlay = std::make_unique<OverlayStore>(*m.weights);
-    ap.apply(*m.weights, *overlay);
-    base_weights = std::move(m.weights);
-    m.weights = std::move(overlay);
-    nlohmann::json entries = nlohmann::json::array();
-    for (const auto& e : ap.scales)
-      entries.push_back({{"prev", e.prev}, {"alpha", e.alpha}, {"loss_before", e.loss_before}, {"loss_after", e.loss_after}});
-    summary["plan"] = {{"method", ap.method}, {"scales", entries}, {"clipped_tensors", ap.clips.size()}, {"notes", ap.notes},
-                       {"settings", nlohmann::json::parse(ap.settings_json)}};
-    info.extra[ap.method] = nlohmann::json({{"settings", nlohmann::json::parse(ap.settings_json)},
-                                            {"plan", a.plan_file.empty() ? "searched" : a.plan_file}}).dump();
-    if (!a.calib.file.empty() && a.plan_file.empty()) info.extra["calibration"] = a.calib.to_json().dump();
-  }
-  if (bitplan)
-    info.extra["bitplan"] = nlohmann::json({{"file", bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
-                                            {"source", bitplan->source}}).dump();
-  SequentialResult seq;
-  std::map<std::string, NBitsTensor> nbits;  // GPTQ'd grids packed for MatMulNBits (ONNX)
-  std::map<std::string, int> bits_of;        // their MatMulNBits bits
-  if (gptq) {
-    Progress gprog("gptq", a.quiet);
-    SequentialOptions so;
-    so.gptq = a.gptq;
-    so.progress = [&](const std::string& what, int64_t d, int64_t t) { gprog.update(d, t, what); };
-    if (onnx) {
-      for (size_t i = 0; i < plans.size(); ++i) bits_of[plans[i].name] = onnx_storage[i].bits;
-      so.grid_sink = [&](const std::string& name, QuantWeight&& q) {
-        nbits.emplace(name, pack_nbits(q, bits_of.at(name), name.c_str()));
-      };
-    }
-    nlohmann::json calib_json;
-    if (!a.stats_dir.empty()) {
-      const StatsDir stats(a.stats_dir, m.config);
-      calib_json = nlohmann::json::parse(stats.calibration_json());
-      calib_json["stats"] = a.stats_dir;
-      seq = gptq_from_stats(m.config, *m.weights, stats, plans, so);
-    } else {
-      const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(a.calib.file), true);
-      const auto windows = calibration_windows(tokens, a.calib, m.config.max_ctx);
-      calib_json = a.calib.to_json();
-      seq = gptq_sequential(m.config, *m.weights, windows, plans, so);
-    }
-    info.prequantized = &seq.packed;
-    const nlohmann::json recipe = {{"damp", a.gptq.damp}, {"act_order", a.gptq.act_order}, {"block", a.gptq.block},
-                                   {"static_groups", a.gptq.static_groups || a.gptq.act_order},
-                                   {"true_sequential", a.stats_dir.empty()}};
-    info.extra["calibration"] = calib_json.dump();
-    info.extra["gptq"] = recipe.dump();
-    nlohmann::json layers = nlohmann::json::array();
-    double total_loss = 0;
-    for (const auto& l : seq.layers) {
-      layers.push_back({{"name", l.name}, {"loss", l.loss}, {"seconds", l.seconds}, {"damp", l.damp}, {"retries", l.retries},
-                        {"dead_columns", l.dead_columns}, {"gemm_gflops", l.gemm_gflops}});
-      total_loss += l.loss;
-    }
-    summary["calibration"] = calib_json;
-    summary["gptq"] = {{"recipe", recipe}, {"layers", layers}, {"total_loss", total_loss}, {"seconds", seq.seconds},
-                       {"block_passes", seq.block_passes}};
-  }
-  Progress prog("convert", a.quiet);
-  info.progress = [&](size_t d, size_t t, const std::string& n) { prog.update(static_cast<int64_t>(d) + 1, static_cast<int64_t>(t), n); };
-  uint64_t out_bytes = 0;
-  if (onnx) {
-    OnnxExportInfo oi;
-    oi.method = info.method;
-    oi.name = info.name;
-    oi.extra = info.extra;
-    oi.accuracy_level = a.onnx_accuracy;
-    oi.external_data = a.external_data;
-    oi.force = a.force;
-    oi.prequantized = gptq ? &nbits : nullptr;
-    oi.progress = info.progress;
-    const OnnxExportResult r = write_onnx_model(m, policy, plans, a.out, oi);
-    out_bytes = r.bytes;
-    summary["files"] = r.files;
-    summary["external_data"] = r.external;
-    summary["onnx"] = {{"ir_version", kOnnxIrVersion}, {"opset", kOnnxOpset}, {"com.microsoft", kOnnxMsOpset},
-                       {"accuracy_level", a.onnx_accuracy}};
-  } else {
-    write_gguf_model(m, policy, plans, a.out, info);
-    out_bytes = std::filesystem::file_size(a.out);
-  }
-  summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  summary["file_size_bytes"] = out_bytes;
-  if (a.json) {
-    std::cout << summary.dump(2) << "\n";
-  } else {
-    print_plan();
-    for (const auto& l : seq.layers)
-      std::cout << fmt::format("gptq {:<26} loss {:12.6g}  {:6.3f} s  damp {:.2f}{}\n", l.name, l.loss, l.seconds, l.damp,
-                               l.retries ? fmt::format(" ({} retries)", l.retries) : "");
-    std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, out_bytes / 1e6,
-                             summary["seconds"].get<double>());
-  }
-  return 0;
-}
-
 // --- calibrate ---
 int run_calibrate(const std::string& model, const std::string& out, CalibSpec spec, int threads, bool json, bool quiet) {
   set_threads(threads);
   QUANT_CHECK(!spec.file.empty(), "calibrate needs --calib FILE");
   QUANT_CHECK(!out.empty(), "calibrate needs -o DIR");
   LoadedModel m = load_model(model);
-  const auto windows = calibration_windows(m.tokenizer->encode(read_text(spec.file), true), spec, m.config.max_ctx);
+  const auto windows = calibration_windows(*m.tokenizer, spec, m.config.max_ctx);
   Progress prog("calibrate", quiet);
   const auto t0 = std::chrono::steady_clock::now();
   calibrate_to_dir(m.config, *m.weights, windows, spec, out, [&](int64_t d, int64_t t) { prog.update(d, t, "blocks"); });

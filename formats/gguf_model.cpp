@@ -159,8 +159,9 @@ uint32_t gguf_file_type(const QuantSpec& t) {
   return 1;
 }
 
-void write_gguf_model(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans,
-                      const std::string& path, const GgufExportInfo& info) {
+void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSource& src, const std::string& path,
+                      const GgufExportInfo& info) {
+  const std::vector<TensorPlan>& plans = src.plans();
   const LlamaConfig& c = model.config;
   const Vocab& v = model.tokenizer->vocab();
   QUANT_CHECK(v.size() == c.vocab, "{}: tokenizer has {} pieces but the model's vocabulary is {}", model.path, v.size(), c.vocab);
@@ -204,27 +205,16 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, const std:
   w.write(path, [&](size_t i) {
     const TensorPlan& p = plans[i];
     if (info.progress) info.progress(i, plans.size(), p.name);
+    QuantizedTensor t = src.take(p);
+    PackedTensor out = t.q ? pack(*t.q, p.stored) : pack_float(t.values.data(), p.rows, p.cols, p.stored);
+    QUANT_CHECK(out.type == p.stored && out.rows == p.rows && out.cols == p.cols, "{}: quantized tensor does not match its plan", p.name);
     bool q = false;
-    if (info.prequantized) {
-      if (auto it = info.prequantized->find(p.name); it != info.prequantized->end()) {
-        PackedTensor out = it->second;
-        QUANT_CHECK(out.type == p.stored && out.rows == p.rows && out.cols == p.cols,
-                    "{}: quantized tensor does not match its plan", p.name);
-        if (is_q_or_k(p.name, &q))
-          permute_rope_row_bytes(it->second.data.data(), out.data.data(), q ? c.n_heads : c.n_kv_heads, p.rows,
-                                 row_bytes(p.stored, p.cols), true);
-        return out;
-      }
+    if (is_q_or_k(p.name, &q)) {  // rotate-half -> ggml's interleaved pairs, whole packed rows
+      const std::vector<uint8_t> canonical = out.data;
+      permute_rope_row_bytes(canonical.data(), out.data.data(), q ? c.n_heads : c.n_kv_heads, p.n_dims == 1 ? p.cols : p.rows,
+                             p.n_dims == 1 ? row_bytes(p.stored, 1) : row_bytes(p.stored, p.cols), true);
     }
-    const TensorDesc& t = model.weights->get(p.name);
-    std::vector<float> f(static_cast<size_t>(t.numel()));
-    model.weights->read_f32(t, f.data());
-    if (is_q_or_k(p.name, &q)) {  // rotate-half -> ggml's interleaved pairs
-      std::vector<float> perm(f.size());
-      permute_qk(t, c, f.data(), perm.data(), true);
-      f.swap(perm);
-    }
-    return quantize_tensor(p, f.data());
+    return out;
   });
 }
 

@@ -1,4 +1,5 @@
-// Multiple-choice knapsack solvers for mixed-precision plans, and Spearman's rank correlation.
+// Multiple-choice knapsack solvers for mixed-precision plans, the plans they fill (BitPlan), and
+// Spearman's rank correlation.
 #include "quant/bitplan.h"
 
 #include <algorithm>
@@ -203,6 +204,93 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
   }
   if (saa == 0 || sbb == 0) return std::nan("");
   return sab / std::sqrt(saa * sbb);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans as data
+
+void check_json_format(const nlohmann::json& j, const char* format, int version, const char* what, const char* rerun,
+                       const std::string& source) {
+  QUANT_CHECK(j.is_object() && j.value("format", "") == format, "{}: not a {} (format {})", source, what, format);
+  const int v = j.value("version", 0);
+  QUANT_CHECK(v == version, "{}: {} format version {}; this quant reads version {}: run {} again", source, what, v, version, rerun);
+}
+
+nlohmann::json BitPlan::to_json() const {
+  nlohmann::json rj = nlohmann::json::array();
+  for (const auto& r : rules)
+    rj.push_back({{"match", r.match}, {"method", method_name(r.method)}, {"bits", r.bits}, {"group", r.group}, {"sym", r.sym},
+                  {"qtype", r.qtype}, {"unit", r.unit}});
+  return {{"format", "quant-bitplan"}, {"version", kVersion}, {"model", model}, {"method", method_name(method)}, {"rest", rest},
+          {"rules", rj}, {"budget", budget}, {"predicted", predicted}, {"source", source}};
+}
+
+BitPlan BitPlan::from_json(const nlohmann::json& j, const std::string& src) {
+  check_json_format(j, "quant-bitplan", kVersion, "plan", "quant plan", src);
+  BitPlan p;
+  std::string method;
+  try {
+    p.model = j.at("model");
+    method = j.at("method").get<std::string>();
+    p.rest = j.value("rest", "Q8_0");
+    p.budget = j.value("budget", nlohmann::json());
+    p.predicted = j.value("predicted", nlohmann::json());
+    p.source = j.value("source", nlohmann::json());
+    for (const auto& r : j.at("rules")) {
+      BitPlanRule b;
+      b.match = r.at("match").get<std::string>();
+      const std::string rule_method = r.value("method", method);
+      b.bits = r.at("bits").get<int>();
+      b.group = r.at("group").get<int64_t>();
+      b.sym = r.at("sym").get<bool>();
+      b.qtype = r.value("qtype", "");
+      b.unit = r.value("unit", "");
+      QUANT_CHECK(GridSpec::valid_bits(b.bits), "{}: rule {}: bits {} outside 2..8", src, b.match, b.bits);
+      QUANT_CHECK(GridSpec::valid_group(b.group), "{}: rule {}: group {} (32, 64, 128 or 0)", src,
+                  b.match, b.group);
+      QUANT_CHECK(rule_method == method, "{}: rule {} asks for {} in a {} plan", src, b.match, rule_method, method);
+      p.rules.push_back(b);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed plan: {}", src, e.what());
+  }
+  const std::optional<Method> m = method_from_name(method);
+  QUANT_CHECK(m == Method::Rtn || m == Method::Gptq || m == Method::Awq, "{}: method {} (rtn, gptq or awq)", src, method);
+  p.method = *m;
+  for (auto& r : p.rules) r.method = p.method;
+  QUANT_CHECK(!p.rules.empty(), "{}: the plan has no rules", src);
+  QuantSpec::parse(p.rest);  // throws naming the bad type
+  return p;
+}
+
+GridSpec BitPlan::dominant() const {
+  int best = rules.front().bits;
+  double share = -1;
+  if (budget.is_object() && budget.contains("share_of_weights_by_bits"))
+    for (const auto& [b, v] : budget["share_of_weights_by_bits"].items())
+      if (v.get<double>() > share) {
+        share = v.get<double>();
+        best = std::stoi(b);
+      }
+  for (const auto& r : rules)
+    if (r.bits == best) return {r.bits, r.group, r.sym};
+  return {rules.front().bits, rules.front().group, rules.front().sym};
+}
+
+Policy BitPlan::policy(const QuantSpec& fallback) const {
+  Policy pol;
+  for (const auto& r : rules) {
+    QuantSpec s;
+    s.kind = QuantSpec::Kind::Grid;
+    s.grid = {r.bits, r.group, r.sym};
+    pol.rules.push_back({r.match, s});
+  }
+  const QuantSpec rs = QuantSpec::parse(rest);
+  pol.rules.push_back({"token_embd.weight", rs});
+  pol.rules.push_back({"output.weight", rs});
+  const Policy d = Policy::defaults(fallback);
+  pol.rules.insert(pol.rules.end(), d.rules.begin(), d.rules.end());
+  return pol;
 }
 
 }  // namespace quant

@@ -50,7 +50,7 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   const auto t0 = std::chrono::steady_clock::now();
   QUANT_CHECK(static_cast<int64_t>(h_in.size()) == cols * cols, "tensor {}: H has {} entries, expected {}x{}", name,
               h_in.size(), cols, cols);
-  QUANT_CHECK(o.grid.bits >= 2 && o.grid.bits <= 8, "tensor {}: bits {} outside 2..8", name, o.grid.bits);
+  QUANT_CHECK(GridSpec::valid_bits(o.grid.bits), "tensor {}: bits {} outside 2..8", name, o.grid.bits);
   const int64_t group = o.grid.group == 0 ? cols : o.grid.group;
   const int maxq = (1 << o.grid.bits) - 1;
   GptqResult res;

@@ -74,7 +74,7 @@ GridParams fit_grid_group(const float* x, int64_t n, int64_t stride, const GridS
 }
 
 QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec) {
-  QUANT_CHECK(spec.bits >= 2 && spec.bits <= 8, "bits {} outside 2..8", spec.bits);
+  QUANT_CHECK(GridSpec::valid_bits(spec.bits), "bits {} outside 2..8", spec.bits);
   const int64_t group = spec.group == 0 ? cols : spec.group;
   QUANT_CHECK(group > 0, "group size {} for {} columns", group, cols);
   QuantWeight q;

@@ -55,18 +55,11 @@ uint32_t load_qh(const uint8_t* qh) {
   return v;
 }
 
-// Element j of a 32-block from its low nibble (qs) and, for 5-bit types, its high bit (qh).
-inline int nibble_code(const uint8_t* qs, int j) {
-  return j < kQK / 2 ? (qs[j] & 0x0F) : (qs[j - kQK / 2] >> 4);
-}
+// Element j of a 5-bit 32-block: its low nibble (qs, nibble_code) and its high bit (qh).
 inline int q5_code(const uint8_t* qs, uint32_t qh, int j) {
   return nibble_code(qs, j) | static_cast<int>(((qh >> j) & 1u) << 4);
 }
 
-void put_nibbles(uint8_t* qs, const int* codes) {
-  for (int j = 0; j < kQK / 2; ++j)
-    qs[j] = static_cast<uint8_t>((codes[j] & 0x0F) | ((codes[j + kQK / 2] & 0x0F) << 4));
-}
 uint32_t high_bits(const int* codes) {
   uint32_t qh = 0;
   for (int j = 0; j < kQK; ++j) qh |= static_cast<uint32_t>((codes[j] >> 4) & 1) << j;

@@ -99,6 +99,42 @@ const std::vector<TapLinears>& linears_by_tap() {
   return steps;
 }
 
+const std::vector<const char*>& linears_reading(Tap tap) {
+  const TapLinears& s = linears_by_tap()[static_cast<size_t>(tap)];
+  QUANT_CHECK(s.tap == tap, "linears_by_tap is not in tap order");
+  return s.linears;
+}
+
+const std::vector<const char*>& decoder_linear_names() {
+  static const std::vector<const char*> names = [] {
+    std::vector<const char*> v;
+    for (const auto& s : linears_by_tap()) v.insert(v.end(), s.linears.begin(), s.linears.end());
+    return v;
+  }();
+  return names;
+}
+
+namespace {
+// A decoder linear's weight and op slots in BlockWeights, by short name.
+struct LinearSlot {
+  std::string_view name;
+  const float* BlockWeights::*w;
+  const LinearOp* BlockWeights::*op;
+};
+constexpr LinearSlot kSlots[] = {{"attn_q", &BlockWeights::wq, &BlockWeights::oq},      {"attn_k", &BlockWeights::wk, &BlockWeights::ok},
+                                 {"attn_v", &BlockWeights::wv, &BlockWeights::ov},      {"attn_output", &BlockWeights::wo, &BlockWeights::oo},
+                                 {"ffn_gate", &BlockWeights::wg, &BlockWeights::og},    {"ffn_up", &BlockWeights::wu, &BlockWeights::ou},
+                                 {"ffn_down", &BlockWeights::wd, &BlockWeights::od}};
+const LinearSlot& slot(std::string_view n) {
+  for (const LinearSlot& s : kSlots)
+    if (s.name == n) return s;
+  fail("{} is not a decoder linear", n);
+}
+}  // namespace
+
+const float*& BlockWeights::weight(std::string_view n) { return this->*slot(n).w; }
+const LinearOp*& BlockWeights::op(std::string_view n) { return this->*slot(n).op; }
+
 Tap tap_of_linear(const std::string& short_name) {
   for (const auto& s : linears_by_tap())
     for (const char* n : s.linears)

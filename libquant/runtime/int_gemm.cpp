@@ -5,20 +5,60 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 
 #include "quant/error.h"
+#include "quant/pack_blocks.h"
 
 namespace quant {
 
+namespace igemm {
+namespace {
+// Every ISA's kernels in one table (as XNNPACK's gemm-config): the dots, the tiles, and so which
+// panels the packers build at load. Indexed by Isa; a null tile runs the dots instead.
+struct IsaKernels {
+  Isa isa;
+  const char* name;
+  W8Dots w8;
+  W4Dots w4, w8b;
+  W8Tile w8_tile;
+  W4Tile w4_tile;
+};
+constexpr IsaKernels kKernels[] = {
+    {Isa::Scalar, "scalar", w8_dots_ref, w4_dots_ref, w8b_dots_ref, nullptr, w4_tile_ref},
+    {Isa::Avx2, "avx2", w8_dots_avx2, w4_dots_avx2, w8b_dots_avx2, nullptr, w4_tile_avx2},
+    {Isa::Avx512Vnni, "avx512vnni", w8_dots_avx512vnni, w4_dots_avx512vnni, w8b_dots_avx512vnni, w8_tile_avx512vnni, w4_tile_avx512vnni},
+};
+static_assert(std::size(kKernels) == 3);
+
+const IsaKernels& supported(Isa isa) {
+  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
+  return kKernels[static_cast<int>(isa)];
+}
+
+// Whether a CPU feature level at or below the best supported one has a kernel: the packers
+// build a tile's panels at load only where a tile can use them.
+template <class F>
+bool some_supported_isa_has(F IsaKernels::*member) {
+  for (const IsaKernels& k : kKernels)
+    if (k.*member && k.isa != Isa::Scalar && isa_supported(k.isa)) return true;
+  return false;
+}
+}  // namespace
+
+W8Dots w8_dots(Isa isa) { return supported(isa).w8; }
+W4Dots w4_dots(Isa isa) { return supported(isa).w4; }
+W4Dots w8b_dots(Isa isa) { return supported(isa).w8b; }
+W8Tile w8_tile(Isa isa) { return supported(isa).w8_tile; }
+W4Tile w4_tile(Isa isa) { return supported(isa).w4_tile; }
+}  // namespace igemm
+
 const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Scalar: return "scalar";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512Vnni: return "avx512vnni";
-  }
+  for (const auto& k : igemm::kKernels)
+    if (k.isa == isa) return k.name;
   return "?";
 }
 
@@ -127,7 +167,7 @@ W8Weights quantize_w8(const float* w, int64_t n, int64_t k) {
     o.scale[static_cast<size_t>(r)] = s;
     o.wsum[static_cast<size_t>(r)] = sum;
   }
-  if (isa_supported(Isa::Avx512Vnni)) o.panels = igemm::pack_w8_panels(o.q.data(), n, k);
+  if (igemm::some_supported_isa_has(&igemm::IsaKernels::w8_tile)) o.panels = igemm::pack_w8_panels(o.q.data(), n, k);
   return o;
 }
 
@@ -148,12 +188,10 @@ W4Weights pack_w4(const uint8_t* codes, const float* scales, const float* mins, 
       o.mn[static_cast<size_t>(r * kb + b)] = mins[r * ng + g];
       uint8_t* dst = o.nib.data() + (r * kb + b) * 16;
       const uint8_t* src = codes + r * k + b * kQBlock;
-      for (int j = 0; j < 16; ++j) {
-        QUANT_CHECK(src[j] < 16 && src[j + 16] < 16, "W4: code above 15 at row {} block {}", r, b);
-        dst[j] = static_cast<uint8_t>(src[j] | src[j + 16] << 4);
-      }
+      for (int j = 0; j < static_cast<int>(kQBlock); ++j) QUANT_CHECK(src[j] < 16, "W4: code above 15 at row {} block {}", r, b);
+      put_nibbles(dst, src);
     }
-  if (isa_supported(Isa::Avx2)) igemm::pack_w4_panels(o);
+  if (igemm::some_supported_isa_has(&igemm::IsaKernels::w4_tile)) igemm::pack_w4_panels(o);
   return o;
 }
 
@@ -199,14 +237,6 @@ void w8b_dots_ref(const int8_t* a, const uint8_t* wb, int64_t k, int32_t* out) {
     }
 }
 
-W4Dots w8b_dots(Isa isa) {
-  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
-  switch (isa) {
-    case Isa::Avx512Vnni: return w8b_dots_avx512vnni;
-    case Isa::Avx2: return w8b_dots_avx2;
-    default: return w8b_dots_ref;
-  }
-}
 
 void w8_dots_ref(const int8_t* a, const int8_t* w, const int32_t*, int64_t k, int32_t* out) {
   for (int64_t c = 0; c < kNc; ++c) {
@@ -223,7 +253,7 @@ void w4_dots_ref(const int8_t* a, const uint8_t* nib, int64_t k, int32_t* out) {
       const uint8_t* q = nib + (c * kb + b) * 16;
       const int8_t* x = a + b * kQBlock;
       int32_t s = 0;
-      for (int j = 0; j < 16; ++j) s += (q[j] & 0xF) * x[j] + (q[j] >> 4) * x[j + 16];
+      for (int j = 0; j < static_cast<int>(kQBlock); ++j) s += nibble_code(q, j) * x[j];
       out[c * kb + b] = s;
     }
 }
@@ -237,8 +267,7 @@ void pack_w4_panels(W4Weights& w) {
     const int64_t p = r / kTileN, j = r % kTileN;
     uint8_t* dst = w.panels.data() + p * kTileN * k / 2;
     for (int64_t c = 0; c < k; ++c) {
-      const uint8_t byte = w.nib[static_cast<size_t>((r * kb + c / kQBlock) * 16 + c % 16)];
-      const uint8_t code = (c % kQBlock) < 16 ? byte & 0xF : byte >> 4;
+      const uint8_t code = static_cast<uint8_t>(nibble_code(w.nib.data() + (r * kb + c / kQBlock) * 16, static_cast<int>(c % kQBlock)));
       const int64_t s = c / 8, i = c % 8;
       dst[s * 4 * kTileN + j * 4 + i % 4] |= static_cast<uint8_t>(i < 4 ? code : code << 4);
     }
@@ -288,32 +317,8 @@ void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel
     }
 }
 
-W8Dots w8_dots(Isa isa) {
-  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
-  switch (isa) {
-    case Isa::Avx512Vnni: return w8_dots_avx512vnni;
-    case Isa::Avx2: return w8_dots_avx2;
-    default: return w8_dots_ref;
-  }
-}
 
-W4Tile w4_tile(Isa isa) {
-  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
-  switch (isa) {
-    case Isa::Avx512Vnni: return w4_tile_avx512vnni;
-    case Isa::Avx2: return w4_tile_avx2;
-    default: return w4_tile_ref;
-  }
-}
 
-W4Dots w4_dots(Isa isa) {
-  QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
-  switch (isa) {
-    case Isa::Avx512Vnni: return w4_dots_avx512vnni;
-    case Isa::Avx2: return w4_dots_avx2;
-    default: return w4_dots_ref;
-  }
-}
 
 }  // namespace igemm
 
@@ -322,8 +327,7 @@ constexpr int64_t kNChunk = 64;  // columns per task: 64 weight rows stay in L2 
 
 // W8A8 through the VNNI tiles: each task is one 64-row weight panel (k/16 KB, stays in L2)
 // against every activation row, 6 rows at a time; same int32 sums, same epilogue as the dots.
-void gemm_w8a8_tiles(const QActs& a, const W8Weights& w, float* y) {
-  QUANT_CHECK(isa_supported(Isa::Avx512Vnni), "this CPU does not support {}", isa_name(Isa::Avx512Vnni));
+void gemm_w8a8_tiles(const QActs& a, const W8Weights& w, float* y, igemm::W8Tile tile) {
   QUANT_CHECK(!w.panels.empty(), "W8A8: weights were packed without VNNI panels");
   const int64_t M = a.m, N = w.n, K = a.k, kb = K / kQBlock;
   // Σ (a + 128) w stays below 2^31: 255 · 127 · K.
@@ -340,7 +344,7 @@ void gemm_w8a8_tiles(const QActs& a, const W8Weights& w, float* y) {
     int32_t c[igemm::kTileM * igemm::kTileN];
     for (int64_t m0 = 0; m0 < M; m0 += igemm::kTileM) {
       const int64_t mr = std::min(igemm::kTileM, M - m0);
-      igemm::w8_tile_avx512vnni(au.data() + m0 * K, K, mr, panel, K, c);
+      tile(au.data() + m0 * K, K, mr, panel, K, c);
       for (int64_t r = 0; r < mr; ++r) {
         const float sa = a.scale[static_cast<size_t>((m0 + r) * kb)];
         for (int64_t j = 0; j < nn; ++j) {
@@ -358,7 +362,7 @@ void gemm_w8a8(const QActs& a, const W8Weights& w, float* y, Isa isa) {
   QUANT_CHECK(a.k == w.k, "W8A8: activations have {} columns, weights {}", a.k, w.k);
   QUANT_CHECK(!a.per_block, "W8A8 takes per-row activation scales (per token or per tensor)");
   // Tiles of 6 rows from 6 activation rows on; fewer (decoding) stream the weights through the dots.
-  if (isa == Isa::Avx512Vnni && a.m >= igemm::kTileM) return gemm_w8a8_tiles(a, w, y);
+  if (const igemm::W8Tile tile = igemm::w8_tile(isa); tile && a.m >= igemm::kTileM) return gemm_w8a8_tiles(a, w, y, tile);
   const auto dots = igemm::w8_dots(isa);
   const int64_t M = a.m, N = w.n, K = a.k, kb = K / kQBlock;
   const int64_t chunks = (N + kNChunk - 1) / kNChunk;

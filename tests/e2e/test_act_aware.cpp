@@ -9,11 +9,11 @@
 
 #include "../common.h"
 #include "../peers/llama_cpp.h"
-#include "quant/act_aware.h"
+#include "quant/calibration/act_aware.h"
 #include "quant/formats/loader.h"
 #include "quant/formats/safetensors.h"
 #include "quant/runtime.h"
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 using namespace quant;
 

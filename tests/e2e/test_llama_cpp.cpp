@@ -5,7 +5,7 @@
 
 #include "../peers/llama_cpp.h"
 #include "quant/formats/gguf_model.h"
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 using namespace quant;
 
@@ -35,7 +35,10 @@ TEST_CASE("llama.cpp loads each GGUF type we write and agrees with our runtime",
     std::string name = c.qtype;
     std::replace(name.begin(), name.end(), ' ', '_');
     files.push_back(tmp / ("kjv-" + name + ".gguf"));
-    write_gguf_model(m, policy, plans, files.back(), {});
+    {
+      RtnTensors src(*m.weights, plans);
+      write_gguf_model(m, policy, src, files.back(), {});
+    }
   }
   const auto res = qt::compare_with_llama_cpp(files, seqs, text);
   nlohmann::json report = nlohmann::json::array();
@@ -87,7 +90,10 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
   qt::TempDir tmp;
   LoadedModel m = load_model(qt::bundled_model());
   const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
-  write_gguf_model(m, f32, resolve_policy(f32, m.weights->tensors()), tmp / "f32.gguf", {});
+  {
+    RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
+    write_gguf_model(m, f32, src, tmp / "f32.gguf", {});
+  }
   // llama_ftype: F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9. Below 8 bits our default policy keeps
   // output.weight at Q8_0: llama.cpp is told the same (ggml type 8).
   for (const auto& [qtype, ftype] : std::vector<std::pair<std::string, int>>{
@@ -100,7 +106,10 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
     INFO(r.out);
     REQUIRE(r.code == 0);
     const Policy p = Policy::defaults(QuantSpec::parse(qtype));
-    write_gguf_model(m, p, resolve_policy(p, m.weights->tensors()), ours, {});
+    {
+      RtnTensors src(*m.weights, resolve_policy(p, m.weights->tensors()));
+      write_gguf_model(m, p, src, ours, {});
+    }
     GgufFile a(theirs), b(ours);
     REQUIRE(a.tensors().size() == b.tensors().size());
     // F16, Q4_1, Q5_1, Q8_0: identical bytes. Q4_0, Q5_0: identical scales; llama.cpp's binary

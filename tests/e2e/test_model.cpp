@@ -6,7 +6,7 @@
 #include "quant/formats/gguf_model.h"
 #include "quant/formats/loader.h"
 #include "quant/runtime.h"
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 using namespace quant;
 
@@ -24,7 +24,10 @@ TEST_CASE("perplexity from safetensors equals that of our F32 GGUF, both protoco
   qt::TempDir tmp;
   const LoadedModel hf = load_model(qt::bundled_model());
   const Policy p = Policy::defaults(QuantSpec::parse("F32"));
-  write_gguf_model(hf, p, resolve_policy(p, hf.weights->tensors()), tmp / "f32.gguf", {});
+  {
+    RtnTensors src(*hf.weights, resolve_policy(p, hf.weights->tensors()));
+    write_gguf_model(hf, p, src, tmp / "f32.gguf", {});
+  }
   const LoadedModel gg = load_model(tmp / "f32.gguf");
   const std::string text = read_text(qt::repo("data/kjv/kjv_heldout.txt"));
   for (PplProtocol proto : {PplProtocol::LlamaCpp, PplProtocol::Gptq}) {

@@ -10,7 +10,7 @@
 #include "quant/formats/loader.h"
 #include "quant/nbits.h"
 #include "quant/runtime.h"
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 using namespace quant;
 

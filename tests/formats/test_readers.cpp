@@ -53,7 +53,10 @@ TEST_CASE("synthetic checkpoints: tied head, qkv bias, F32/BF16/F16, sharded fil
   }
   SECTION("F32 GGUF of it computes the same logits (q/k and their biases permuted and back)") {
     const Policy p = Policy::defaults(QuantSpec::parse("F32"));
-    write_gguf_model(a, p, resolve_policy(p, a.weights->tensors()), tmp / "m.gguf", {});
+    {
+      RtnTensors src(*a.weights, resolve_policy(p, a.weights->tensors()));
+      write_gguf_model(a, p, src, tmp / "m.gguf", {});
+    }
     const LoadedModel g = load_model(tmp / "m.gguf");
     CHECK(g.config.tied_embeddings);
     CHECK(g.config.qkv_bias);
@@ -155,8 +158,8 @@ TEST_CASE("broken Hugging Face directories give one clear error", "[formats][hf]
   expect(tmp / "nope", "nope", "no such file");
 }
 
-#include "quant/calibration.h"
-#include "quant/sequential.h"
+#include "quant/calibration/calibration.h"
+#include "quant/calibration/sequential.h"
 
 TEST_CASE("NaN in weights or activations is detected and named before anything is written", "[formats][bad-input][gptq]") {
   qt::TempDir tmp;
@@ -166,7 +169,8 @@ TEST_CASE("NaN in weights or activations is detected and named before anything i
   const LoadedModel m = load_model(tmp / "nan_w");
   const Policy p = Policy::defaults(QuantSpec::parse("int4 g32 asym"));
   auto plans = resolve_policy(p, m.weights->tensors());
-  CHECK_THROWS_WITH(write_gguf_model(m, p, plans, tmp / "x.gguf", {}),
+  RtnTensors rtn(*m.weights, plans);
+  CHECK_THROWS_WITH(write_gguf_model(m, p, rtn, tmp / "x.gguf", {}),
                     Catch::Contains("blk.1.ffn_up.weight") && Catch::Contains("not finite"));
   CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
   const std::vector<std::vector<int32_t>> windows(2, std::vector<int32_t>{1, 5, 9, 13, 17, 21, 25, 29});

@@ -10,7 +10,7 @@
 #include "../common.h"
 #include "quant/formats/loader.h"
 #include "quant/runtime.h"
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 using namespace quant;
 
@@ -102,7 +102,7 @@ TEST_CASE("llama2.c weights match LibTorch too (interleaved RoPE rows un-permute
 
 // --- GPTQ: a direct LibTorch transliteration of gptq.py's fasterquant (static groups) ---
 
-#include "quant/calibration.h"
+#include "quant/calibration/calibration.h"
 #include "quant/gptq.h"
 
 namespace {

@@ -6,7 +6,7 @@
 
 #include "../../cli/svg.h"
 #include "quant/bitplan.h"
-#include "quant/sweep.h"
+#include "quant/calibration/sweep.h"
 
 using namespace quant;
 

@@ -4,7 +4,7 @@
 #include <random>
 
 #include "../common.h"
-#include "quant/calibration.h"
+#include "quant/calibration/calibration.h"
 #include "quant/gptq.h"
 #include "quant/policy.h"
 

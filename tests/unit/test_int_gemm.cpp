@@ -296,14 +296,17 @@ TEST_CASE("int8 activation quantization: symmetric, |q| <= 127, scales per row o
 #include "quant/formats/gguf_model.h"
 #include "quant/formats/loader.h"
 #include "quant/runtime.h"
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 TEST_CASE("Integer runtime (act-bits 8): the runtime's integer linears give the same logits on every ISA, close to float activations",
           "[e2e][int-gemm]") {
   qt::TempDir tmp;
   LoadedModel fp = load_model(qt::bundled_model());
   const Policy pol = Policy::defaults(QuantSpec::parse("Q4_0"));
-  write_gguf_model(fp, pol, resolve_policy(pol, fp.weights->tensors()), tmp / "q4.gguf", {});
+  {
+    RtnTensors src(*fp.weights, resolve_policy(pol, fp.weights->tensors()));
+    write_gguf_model(fp, pol, src, tmp / "q4.gguf", {});
+  }
   LoadedModel q4 = load_model(tmp / "q4.gguf");
   const auto toks = fp.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
   const std::vector<int32_t> win(toks.begin(), toks.begin() + 128);

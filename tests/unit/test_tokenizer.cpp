@@ -5,7 +5,7 @@
 #include "quant/formats/gguf.h"
 #include "quant/formats/gguf_model.h"
 #include "quant/formats/loader.h"
-#include "quant/text.h"
+#include "quant/calibration/text.h"
 
 using namespace quant;
 

@@ -5,8 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "quant/method.h"
+#include "quant/policy.h"
 
 namespace quant {
 
@@ -41,5 +45,41 @@ KnapsackSolution knapsack_greedy(const std::vector<std::vector<KnapsackOption>>&
 // Spearman's rank correlation (ties get their mean rank); NaN for fewer than 2 pairs or a
 // constant side.
 double spearman(const std::vector<double>& a, const std::vector<double>& b);
+
+// A bit-width plan, as `quant plan` writes it and `quant convert --plan` applies it: one grid per
+// decoder-linear pattern, chosen by the knapsack above from a sweep (calibration/sweep.h).
+struct BitPlanRule {
+  std::string match;
+  Method method = Method::Gptq;  // rtn | gptq | awq (the plan's)
+  int bits = 4;
+  int64_t group = 128;
+  bool sym = false;
+  std::string qtype;   // the GGUF type it is stored in
+  std::string unit;    // the sweep unit it came from
+};
+
+struct BitPlan {
+  static constexpr int kVersion = 1;
+  nlohmann::json model;          // model_identity() of the swept model
+  Method method = Method::Gptq;
+  std::string rest = "Q8_0";     // token_embd and output, which the budget does not count
+  std::vector<BitPlanRule> rules;
+  nlohmann::json budget;         // target, bits, decoder-linear bpw reached
+  nlohmann::json predicted;      // the objective summed over units, and the solvers' answers
+  nlohmann::json source;         // the sweep: file, eval, settings
+
+  nlohmann::json to_json() const;
+  static BitPlan from_json(const nlohmann::json& j, const std::string& source);
+  // The plan's rules first, then token_embd / output at `rest`, then the defaults of `fallback`
+  // (norms F32; general.file_type follows it).
+  Policy policy(const QuantSpec& fallback) const;
+  // The grid that covers the most decoder-linear weights.
+  GridSpec dominant() const;
+};
+
+// Throws unless j is an object of `format` at `version` ("{source}: not a {what}", or "... run
+// {rerun} again" for another version).
+void check_json_format(const nlohmann::json& j, const char* format, int version, const char* what, const char* rerun,
+                       const std::string& source);
 
 }  // namespace quant

@@ -108,6 +108,8 @@ inline constexpr int64_t kTileM = 6, kTileN = 64;
 std::vector<int8_t> pack_w8_panels(const int8_t* q, int64_t n, int64_t k);
 void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
 void w8_tile_avx512vnni(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
+using W8Tile = void (*)(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel, int64_t k, int32_t* c);
+W8Tile w8_tile(Isa isa);  // null where the ISA has no W8A8 tile (the dots run instead)
 // The W4A8 GEMM tile (AVX-512 VNNI, and AVX2): kTileM activation rows x kTileN weight rows, whole k.
 // Panels of 64 rows, k/8 steps of [64][4] bytes: byte i of row j holds code(8s + i) in its low
 // nibble and code(8s + 4 + i) in its high one (the two operands of vpdpbusd, codes as u8 against

@@ -35,6 +35,14 @@ struct BlockQ8_0 {
   int8_t qs[kQK];
 };
 
+// ggml's nibble order, for every 32-block of 4-bit codes (Q4_x, the low bits of Q5_x, the W4
+// kernels' repacking): byte j holds element j in its low nibble and element j + 16 in its high one.
+inline int nibble_code(const uint8_t* qs, int j) { return j < kQK / 2 ? (qs[j] & 0x0F) : (qs[j - kQK / 2] >> 4); }
+template <class Code>
+void put_nibbles(uint8_t* qs, const Code* codes) {
+  for (int j = 0; j < kQK / 2; ++j) qs[j] = static_cast<uint8_t>((codes[j] & 0x0F) | ((codes[j + kQK / 2] & 0x0F) << 4));
+}
+
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22);

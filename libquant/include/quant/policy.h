@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "quant/method.h"
 #include "quant/model.h"
 #include "quant/quant_weight.h"
 
@@ -44,7 +45,7 @@ struct TensorPlan {
   int64_t rows = 0, cols = 0;
   int n_dims = 2;
   std::string rule;     // the matching rule's pattern
-  std::string method = "rtn";  // none (float), rtn, gptq
+  Method method = Method::Rtn;  // None for float tensors; set per tensor by the quantization stage
   QuantSpec requested;
   TType stored = TType::F32;
   std::string stored_as;  // set when the container is not GGUF ("MatMulNBits 4b b32"); else ttype_name(stored)
@@ -56,8 +57,5 @@ struct TensorPlan {
 
 std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<TensorDesc>& tensors);
 nlohmann::json plans_to_json(const std::vector<TensorPlan>& plans);
-
-// Quantizes one tensor per its plan. w: fp32 [rows][cols] in the row order to be stored.
-PackedTensor quantize_tensor(const TensorPlan& plan, const float* w);
 
 }  // namespace quant

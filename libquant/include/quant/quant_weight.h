@@ -21,6 +21,10 @@ struct GridSpec {
   // 20% where that lowers sum |q(w) - w|^2.4) instead of min-max. Storage is the same.
   bool mse = false;
   std::string str() const;  // "int4 g32 asym", "int3 per-channel asym mse"
+  // The grids we quantize onto, checked in one place (callers name the flag or field):
+  // 2..8 bits; groups of 32, 64 or 128 columns, or 0 (per channel).
+  static bool valid_bits(int64_t b) { return b >= 2 && b <= 8; }
+  static bool valid_group(int64_t g) { return g == 0 || g == 32 || g == 64 || g == 128; }
   // Logical size of `cols`-wide rows: codes plus fp16 scales, plus b-bit zeros when asymmetric.
   double logical_bpw(int64_t cols) const;
 };

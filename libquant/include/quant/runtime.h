@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,11 @@ struct TapLinears {
   std::vector<const char*> linears;  // GGUF short names
 };
 const std::vector<TapLinears>& linears_by_tap();
+const std::vector<const char*>& linears_reading(Tap tap);  // linears_by_tap()'s entry for `tap`
+const std::vector<const char*>& decoder_linear_names();    // all seven in block order: attn_q ... ffn_down
 Tap tap_of_linear(const std::string& short_name);  // throws for a name that is no decoder linear
+// The width of a tap: the columns of the linears reading it (ffn_down's: hidden; the rest: dim).
+inline int64_t tap_width(const LlamaConfig& c, Tap t) { return t == Tap::DownIn ? c.hidden : c.dim; }
 inline bool tap_in_mlp(Tap t) { return t == Tap::MlpIn || t == Tap::DownIn; }  // run_mlp's taps, not run_attention's
 
 // A linear computed some other way than the fp32 GEMM (the integer kernels):
@@ -44,6 +49,9 @@ struct BlockWeights {
               *wo = nullptr;
   const float *ffn_norm = nullptr, *wg = nullptr, *wu = nullptr, *wd = nullptr;
   const LinearOp *oq = nullptr, *ok = nullptr, *ov = nullptr, *oo = nullptr, *og = nullptr, *ou = nullptr, *od = nullptr;
+  // The weight of a decoder linear by its short name (attn_q ... ffn_down); throws for any other.
+  const float*& weight(std::string_view short_name);
+  const LinearOp*& op(std::string_view short_name);  // its replacing op, by the same names
 };
 
 // Called with each linear's input [rows][width] as the block runs.

@@ -7,22 +7,22 @@
 
 #include "quant/formats/loader.h"
 #include "quant/policy.h"
+#include "quant/quantize.h"
 
 namespace quant {
 
 struct GgufExportInfo {
   std::string method = "rtn";  // recorded as quant.method
   std::string name;            // general.name
-  // Tensors already quantized (e.g. by GPTQ), canonical row order; the rest follow their plan.
-  const std::map<std::string, PackedTensor>* prequantized = nullptr;
   std::map<std::string, std::string> extra;  // more quant.* keys (JSON strings: recipe, calibration)
   std::function<void(size_t done, size_t total, const std::string& tensor)> progress;
 };
 
-// Writes `model` quantized per `plans` (one per tensor, in GGUF order) to `path` atomically.
-// attn_q / attn_k rows go from rotate-half to ggml's interleaved pairs.
-void write_gguf_model(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans,
-                      const std::string& path, const GgufExportInfo& info);
+// Writes the tensors of `src` (its plans, one per tensor, in GGUF order), each packed into its
+// plan's stored type, with `model`'s config and vocabulary, to `path` atomically. attn_q / attn_k
+// rows go from rotate-half to ggml's interleaved pairs.
+void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSource& src, const std::string& path,
+                      const GgufExportInfo& info);
 
 class GgufFile;
 // The SentencePiece vocabulary stored in tokenizer.ggml.* (model "llama").

@@ -10,6 +10,7 @@
 #include "quant/formats/loader.h"
 #include "quant/nbits.h"
 #include "quant/policy.h"
+#include "quant/quantize.h"
 
 namespace quant {
 
@@ -37,8 +38,6 @@ struct OnnxExportInfo {
   int accuracy_level = 0;       // MatMulNBits accuracy_level: 0 (fp32 math) or 4 (int8 activations)
   bool external_data = false;   // weights in <file>.data beside the model (forced above 2 GB)
   bool force = false;           // write into a directory that already holds files
-  // Tensors already quantized (GPTQ), canonical names; the rest follow their plan.
-  const std::map<std::string, NBitsTensor>* prequantized = nullptr;
   std::map<std::string, std::string> extra;  // more quant.* metadata (JSON strings)
   std::function<void(size_t done, size_t total, const std::string& tensor)> progress;
 };
@@ -49,10 +48,11 @@ struct OnnxExportResult {
   bool external = false;
 };
 
-// Writes `model` per `plans` to `path` (its directory is created; refused when it exists and
-// holds files unless info.force). Nothing is left behind on failure.
-OnnxExportResult write_onnx_model(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans,
-                                  const std::string& path, const OnnxExportInfo& info);
+// Writes the tensors of `src` (plans resolved by resolve_onnx_storage), grids packed for
+// MatMulNBits, with `model`'s config and vocabulary, to `path` (its directory is created;
+// refused when it exists and holds files unless info.force). Nothing is left behind on failure.
+OnnxExportResult write_onnx_model(const LoadedModel& model, const Policy& policy, TensorSource& src, const std::string& path,
+                                  const OnnxExportInfo& info);
 
 // Reads an ONNX file this exporter wrote (config, vocabulary and weights from it).
 LoadedModel load_onnx(const std::string& path);

@@ -17,12 +17,13 @@
 #include <string>
 #include <vector>
 
-#include "quant/act_aware.h"
+#include "quant/calibration/act_aware.h"
+#include "quant/bitplan.h"
 #include "quant/gptq.h"
 #include "quant/model.h"
 #include "quant/policy.h"
 #include "quant/runtime.h"
-#include "quant/stats_dir.h"
+#include "quant/calibration/stats_dir.h"
 
 namespace quant {
 
@@ -42,7 +43,7 @@ std::vector<std::string> decoder_linears(const LlamaConfig& cfg);
 int64_t grid_logical_bits(const GridSpec& g, int64_t rows, int64_t cols);
 
 struct SweepSettings {
-  std::string method = "gptq";         // rtn | gptq | awq
+  Method method = Method::Gptq;        // rtn | gptq | awq
   std::string granularity = "tensor";  // tensor | block | kind
   std::vector<int> bits = {2, 3, 4, 8};
   int64_t group = 128;                 // 0: per channel
@@ -111,35 +112,6 @@ struct SweepRun {
 Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats,
                 const std::vector<std::vector<int32_t>>& calib_windows, std::span<const int32_t> eval_tokens,
                 const SweepRun& run);
-
-struct BitPlanRule {
-  std::string match;
-  std::string method;  // rtn | gptq | awq
-  int bits = 4;
-  int64_t group = 128;
-  bool sym = false;
-  std::string qtype;   // the GGUF type it is stored in
-  std::string unit;    // the sweep unit it came from
-};
-
-struct BitPlan {
-  static constexpr int kVersion = 1;
-  nlohmann::json model;          // model_identity() of the swept model
-  std::string method = "gptq";
-  std::string rest = "Q8_0";     // token_embd and output, which the budget does not count
-  std::vector<BitPlanRule> rules;
-  nlohmann::json budget;         // target, bits, decoder-linear bpw reached
-  nlohmann::json predicted;      // the objective summed over units, and the solvers' answers
-  nlohmann::json source;         // the sweep: file, eval, settings
-
-  nlohmann::json to_json() const;
-  static BitPlan from_json(const nlohmann::json& j, const std::string& source);
-  // The plan's rules first, then token_embd / output at `rest`, then the defaults of `fallback`
-  // (norms F32; general.file_type follows it).
-  Policy policy(const QuantSpec& fallback) const;
-  // The grid that covers the most decoder-linear weights.
-  GridSpec dominant() const;
-};
 
 struct PlanRequest {
   double target_bpw = 0;      // logical bits per weight over the decoder linears; or

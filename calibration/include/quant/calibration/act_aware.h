@@ -12,7 +12,7 @@
 #include "quant/int_gemm.h"
 #include "quant/model.h"
 #include "quant/policy.h"
-#include "quant/stats_dir.h"
+#include "quant/calibration/stats_dir.h"
 
 namespace quant {
 

@@ -23,6 +23,10 @@ struct CalibSpec {
 // shorter than one window plus one token, or seqlen exceeds max_ctx.
 std::vector<std::vector<int32_t>> calibration_windows(const std::vector<int32_t>& tokens, const CalibSpec& spec,
                                                       int64_t max_ctx);
+class Tokenizer;
+// The recipe from text: spec.file read (plain, or .jsonl), encoded with BOS by `tok`, windows
+// drawn as above.
+std::vector<std::vector<int32_t>> calibration_windows(const Tokenizer& tok, const CalibSpec& spec, int64_t max_ctx);
 
 // Statistics of one linear input, accumulated over calibration tokens. Per add(), X^T X is a
 // fp32 GEMM over at most a window's rows (relative error ~ rows * 2^-24); across windows the sums

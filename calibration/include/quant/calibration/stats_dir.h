@@ -11,10 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "quant/calibration.h"
+#include "quant/calibration/calibration.h"
 #include "quant/model.h"
 #include "quant/runtime.h"
-#include "quant/sequential.h"
 
 namespace quant {
 
@@ -37,9 +36,5 @@ class StatsDir {
   std::string dir_, calibration_;
   LlamaConfig cfg_;
 };
-
-// GPTQ of every decoder linear whose plan asks for a grid, each from its saved Hessian.
-SequentialResult gptq_from_stats(const LlamaConfig& cfg, const WeightStore& weights, const StatsDir& stats,
-                                 const std::vector<TensorPlan>& plans, const SequentialOptions& opts);
 
 }  // namespace quant

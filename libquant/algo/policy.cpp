@@ -1,4 +1,4 @@
-// Policy resolution and round-to-nearest quantization of one tensor.
+// Policy as data: quant specs, rules, and their resolution into one plan per tensor.
 #include <nlohmann/json.hpp>
 #include <cmath>
 #include <regex>
@@ -27,7 +27,7 @@ QuantSpec QuantSpec::parse(const std::string& s) {
     q.grid.group = m[3].matched ? std::stoll(m[3]) : 0;
     q.grid.sym = m[4] == "sym";
     q.grid.mse = m[5].matched;
-    QUANT_CHECK(q.grid.group == 0 || q.grid.group == 32 || q.grid.group == 64 || q.grid.group == 128,
+    QUANT_CHECK(GridSpec::valid_group(q.grid.group),
                 "quant spec \"{}\": group size must be 32, 64, 128 or per-channel", s);
     return q;
   }
@@ -130,7 +130,7 @@ std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<T
       p.note = c.why;
     }
     const QuantSpec& r = p.requested;
-    p.method = r.kind == QuantSpec::Kind::Float ? "none" : "rtn";
+    p.method = r.kind == QuantSpec::Kind::Float ? Method::None : Method::Rtn;
     p.logical_bpw = r.kind == QuantSpec::Kind::Grid ? r.grid.logical_bpw(t.cols) : type_bpw(r.type);
     p.stored_bpw = type_bpw(p.stored);
     out.push_back(std::move(p));
@@ -142,25 +142,10 @@ nlohmann::json plans_to_json(const std::vector<TensorPlan>& plans) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& p : plans)
     j.push_back({{"name", p.name}, {"rows", p.rows}, {"cols", p.cols}, {"rule", p.rule},
-                 {"method", p.method},
+                 {"method", method_name(p.method)},
                  {"requested", p.requested.str()}, {"stored", p.stored_as.empty() ? std::string(ttype_name(p.stored)) : p.stored_as},
                  {"exact", p.exact}, {"note", p.note}, {"logical_bpw", p.logical_bpw}, {"stored_bpw", p.stored_bpw}});
   return j;
-}
-
-PackedTensor quantize_tensor(const TensorPlan& plan, const float* w) {
-  check_finite_weights(w, plan.rows, plan.cols, plan.name);
-  const QuantSpec& s = plan.requested;
-  switch (s.kind) {
-    case QuantSpec::Kind::Float:
-      return pack_float(w, plan.rows, plan.cols, plan.stored);
-    case QuantSpec::Kind::Ggml:
-      if (!is_quantized(plan.stored)) return pack_float(w, plan.rows, plan.cols, plan.stored);
-      return pack(quantize_ggml(s.type, w, plan.rows, plan.cols), plan.stored);
-    case QuantSpec::Kind::Grid:
-      return pack(rtn_grid(w, plan.rows, plan.cols, s.grid), plan.stored);
-  }
-  fail("quantize_tensor: bad spec for {}", plan.name);
 }
 
 }  // namespace quant

@@ -1,0 +1,242 @@
+// quant convert: flags -> the per-tensor plans and the quantization stage's spec -> a writer.
+// Everything between (methods per tensor, searches, GPTQ, RTN) is the stage's (calibration/stage.h).
+#include <omp.h>
+
+#include <charconv>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+
+#include "commands.h"
+#include "progress.h"
+#include "quant/error.h"
+#include "quant/formats/gguf_model.h"
+#include "quant/formats/loader.h"
+#include "quant/formats/mmap.h"
+#include "quant/formats/onnx_model.h"
+#include "quant/gemm.h"
+#include "quant/calibration/stage.h"
+#include "quant/calibration/sweep.h"
+
+namespace quant::cli {
+namespace {
+
+// A bit-width plan (quant plan) sets each decoder linear's grid and the method, in place of
+// --method / --bits; an AWQ or SmoothQuant plan stays in a.plan_file for the stage.
+std::optional<BitPlan> take_bitplan(ConvertArgs& a, bool method_given) {
+  if (a.plan_file.empty()) return std::nullopt;
+  const nlohmann::json pj = read_json_file(a.plan_file, "plan");
+  if (!pj.is_object() || pj.value("format", "") != "quant-bitplan") return std::nullopt;
+  BitPlan bp = BitPlan::from_json(pj, a.plan_file);
+  a.bitplan_file = a.plan_file;
+  a.plan_file.clear();
+  QUANT_CHECK(!method_given || a.method == method_name(bp.method), "--plan {} is a {} plan: drop --method {} (or make a {} plan)",
+              a.bitplan_file, method_name(bp.method), a.method, a.method);
+  QUANT_CHECK(a.bits == 0 && a.qtype.empty(), "--plan {} sets every decoder linear's width: drop --bits / --qtype", a.bitplan_file);
+  a.method = method_name(bp.method);
+  const GridSpec g = bp.dominant();
+  a.bits = g.bits;
+  a.group = g.group;
+  a.sym = g.sym;
+  return bp;
+}
+
+double parse_alpha(const std::string& s) {
+  if (s == "auto") return -1;
+  double alpha = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), alpha);
+  QUANT_CHECK(ec == std::errc() && end == s.data() + s.size(), "--alpha {} is not a number or auto", s);
+  QUANT_CHECK(alpha >= 0 && alpha <= 1, "--alpha {} outside [0, 1] (or auto)", s);
+  return alpha;
+}
+
+// The flags' own consistency, before anything is read; returns the target of the default policy.
+QuantSpec check_flags(ConvertArgs& a, Method method) {
+  QUANT_CHECK(a.qtype.empty() != (a.bits == 0), "give either --qtype or --bits (with --group-size and --sym/--asym)");
+  const bool act_aware = is_act_aware(method);
+  QUANT_CHECK(a.plan_file.empty() || act_aware, "--plan applies an AWQ or SmoothQuant plan: give --method awq, awq+gptq or smoothquant");
+  QUANT_CHECK(a.dump_plan.empty() || act_aware, "--dump-plan writes the AWQ or SmoothQuant plan: give --method awq, awq+gptq or smoothquant");
+  if (method == Method::SmoothQuant) a.alpha_value = parse_alpha(a.alpha);
+  QUANT_CHECK(!uses_awq(method) || !a.plan_file.empty() || !a.calib.file.empty(),
+              "--method {} searches scales on calibration activations: give --calib FILE (saved --stats hold statistics only), or --plan",
+              a.method);
+  if (a.format.empty()) a.format = std::filesystem::path(a.out).extension() == ".onnx" ? "onnx" : "gguf";
+  QUANT_CHECK(a.format == "gguf" || a.format == "onnx", "--format {} (gguf or onnx)", a.format);
+  QUANT_CHECK(a.format == "onnx" || (!a.external_data && a.onnx_accuracy == 0), "--external-data and --onnx-accuracy-level apply to --format onnx");
+  if (uses_gptq(method)) {
+    QUANT_CHECK(a.bits != 0, "--method {} quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)", a.method);
+    QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(),
+                "--method {} needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)", a.method);
+    QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
+  }
+  if (!a.bits) return QuantSpec::parse(a.qtype);
+  QUANT_CHECK(GridSpec::valid_bits(a.bits), "--bits {} outside 2..8", a.bits);
+  QUANT_CHECK(GridSpec::valid_group(a.group), "--group-size {} (32, 64, 128 or 0)", a.group);
+  QuantSpec target;
+  target.kind = QuantSpec::Kind::Grid;
+  target.grid = {a.bits, a.group, a.sym, a.grid_search == "mse"};
+  return target;
+}
+
+Policy make_policy(const ConvertArgs& a, const QuantSpec& target, const std::optional<BitPlan>& bitplan, const LoadedModel& m) {
+  Policy policy = Policy::defaults(target);
+  if (bitplan) {
+    check_model_identity(bitplan->model, m.config, *m.weights, a.bitplan_file);
+    policy = bitplan->policy(target);
+  }
+  if (!a.policy_file.empty()) {
+    Policy user = Policy::from_json(read_json_file(a.policy_file, "policy"), a.policy_file);
+    user.rules.insert(user.rules.end(), policy.rules.begin(), policy.rules.end());
+    policy = std::move(user);
+  }
+  return policy;
+}
+
+void print_plans(const std::vector<TensorPlan>& plans) {
+  std::cout << fmt::format("{:<28} {:>12} {:>16} {:>18} {:>7}  {}\n", "tensor", "shape", "requested", "stored", "bpw", "note");
+  for (const auto& p : plans)
+    std::cout << fmt::format("{:<28} {:>12} {:>16} {:>18} {:>7.3f}  {}\n", p.name, fmt::format("{}x{}", p.rows, p.cols),
+                             p.requested.str(), p.stored_as.empty() ? std::string(ttype_name(p.stored)) : p.stored_as, p.stored_bpw,
+                             p.note == "exact" ? "" : p.note);
+  const PlanTotals t = plan_totals(plans);
+  std::cout << fmt::format("decoder linears: {:.3f} logical bits/weight; model {:.2f} MB stored\n", t.decoder_linear_logical_bpw,
+                           t.stored_bytes / 1e6);
+}
+
+// The stage's spec from the flags: method settings, calibration windows or statistics.
+StageSpec stage_spec(const ConvertArgs& a, Method method, const LoadedModel& m, const StatsDir* stats) {
+  StageSpec s;
+  s.method = method;
+  s.grid_store = a.format == "onnx" ? GridStore::Exact : GridStore::Packed;
+  s.gptq = a.gptq;
+  s.awq.grid = a.awq_grid;
+  s.awq.clip = !a.awq_no_clip;
+  s.awq.clip_mode = parse_awq_clip(a.awq_clip);
+  s.smooth.alpha = a.alpha_value;
+  s.smooth.act_quant = parse_act_quant(a.act_quant);
+  if (a.search_windows > 0) s.awq.search_windows = s.smooth.search_windows = a.search_windows;
+  if (!a.plan_file.empty()) {
+    s.act_plan = ActPlan::from_json(read_json_file(a.plan_file, "plan"), m.config, *m.weights, a.plan_file);
+    s.act_plan_file = a.plan_file;
+  }
+  s.calib = a.calib;
+  s.stats = stats;
+  const bool searches = is_act_aware(method) && !s.act_plan;
+  if (!a.calib.file.empty() && (searches || (uses_gptq(method) && !stats)))
+    s.windows = calibration_windows(*m.tokenizer, a.calib, m.config.max_ctx);
+  return s;
+}
+
+nlohmann::json act_plan_json(const ActPlan& ap) {
+  nlohmann::json entries = nlohmann::json::array();
+  for (const auto& e : ap.scales)
+    entries.push_back({{"prev", e.prev}, {"alpha", e.alpha}, {"loss_before", e.loss_before}, {"loss_after", e.loss_after}});
+  return {{"method", ap.method}, {"scales", entries}, {"clipped_tensors", ap.clips.size()}, {"notes", ap.notes},
+          {"settings", nlohmann::json::parse(ap.settings_json)}};
+}
+
+nlohmann::json gptq_json(const QuantStage& stage) {
+  const SequentialResult& seq = *stage.gptq();
+  nlohmann::json layers = nlohmann::json::array();
+  double total_loss = 0;
+  for (const auto& l : seq.layers) {
+    layers.push_back({{"name", l.name}, {"loss", l.loss}, {"seconds", l.seconds}, {"damp", l.damp}, {"retries", l.retries},
+                      {"dead_columns", l.dead_columns}, {"gemm_gflops", l.gemm_gflops}});
+    total_loss += l.loss;
+  }
+  return {{"recipe", nlohmann::json::parse(stage.metadata().at("gptq"))}, {"layers", layers}, {"total_loss", total_loss},
+          {"seconds", seq.seconds}, {"block_passes", seq.block_passes}};
+}
+
+}  // namespace
+
+int run_convert(const ConvertArgs& args, bool method_given) {
+  ConvertArgs a = args;
+  quant::set_num_threads(a.threads);
+  const std::optional<BitPlan> bitplan = take_bitplan(a, method_given);
+  const Method method = parse_method(a.method);
+  const QuantSpec target = check_flags(a, method);
+  const bool onnx = a.format == "onnx";
+  LoadedModel m = load_model(a.model, {a.tokenizer});
+  const Policy policy = make_policy(a, target, bitplan, m);
+  std::vector<TensorPlan> plans = resolve_policy(policy, m.weights->tensors());
+  if (onnx) resolve_onnx_storage(plans);  // throws for what MatMulNBits cannot hold
+  assign_methods(plans, method);
+  const PlanTotals totals = plan_totals(plans);
+  nlohmann::json summary = {{"model", a.model}, {"out", a.out}, {"format", a.format}, {"method", a.method}, {"target", target.str()},
+                            {"policy", policy.to_json()}, {"tensors", plans_to_json(plans)},
+                            {"decoder_linear_logical_bpw", totals.decoder_linear_logical_bpw},
+                            {"logical_size_bytes", totals.logical_bytes}, {"stored_size_bytes", totals.stored_bytes}};
+  if (a.dry_run) {
+    if (a.json)
+      std::cout << summary.dump(2) << "\n";
+    else {
+      std::cout << "policy (first match wins): " << policy.to_json().dump() << "\n";
+      print_plans(plans);
+    }
+    return 0;
+  }
+  QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
+  QUANT_CHECK(!std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<StatsDir> stats;
+  if (!a.stats_dir.empty() && (uses_gptq(method) || (method == Method::SmoothQuant && a.calib.file.empty())))
+    stats.emplace(a.stats_dir, m.config);
+  std::map<std::string, Progress> bars;
+  auto bar = [&](const std::string& step) -> Progress& { return bars.try_emplace(step, step, a.quiet).first->second; };
+  StageSpec spec = stage_spec(a, method, m, stats ? &*stats : nullptr);
+  spec.progress = [&](const std::string& step, const std::string& what, int64_t d, int64_t t) { bar(step).update(d, t, what); };
+  QuantStage stage(m.config, *m.weights, std::move(plans), std::move(spec));
+  stage.prepare();
+  if (const ActPlan* ap = stage.act_plan()) {
+    if (!a.dump_plan.empty()) {
+      AtomicFile f(a.dump_plan);
+      const std::string text = ap->to_json().dump(1);
+      f.write(text.data(), text.size());
+      f.commit();
+    }
+    summary["plan"] = act_plan_json(*ap);
+  }
+  std::map<std::string, std::string> extra = stage.metadata();
+  if (bitplan)
+    extra["bitplan"] = nlohmann::json({{"file", a.bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
+                                       {"source", bitplan->source}}).dump();
+  const std::string name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
+  std::function<void(size_t, size_t, const std::string&)> progress;  // GPTQ's own bar covers a GPTQ run
+  if (!uses_gptq(method))
+    progress = [&](size_t d, size_t t, const std::string& n) { bar("convert").update(static_cast<int64_t>(d) + 1, static_cast<int64_t>(t), n); };
+  uint64_t out_bytes = 0;
+  if (onnx) {
+    const OnnxExportResult r = write_onnx_model(m, policy, stage, a.out,
+                                                {.method = a.method, .name = name, .accuracy_level = a.onnx_accuracy,
+                                                 .external_data = a.external_data, .force = a.force, .extra = extra, .progress = progress});
+    out_bytes = r.bytes;
+    summary["files"] = r.files;
+    summary["external_data"] = r.external;
+    summary["onnx"] = {{"ir_version", kOnnxIrVersion}, {"opset", kOnnxOpset}, {"com.microsoft", kOnnxMsOpset},
+                       {"accuracy_level", a.onnx_accuracy}};
+  } else {
+    write_gguf_model(m, policy, stage, a.out, {.method = a.method, .name = name, .extra = extra, .progress = progress});
+    out_bytes = std::filesystem::file_size(a.out);
+  }
+  if (stage.gptq()) {
+    summary["calibration"] = nlohmann::json::parse(extra.at("calibration"));
+    summary["gptq"] = gptq_json(stage);
+  }
+  summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  summary["file_size_bytes"] = out_bytes;
+  if (a.json) {
+    std::cout << summary.dump(2) << "\n";
+    return 0;
+  }
+  print_plans(stage.plans());
+  if (stage.gptq())
+    for (const auto& l : stage.gptq()->layers)
+      std::cout << fmt::format("gptq {:<26} loss {:12.6g}  {:6.3f} s  damp {:.2f}{}\n", l.name, l.loss, l.seconds, l.damp,
+                               l.retries ? fmt::format(" ({} retries)", l.retries) : "");
+  std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, out_bytes / 1e6, summary["seconds"].get<double>());
+  return 0;
+}
+
+}  // namespace quant::cli

@@ -1,0 +1,75 @@
+// One tensor quantized per its plan (RTN), what the file will hold of it, and the RTN source.
+#include "quant/quantize.h"
+
+#include <chrono>
+
+#include "quant/error.h"
+
+namespace quant {
+
+bool plan_quantizes(const TensorPlan& p) {
+  const QuantSpec& r = p.requested;
+  return r.kind == QuantSpec::Kind::Grid || (r.kind == QuantSpec::Kind::Ggml && p.cols % traits(r.type).block == 0);
+}
+
+QuantWeight quantize_rtn(const TensorPlan& p, const float* w) {
+  check_finite_weights(w, p.rows, p.cols, p.name);
+  const QuantSpec& r = p.requested;
+  QUANT_CHECK(plan_quantizes(p), "tensor {}: {} is not quantized by its plan", p.name, r.str());
+  if (r.kind == QuantSpec::Kind::Grid) return rtn_grid(w, p.rows, p.cols, r.grid);
+  return quantize_ggml(r.type, w, p.rows, p.cols);
+}
+
+QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector<double>& H, const GptqOptions& opts,
+                          TensorReport& r) {
+  QUANT_CHECK(p.requested.kind == QuantSpec::Kind::Grid, "tensor {}: GPTQ needs an integer grid, not {}", p.name, p.requested.str());
+  GptqOptions go = opts;
+  go.grid = p.requested.grid;
+  GptqResult g = gptq_quantize(w, p.rows, p.cols, H, go, p.name);
+  r = {.name = p.name, .method = p.method, .seconds = g.seconds, .loss = g.loss, .damp = g.damp_used, .gemm_gflops = g.gemm_gflops,
+       .retries = g.retries, .dead_columns = g.dead_columns};
+  return std::move(g.q);
+}
+
+void stored_values(const TensorPlan& p, const QuantWeight& q, GridStore store, float* out) {
+  if (store == GridStore::Exact) {
+    q.dequantize(out);
+    return;
+  }
+  const PackedTensor packed = pack(q, p.stored);
+  const int64_t rb = row_bytes(packed.type, p.cols);
+  for (int64_t r = 0; r < p.rows; ++r) dequantize_row(packed.type, packed.data.data() + r * rb, out + r * p.cols, p.cols);
+}
+
+const TensorPlan& TensorSource::plan(const std::string& name) const {
+  for (const auto& p : plans())
+    if (p.name == name) return p;
+  fail("no plan for tensor {}", name);
+}
+
+QuantizedTensor RtnTensors::take(const TensorPlan& p) {
+  const auto t0 = std::chrono::steady_clock::now();
+  QuantizedTensor out;
+  out.report.name = p.name;
+  out.report.method = p.method;
+  out.values = weights_.read_f32(p.name);
+  if (!plan_quantizes(p)) {
+    check_finite_weights(out.values.data(), p.rows, p.cols, p.name);
+  } else {
+    out.q = quantize_rtn(p, out.values.data());
+    std::vector<float> deq(out.values.size());
+    out.q->dequantize(deq.data());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < deq.size(); ++i) {
+      const double d = static_cast<double>(out.values[i]) - deq[i];
+      num += d * d;
+      den += static_cast<double>(out.values[i]) * out.values[i];
+    }
+    out.report.nmse = den > 0 ? num / den : 0.0;
+    out.values = {};
+  }
+  out.report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace quant
