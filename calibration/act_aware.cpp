@@ -102,6 +102,17 @@ AwqClip parse_awq_clip(const std::string& s) {
 // ---------------------------------------------------------------------------------------------
 // Plans
 
+ActPlan ActPlan::for_model(const std::string& method, const LlamaConfig& cfg) {
+  ActPlan p;
+  p.method = method;
+  p.dim = cfg.dim;
+  p.hidden = cfg.hidden;
+  p.n_layers = cfg.n_layers;
+  p.n_heads = cfg.n_heads;
+  p.n_kv_heads = cfg.n_kv_heads;
+  return p;
+}
+
 nlohmann::json ActPlan::to_json() const {
   nlohmann::json j = {{"format", "quant-act-plan"}, {"version", 1}, {"method", method},
                       {"model", {{"dim", dim}, {"hidden", hidden}, {"n_layers", n_layers}, {"n_heads", n_heads}, {"n_kv_heads", n_kv_heads}}},
@@ -498,13 +509,7 @@ class AwqBlock {
 ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
                    const std::vector<TensorPlan>& plans, const AwqOptions& o) {
   QUANT_CHECK(o.grid >= 2, "--awq-grid {} (at least 2)", o.grid);
-  ActPlan plan;
-  plan.method = "awq";
-  plan.dim = cfg.dim;
-  plan.hidden = cfg.hidden;
-  plan.n_layers = cfg.n_layers;
-  plan.n_heads = cfg.n_heads;
-  plan.n_kv_heads = cfg.n_kv_heads;
+  ActPlan plan = ActPlan::for_model("awq", cfg);
   plan.settings_json = nlohmann::json({{"grid", o.grid}, {"duo", o.duo}, {"clip", o.clip ? awq_clip_name(o.clip_mode) : "none"},
                                        {"search_windows", o.search_windows}, {"clip_tokens", o.clip_tokens}}).dump();
   std::map<std::string, const TensorPlan*> plan_of;
@@ -556,13 +561,7 @@ ActPlan smoothquant_search(const LlamaConfig& cfg, const WeightStore& store,
                            const std::vector<std::vector<int32_t>>& windows, const SmoothOptions& o) {
   const bool search = o.alpha < 0;
   QUANT_CHECK(search || (o.alpha >= 0 && o.alpha <= 1), "--alpha {} outside [0, 1] (or auto)", o.alpha);
-  ActPlan plan;
-  plan.method = "smoothquant";
-  plan.dim = cfg.dim;
-  plan.hidden = cfg.hidden;
-  plan.n_layers = cfg.n_layers;
-  plan.n_heads = cfg.n_heads;
-  plan.n_kv_heads = cfg.n_kv_heads;
+  ActPlan plan = ActPlan::for_model("smoothquant", cfg);
   plan.settings_json = nlohmann::json({{"alpha", search ? nlohmann::json("auto") : nlohmann::json(o.alpha)},
                                        {"act_quant", act_quant_name(o.act_quant)}, {"search_windows", o.search_windows}}).dump();
   QUANT_CHECK(!(o.stats && search), "--alpha auto measures W8A8 block outputs on calibration activations: give --calib, not --stats");

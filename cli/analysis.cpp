@@ -214,13 +214,8 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
 
 int run_plan_cmd(const PlanArgs& a) {
   const Sweep sw = Sweep::from_json(read_json_file(a.sweep, "sweep"), a.sweep);
-  PlanRequest req;
-  req.target_bpw = a.target_bpw;
-  req.target_size_mb = a.target_size;
-  req.objective = a.objective;
-  req.solver = a.solver;
-  req.rest = a.rest;
-  req.bits = a.bits;
+  const PlanRequest req{.target_bpw = a.target_bpw, .target_size_mb = a.target_size, .objective = a.objective, .solver = a.solver,
+                        .rest = a.rest, .bits = a.bits};
   const BitPlan p = plan_from_sweep(sw, req, a.sweep);
   QUANT_CHECK(!fs::is_directory(a.out), "{}: is a directory", a.out);
   const nlohmann::json j = p.to_json();

@@ -57,6 +57,7 @@ struct ActPlan {
   std::vector<ClipEntry> clips;
   std::vector<std::string> notes;  // e.g. "o_proj not scaled: GQA"
 
+  static ActPlan for_model(const std::string& method, const LlamaConfig& cfg);  // empty, with the model's shape
   nlohmann::json to_json() const;
   // Validates against the model: names, shapes, finite positive scales (throws naming `source`).
   static ActPlan from_json(const nlohmann::json& j, const LlamaConfig& cfg, const WeightStore& store,
