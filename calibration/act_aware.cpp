@@ -369,12 +369,11 @@ class AwqBlock {
     const auto mean = col_stat(collect_tap(cfg_, blk_.view(), input, n_, T_, tap, mlp), D, false);
     const auto& reading = linears_reading(tap);
     const std::vector<std::string> lin(reading.begin(), reading.end());
-    const auto sc = search(tname(l_, norm), lin, mean, ref, [&](const std::vector<float>& s) {
+    search(tname(l_, norm), lin, mean, ref, [&](const std::vector<float>& s) {
       BlockTensors t = scaled_fq(lin, s);
       return run_windows(input, n_, T_, D, [&](float* x, int64_t tt) { half(t.view(), x, tt); });
     });
-    for (size_t i = 0; i < sc.size(); ++i) W()[norm][i] /= sc[i];
-    for (const auto& nm : lin) scale_cols(W()[nm], D, sc);
+    fold_last();
   }
 
   // o (from v's rows) and down (from up's rows): searched on the linear's own output. Under GQA
@@ -389,15 +388,14 @@ class AwqBlock {
     for (int64_t c = 0; c < width; ++c)
       mean[static_cast<size_t>(ScaleEntry::scale_of_col(c, kv_group, hd))] += col_mean[static_cast<size_t>(c)] / static_cast<double>(kv_group);
     auto expand = [&](const std::vector<float>& s) { return ScaleEntry::column_scales(s, kv_group, hd); };
-    const auto sc = search(
+    search(
         tname(l_, prev), {linear}, mean, ref,
         [&](const std::vector<float>& s) {
           BlockTensors t = scaled_fq({linear}, expand(s));
           return matmul_t(x, t.w[linear], width);
         },
         kv_group);
-    scale_rows_inv(W()[prev], width, sc);
-    scale_cols(W()[linear], width, expand(sc));
+    fold_last();
   }
 
   // Clip search on every linear but q/k (their errors are diluted by the softmax; llm-awq), each
@@ -434,6 +432,15 @@ class AwqBlock {
 
  private:
   std::map<std::string, std::vector<float>>& W() { return blk_.w; }
+
+  // The entry just chosen, folded into the block's weights exactly as ActPlan::apply folds it
+  // into the model, so the later searches and the clip search see the weights the file will get.
+  void fold_last() {
+    const std::string pre = fmt::format("blk.{}.", l_);
+    plan_.scales.back().fold([&](const std::string& name) -> std::vector<float>& {
+      return W().at(name.substr(pre.size(), name.size() - pre.size() - 7));  // strip "blk.N." and ".weight"
+    });
+  }
 
   // Grid search over α for one input: `trial(s)` returns the output with the scaled linears
   // fake-quantized, compared with `ref`. Returns the chosen scales (entry recorded).

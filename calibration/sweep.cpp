@@ -373,8 +373,10 @@ std::map<std::string, std::vector<float>> quantize_unit(const SweepRun& run, con
     if (ap) {
       unscaled = deq;
       for (const auto& e : ap->scales)
-        if (std::find(e.linears.begin(), e.linears.end(), name) != e.linears.end())
-          for (size_t i = 0; i < unscaled.size(); ++i) unscaled[i] /= e.scales[i % e.scales.size()];
+        if (std::find(e.linears.begin(), e.linears.end(), name) != e.linears.end()) {
+          const std::vector<float> cs = ScaleEntry::column_scales(e.scales, e.kv_group, e.head_dim);  // o_proj under GQA
+          for (size_t i = 0; i < unscaled.size(); ++i) unscaled[i] /= cs[i % cs.size()];
+        }
     }
     const std::vector<float>& fp = blocks.get(l, -1, nullptr, u.first_block)->w.at(short_name);
     o.proxy += hessian_error(fp.data(), (ap ? unscaled : deq).data(), d.rows, d.cols, H.f);

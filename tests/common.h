@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <unistd.h>
 
 namespace qt {
 
@@ -15,6 +16,27 @@ namespace fs = std::filesystem;
 inline std::string repo(const std::string& rel) { return std::string(QUANT_REPO_DIR) + "/" + rel; }
 inline std::string shared(const std::string& rel) { return std::string(QUANT_SHARED_DIR) + "/" + rel; }
 inline std::string bundled_model() { return repo("models/kjvwiki-9m"); }
+
+// The first 1,500 verses of data/kjv/kjv_train.txt (192 KB, ~45k tokens), written once into the
+// build tree: calibration text enough for every test's windows. Each quant run tokenizes its
+// whole --calib text, and the full 4 MB file costs ~7 s a run.
+inline std::string kjv_calib() {
+  static const std::string path = [] {
+    const std::filesystem::path p = std::filesystem::path(QUANT_BUILD_DIR) / "test-data" / "kjv_train_1500.txt";
+    if (std::filesystem::exists(p)) return p.string();
+    std::filesystem::create_directories(p.parent_path());
+    std::ifstream in(repo("data/kjv/kjv_train.txt"));
+    const std::filesystem::path tmp = p.string() + ".tmp" + std::to_string(::getpid());  // parallel ctest processes
+    {
+      std::ofstream out(tmp, std::ios::binary);
+      std::string line;
+      for (int i = 0; i < 1500 && std::getline(in, line); ++i) out << line << "\n";
+    }
+    std::filesystem::rename(tmp, p);
+    return p.string();
+  }();
+  return path;
+}
 inline std::string quant_bin() { return std::string(QUANT_BIN_DIR) + "/quant"; }
 
 // Skips the test (with the reason) when a ../shared file is absent.

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../common.h"
+#include "../synth.h"
 #include "../peers/llama_cpp.h"
 #include "quant/calibration/act_aware.h"
 #include "quant/formats/loader.h"
@@ -23,7 +24,7 @@ std::vector<std::vector<int32_t>> small_windows(const LoadedModel& m, int64_t n,
   CalibSpec spec;
   spec.nsamples = n;
   spec.seqlen = len;
-  return calibration_windows(m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_train.txt")), true), spec, m.config.max_ctx);
+  return calibration_windows(m.tokenizer->encode(read_text(qt::kjv_calib()), true), spec, m.config.max_ctx);
 }
 
 // max |logit difference| / max |logit| of two stores on one held-out window.
@@ -200,7 +201,7 @@ TEST_CASE("AWQ and SmoothQuant scales fold into norms and rows without changing 
 
 TEST_CASE("AWQ / SmoothQuant bad input: plan for another model, alpha out of range, missing statistics", "[cli][bad-input][awq]") {
   qt::TempDir tmp;
-  const std::string q = qt::quant_bin(), model = qt::bundled_model(), calib = qt::repo("data/kjv/kjv_train.txt");
+  const std::string q = qt::quant_bin(), model = qt::bundled_model(), calib = qt::kjv_calib();
   auto expect_error = [](const qt::RunResult& r, std::vector<std::string> parts) {
     INFO(r.out);
     CHECK(r.code == 1);
@@ -283,7 +284,7 @@ TEST_CASE("AWQ / SmoothQuant bad input: plan for another model, alpha out of ran
 TEST_CASE("llama.cpp runs the AWQ and SmoothQuant GGUFs and agrees with our runtime", "[e2e][peers][llama.cpp][awq]") {
   if (!qt::install_llama_cpp()) return;
   qt::TempDir tmp;
-  const std::string calib = qt::repo("data/kjv/kjv_train.txt");
+  const std::string calib = qt::kjv_calib();
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"awq-w4g128", "--method awq --bits 4 --group-size 128 --asym --awq-grid 10 --search-windows 4"},
       {"awq-w3g128", "--method awq --bits 3 --group-size 128 --asym --awq-grid 10 --search-windows 4"},
@@ -300,4 +301,48 @@ TEST_CASE("llama.cpp runs the AWQ and SmoothQuant GGUFs and agrees with our runt
   std::vector<std::string> names;
   for (const auto& c : cases) names.push_back(c.first);
   qt::check_llama_agreement(names, files, 0.97);
+}
+
+TEST_CASE("AWQ clips each linear on the weights its plan's scales give (the search folds scales as the plan does)", "[unit][awq]") {
+  // Every clip bound is (1 - i/20) times its group's max over the scaled, unclipped weight the
+  // plan folds (clip_search's candidates): a search that scaled a weight otherwise than
+  // ScaleEntry::fold (up_proj's rows, hidden != dim) clips it for other values.
+  qt::TempDir tmp;
+  qt::write_hf(tmp / "m", qt::make_synth(false, false, 31), TType::F32);
+  const LoadedModel m = load_model(tmp / "m");
+  REQUIRE(m.config.hidden != m.config.dim);
+  std::vector<std::vector<int32_t>> windows;
+  for (int s = 0; s < 4; ++s) {
+    windows.emplace_back();
+    for (int t = 0; t < 32; ++t) windows.back().push_back((s * 131 + t * 17) % 8000 + 3);
+  }
+  const auto plans = resolve_policy(Policy::defaults(QuantSpec::parse("int3 g32 asym")), m.weights->tensors());
+  AwqOptions ao;
+  ao.grid = 4;
+  ao.search_windows = 4;
+  ActPlan plan = awq_search(m.config, *m.weights, windows, plans, ao);
+  ActPlan scales_only = plan;
+  scales_only.clips.clear();
+  OverlayStore folded(*m.weights);
+  scales_only.apply(*m.weights, folded);
+  int checked = 0;
+  for (const ClipEntry& c : plan.clips) {
+    INFO(c.tensor);
+    const TensorDesc& d = m.weights->get(c.tensor);
+    const std::vector<float> w = folded.read_f32(c.tensor);
+    const int64_t ng = (d.cols + c.group - 1) / c.group;
+    int64_t off = 0;
+    for (int64_t r = 0; r < d.rows; ++r)
+      for (int64_t g = 0; g < ng; ++g) {
+        float hi0 = 0;
+        for (int64_t j = g * c.group; j < std::min(d.cols, (g + 1) * c.group); ++j) hi0 = std::max(hi0, w[static_cast<size_t>(r * d.cols + j)]);
+        const float got = c.max[static_cast<size_t>(r * ng + g)];
+        bool candidate = false;
+        for (int i = 0; i < 10; ++i) candidate = candidate || got == hi0 * (1.0f - static_cast<float>(i) / 20.0f);
+        off += !candidate;
+      }
+    CHECK(off == 0);
+    ++checked;
+  }
+  CHECK(checked == 5 * m.config.n_layers);  // v, o, gate, up, down in every block
 }

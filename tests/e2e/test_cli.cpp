@@ -112,7 +112,7 @@ TEST_CASE("same inputs give the same output bytes with 1 and 2 threads", "[cli][
 TEST_CASE("GPTQ output bytes are the same with 1 and 2 threads", "[cli][determinism][gptq]") {
   qt::TempDir tmp;
   const std::string base = q() + " convert " + model() + " --method gptq --bits 3 --group-size 64 --act-order --calib " +
-                           qt::repo("data/kjv/kjv_train.txt") + " --nsamples 4 --seqlen 128 --quiet";
+                           qt::kjv_calib() + " --nsamples 4 --seqlen 128 --quiet";
   const auto a = qt::run(base + " --threads 1 -o " + (tmp / "a.gguf"));
   const auto b = qt::run(base + " --threads 2 -o " + (tmp / "b.gguf"));
   INFO(a.out << b.out);
@@ -134,7 +134,7 @@ TEST_CASE("GPTQ bad input: short calibration text, window past the context, miss
   qt::write_file(tmp / "short.txt", "And God said, Let there be light: and there was light.");
   const std::string base = q() + " convert " + model() + " --method gptq --bits 4 --group-size 128 -o " + (tmp / "x.gguf");
   expect_error(qt::run(base + " --calib " + (tmp / "short.txt") + " --seqlen 256"), {"short.txt", "shorter than one window of 256"});
-  expect_error(qt::run(base + " --calib " + qt::repo("data/kjv/kjv_train.txt") + " --seqlen 1024"),
+  expect_error(qt::run(base + " --calib " + qt::kjv_calib() + " --seqlen 1024"),
                {"window of 1024 tokens is longer than the model's context of 512"});
   expect_error(qt::run(base), {"--method gptq needs --calib"});
   expect_error(qt::run(q() + " convert " + model() + " --method gptq --qtype Q4_0 --calib x -o " + (tmp / "x.gguf")),
@@ -145,7 +145,7 @@ TEST_CASE("GPTQ bad input: short calibration text, window past the context, miss
 TEST_CASE("quant calibrate saves statistics and convert --stats reuses them but refuses another model", "[cli][gptq][calibration]") {
   qt::TempDir tmp;
   const std::string stats = tmp / "stats";
-  auto r = qt::run(q() + " calibrate " + model() + " --calib " + qt::repo("data/kjv/kjv_train.txt") +
+  auto r = qt::run(q() + " calibrate " + model() + " --calib " + qt::kjv_calib() +
                    " --nsamples 4 --seqlen 128 --quiet -o " + stats);
   INFO(r.out);
   REQUIRE(r.code == 0);

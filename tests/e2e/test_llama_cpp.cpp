@@ -62,7 +62,7 @@ TEST_CASE("llama.cpp loads each GGUF type we write and agrees with our runtime",
 TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime", "[e2e][peers][llama.cpp][gptq]") {
   if (!qt::install_llama_cpp()) return;
   qt::TempDir tmp;
-  const std::string calib = qt::repo("data/kjv/kjv_train.txt");
+  const std::string calib = qt::kjv_calib();
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"w4g128", "--bits 4 --group-size 128 --asym"}, {"w3g128", "--bits 3 --group-size 128 --asym --act-order"},
       {"w4g32sym", "--bits 4 --group-size 32 --sym --act-order"},

@@ -131,7 +131,7 @@ TEST_CASE("ONNX: ONNX Runtime runs RTN and GPTQ exports (4-bit, g32/g128, sym/as
   // GPTQ from statistics gathered once (32 windows: this test checks the export, not GPTQ).
   const std::string stats = tmp / "stats";
   {
-    const auto r = qt::run(q() + " calibrate " + model + " --calib " + qt::repo("data/kjv/kjv_train.txt") +
+    const auto r = qt::run(q() + " calibrate " + model + " --calib " + qt::kjv_calib() +
                            " --nsamples 32 -o " + stats + " --quiet");
     INFO(r.out);
     REQUIRE(r.code == 0);
@@ -257,7 +257,7 @@ TEST_CASE("ONNX: stories260K (K = 172, not a multiple of the block) exports with
   const int64_t ctx = std::min<int64_t>(256, m.config.max_ctx);
   const std::vector<int32_t> flat = gptq_windows(toks, ctx, 4);
   REQUIRE(flat.size() >= 512);
-  qt::write_file(tmp / "calib.txt", read_text(qt::repo("data/kjv/kjv_train.txt")).substr(0, 200000));
+  qt::write_file(tmp / "calib.txt", read_text(qt::kjv_calib()).substr(0, 200000));
   std::vector<std::string> files;
   for (const std::string& args : {std::string("--bits 4 --group-size 32 --asym"), std::string("--bits 4 --group-size 128 --sym"),
                                   "--method gptq --bits 4 --group-size 32 --asym --nsamples 16 --seqlen 256 --calib " + (tmp / "calib.txt")}) {
@@ -375,7 +375,7 @@ TEST_CASE("ONNX: a mixed-precision plan (2/3/4/8-bit MatMulNBits in one graph) r
   if (!install_ort()) return;
   qt::TempDir tmp;
   const std::string model = qt::bundled_model();
-  const std::string calib = " --calib " + qt::repo("data/kjv/kjv_train.txt") + " --nsamples 8 --seqlen 128";
+  const std::string calib = " --calib " + qt::kjv_calib() + " --nsamples 8 --seqlen 128";
   for (const std::string& cmd :
        {fmt::format("{} sweep {} {} --proxy-only --method rtn --bits 2,3,4,8 --granularity tensor -o {} --quiet", q(), model, calib,
                     tmp / "sweep.json"),

@@ -12,7 +12,7 @@
 namespace {
 
 std::string q() { return qt::quant_bin(); }
-const std::string kCalib = " --calib " + qt::repo("data/kjv/kjv_train.txt") + " --nsamples 8 --seqlen 128";
+const std::string kCalib = " --calib " + qt::kjv_calib() + " --nsamples 8 --seqlen 128";
 const std::string kText = qt::repo("data/kjv/kjv_heldout.txt");
 
 nlohmann::json run_json(const std::string& cmd) {
