@@ -99,13 +99,8 @@ std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<T
   std::vector<TensorPlan> out;
   for (const auto& t : tensors) {
     const PolicyRule& rule = policy.rule_for(t.name);
-    TensorPlan p;
-    p.name = t.name;
-    p.rows = t.rows;
-    p.cols = t.cols;
-    p.n_dims = t.n_dims;
-    p.rule = rule.match;
-    p.requested = rule.spec;
+    TensorPlan p{.name = t.name, .rows = t.rows, .cols = t.cols, .n_dims = t.n_dims, .rule = rule.match, .requested = rule.spec,
+                 .stored_as = {}, .note = {}};
     const QuantSpec& s = rule.spec;
     if (t.n_dims == 1 && s.kind != QuantSpec::Kind::Float) {
       p.stored = TType::F32;  // llama.cpp reads norms and biases as float

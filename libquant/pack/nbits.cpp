@@ -129,16 +129,10 @@ NBitsTensor pack_nbits(const QuantWeight& q, int bits, const char* name) {
 }
 
 QuantWeight unpack_nbits(const NBitsTensor& t) {
-  QuantWeight q;
-  q.rows = t.n;
-  q.cols = t.k;
-  q.bits = t.grid_bits;
-  q.group = t.block;
-  q.sym = t.sym;
+  QuantWeight q{.rows = t.n, .cols = t.k, .bits = t.grid_bits, .group = t.block, .sym = t.sym,
+                .codes = std::vector<uint8_t>(static_cast<size_t>(t.n * t.k)), .scales = t.scales,
+                .mins = std::vector<float>(t.scales.size())};
   const int64_t kb = t.k_blocks();
-  q.codes.resize(static_cast<size_t>(t.n * t.k));
-  q.scales = t.scales;
-  q.mins.resize(q.scales.size());
   for (int64_t r = 0; r < t.n; ++r) {
     for (int64_t c = 0; c < t.k; ++c) q.codes[static_cast<size_t>(r * t.k + c)] = static_cast<uint8_t>(t.code(r, c));
     for (int64_t blk = 0; blk < kb; ++blk) {
