@@ -97,7 +97,8 @@ class SequentialDriver final : public GptqDriver {
   SequentialDriver(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
                    const std::vector<TensorPlan>& plans, const SequentialOptions& opts)
       : GptqDriver(plans, cfg.n_layers, opts), cfg_(cfg), store_(store), X_(embed_windows(cfg, store, windows)),
-        T_(static_cast<int64_t>(windows[0].size())), S_(static_cast<int64_t>(windows.size())) {}
+        T_(static_cast<int64_t>(windows[0].size())), S_(static_cast<int64_t>(windows.size())),
+        scratch_(static_cast<size_t>(T_ * cfg.dim)) {}
 
   void run_block() override {
     const auto t0 = std::chrono::steady_clock::now();
@@ -139,10 +140,9 @@ class SequentialDriver final : public GptqDriver {
     if (plans.empty() && !also) return;
     InputStats stats;
     const BlockWeights bw = blk.view();
-    std::vector<float> scratch(static_cast<size_t>(T_ * D));
     const auto s0 = std::chrono::steady_clock::now();
     for (int64_t s = 0; s < S_; ++s) {
-      std::copy_n(input.data() + s * T_ * D, T_ * D, scratch.data());
+      std::copy_n(input.data() + s * T_ * D, T_ * D, scratch_.data());
       current_window_ = s;
       const TapFn tap = [&](Tap t, const float* data, int64_t rows, int64_t width) {
         if (t != st.tap) return;
@@ -153,9 +153,9 @@ class SequentialDriver final : public GptqDriver {
       };
       try {
         if (tap_in_mlp(st.tap))
-          run_mlp(cfg_, bw, scratch.data(), T_, tap, static_cast<int>(st.tap));
+          run_mlp(cfg_, bw, scratch_.data(), T_, tap, static_cast<int>(st.tap));
         else
-          run_attention(cfg_, bw, scratch.data(), T_, tap, static_cast<int>(st.tap));
+          run_attention(cfg_, bw, scratch_.data(), T_, tap, static_cast<int>(st.tap));
       } catch (const Error& e) {
         fail("block {} input {} (calibration window {}): {}", l, tap_name(st.tap), s, e.what());
       }
@@ -173,6 +173,7 @@ class SequentialDriver final : public GptqDriver {
   const WeightStore& store_;
   std::vector<float> X_;  // the current block's inputs, [windows][T][dim]
   int64_t T_, S_, current_window_ = 0;
+  std::vector<float> scratch_;  // one window through half a block
   double windows_per_s_ = 0;
 };
 

@@ -136,6 +136,18 @@ nlohmann::json act_plan_json(const ActPlan& ap) {
           {"settings", nlohmann::json::parse(ap.settings_json)}};
 }
 
+// What the stage measured of each tensor it handed out, in file order.
+nlohmann::json reports_json(const QuantStage& stage) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : stage.reports()) {
+    nlohmann::json j = {{"name", r.name}, {"method", method_name(r.method)}, {"seconds", r.seconds}};
+    if (r.nmse > 0) j["nmse"] = r.nmse;
+    if (r.damp > 0) j["gptq_loss"] = r.loss;  // GPTQ ran (its damping is never 0)
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 nlohmann::json gptq_json(const QuantStage& stage) {
   const SequentialResult& seq = *stage.gptq();
   nlohmann::json layers = nlohmann::json::array();
@@ -220,6 +232,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
     write_gguf_model(m, policy, stage, a.out, {.method = a.method, .name = name, .extra = extra, .progress = progress});
     out_bytes = std::filesystem::file_size(a.out);
   }
+  summary["tensor_reports"] = reports_json(stage);
   if (stage.gptq()) {
     summary["calibration"] = nlohmann::json::parse(extra.at("calibration"));
     summary["gptq"] = gptq_json(stage);

@@ -32,7 +32,8 @@ constexpr IsaKernels kKernels[] = {
     {Isa::Avx2, "avx2", w8_dots_avx2, w4_dots_avx2, w8b_dots_avx2, nullptr, w4_tile_avx2},
     {Isa::Avx512Vnni, "avx512vnni", w8_dots_avx512vnni, w4_dots_avx512vnni, w8b_dots_avx512vnni, w8_tile_avx512vnni, w4_tile_avx512vnni},
 };
-static_assert(std::size(kKernels) == 3);
+static_assert(std::size(kKernels) == 3 && kKernels[0].isa == Isa::Scalar && kKernels[1].isa == Isa::Avx2 &&
+              kKernels[2].isa == Isa::Avx512Vnni);  // indexed by Isa
 
 const IsaKernels& supported(Isa isa) {
   QUANT_CHECK(isa_supported(isa), "this CPU does not support {}", isa_name(isa));
@@ -57,9 +58,8 @@ W4Tile w4_tile(Isa isa) { return supported(isa).w4_tile; }
 }  // namespace igemm
 
 const char* isa_name(Isa isa) {
-  for (const auto& k : igemm::kKernels)
-    if (k.isa == isa) return k.name;
-  return "?";
+  const auto i = static_cast<size_t>(isa);
+  return i < std::size(igemm::kKernels) ? igemm::kKernels[i].name : "?";
 }
 
 bool isa_supported(Isa isa) {
@@ -237,7 +237,6 @@ void w8b_dots_ref(const int8_t* a, const uint8_t* wb, int64_t k, int32_t* out) {
     }
 }
 
-
 void w8_dots_ref(const int8_t* a, const int8_t* w, const int32_t*, int64_t k, int32_t* out) {
   for (int64_t c = 0; c < kNc; ++c) {
     int32_t s = 0;
@@ -316,9 +315,6 @@ void w8_tile_ref(const uint8_t* au, int64_t lda, int64_t mr, const int8_t* panel
       c[r * kTileN + j] = s;
     }
 }
-
-
-
 
 }  // namespace igemm
 

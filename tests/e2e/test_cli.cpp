@@ -48,6 +48,17 @@ TEST_CASE("quant convert --dry-run prints the policy and convert + inspect show 
   REQUIRE(r.code == 0);
   const auto j = nlohmann::json::parse(r.out);
   CHECK(j["decoder_linear_logical_bpw"].get<double>() == Approx(3 + 19.0 / 32));
+  // The stage's per-tensor metrics, one per tensor in file order: RTN's weight nmse where quantized.
+  REQUIRE(j["tensor_reports"].size() == j["tensors"].size());
+  for (size_t i = 0; i < j["tensors"].size(); ++i) {
+    const auto& r = j["tensor_reports"][i];
+    CHECK(r["name"] == j["tensors"][i]["name"]);
+    if (r["name"] == "blk.0.ffn_down.weight") {
+      CHECK(r["method"] == "rtn");
+      CHECK(r["nmse"].get<double>() > 0);
+      CHECK(r["nmse"].get<double>() < 0.1);
+    }
+  }
   r = qt::run(q() + " inspect " + (tmp / "m.gguf") + " --json");
   REQUIRE(r.code == 0);
   const auto ins = nlohmann::json::parse(r.out);

@@ -19,6 +19,12 @@ std::vector<TensorPlan> grid_plans(const LoadedModel& m, const char* spec) {
   return resolve_policy(Policy::defaults(QuantSpec::parse(spec)), m.weights->tensors());
 }
 
+// A small synthetic Llama (tests/synth.h) written as an HF directory under tmp and loaded.
+LoadedModel synth_model(const qt::TempDir& tmp, const qt::Synth& s) {
+  qt::write_hf(tmp / "m", s, TType::F32);
+  return load_model(tmp / "m");
+}
+
 bool same_grid(const QuantWeight& a, const QuantWeight& b) {
   return a.rows == b.rows && a.cols == b.cols && a.codes == b.codes && a.scales == b.scales && a.mins == b.mins;
 }
@@ -28,8 +34,7 @@ bool same_grid(const QuantWeight& a, const QuantWeight& b) {
 TEST_CASE("stage: methods per tensor, GPTQ block by block as tensors are taken, same grids as the whole-model driver",
           "[unit][stage]") {
   qt::TempDir tmp;
-  qt::write_hf(tmp / "m", qt::make_synth(false, false, 21), TType::F32);
-  const LoadedModel m = load_model(tmp / "m");
+  const LoadedModel m = synth_model(tmp, qt::make_synth(false, false, 21));
   StageSpec spec;
   spec.method = Method::Gptq;
   spec.windows = kWindows;
@@ -69,10 +74,9 @@ TEST_CASE("stage: methods per tensor, GPTQ block by block as tensors are taken, 
   CHECK(same_grid(*d1.q, all.at("blk.1.ffn_down.weight")));
 }
 
-TEST_CASE("stage: AWQ+GPTQ marks the linears, SmoothQuant keeps the FP function of the float tensors", "[unit][stage]") {
+TEST_CASE("stage: AWQ+GPTQ marks the linears and hands out the norms with the searched scales folded in", "[unit][stage]") {
   qt::TempDir tmp;
-  qt::write_hf(tmp / "m", qt::make_synth(false, true, 22), TType::F32);
-  const LoadedModel m = load_model(tmp / "m");
+  const LoadedModel m = synth_model(tmp, qt::make_synth(false, true, 22));
   StageSpec awq;
   awq.method = Method::AwqGptq;
   awq.windows = kWindows;
@@ -101,8 +105,7 @@ TEST_CASE("stage bad input: missing calibration, take before prepare, NaN weight
   qt::TempDir tmp;
   qt::Synth s = qt::make_synth(false, false, 23);
   s.tensors["model.layers.1.self_attn.o_proj.weight"].second[5] = std::nanf("");
-  qt::write_hf(tmp / "m", s, TType::F32);
-  const LoadedModel m = load_model(tmp / "m");
+  const LoadedModel m = synth_model(tmp, s);
   StageSpec gptq;
   gptq.method = Method::Gptq;
   QuantStage g(m.config, *m.weights, grid_plans(m, "int4 g32 asym"), gptq);
