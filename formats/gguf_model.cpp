@@ -71,13 +71,15 @@ class GgufStore final : public WeightStore {
 }  // namespace
 
 Vocab read_gguf_vocab(const GgufFile& f) {
-  QUANT_CHECK(f.get_str("tokenizer.ggml.model") == "llama", "{}: tokenizer.ggml.model = {} is not supported (llama is)",
-              f.path(), f.get_str("tokenizer.ggml.model"));
+  const std::string model = f.get_str("tokenizer.ggml.model");
+  QUANT_CHECK(model == "llama" || model == "gpt2", "{}: tokenizer.ggml.model = {} is not supported (llama and gpt2 are)",
+              f.path(), model);
   const GgufValue* tokens = f.find("tokenizer.ggml.tokens");
   const GgufValue* scores = f.find("tokenizer.ggml.scores");
   const GgufValue* types = f.find("tokenizer.ggml.token_type");
   QUANT_CHECK(tokens && tokens->type == GgufType::ARR && tokens->elem == GgufType::STR, "{}: missing key tokenizer.ggml.tokens", f.path());
   Vocab v;
+  v.model = model == "gpt2" ? VocabModel::Bpe : VocabModel::Spm;
   v.pieces = tokens->strs;
   const size_t n = v.pieces.size();
   QUANT_CHECK(!scores || scores->nums.size() == n, "{}: tokenizer.ggml.scores has {} entries for {} tokens", f.path(),
@@ -90,11 +92,23 @@ Vocab read_gguf_vocab(const GgufFile& f) {
     QUANT_CHECK(t >= 1 && t <= 6, "{}: token {} has unknown type {}", f.path(), i, t);
     v.types.push_back(static_cast<TokenType>(t));
   }
-  v.bos = static_cast<int32_t>(f.get_num("tokenizer.ggml.bos_token_id", 1));
-  v.eos = static_cast<int32_t>(f.get_num("tokenizer.ggml.eos_token_id", 2));
+  const bool bpe = v.model == VocabModel::Bpe;
+  if (bpe) {
+    const GgufValue* merges = f.find("tokenizer.ggml.merges");
+    QUANT_CHECK(merges && merges->type == GgufType::ARR && merges->elem == GgufType::STR,
+                "{}: missing key tokenizer.ggml.merges (a gpt2 tokenizer needs its merges)", f.path());
+    v.merges = merges->strs;
+    const GgufValue* pre = f.find("tokenizer.ggml.pre");
+    v.pre = pre && pre->type == GgufType::STR ? pre->str : "default";  // llama.cpp's choice when absent
+    QUANT_CHECK(find_pre_tokenizer(v.pre), "{}: tokenizer.ggml.pre = {} is not supported (these are: {})", f.path(),
+                v.pre, pre_tokenizer_names());
+  }
+  // llama.cpp's defaults: SentencePiece adds BOS and a space prefix, byte-level BPE neither.
+  v.bos = static_cast<int32_t>(f.get_num("tokenizer.ggml.bos_token_id", bpe ? 11 : 1));
+  v.eos = static_cast<int32_t>(f.get_num("tokenizer.ggml.eos_token_id", bpe ? 11 : 2));
   v.unk = static_cast<int32_t>(f.get_num("tokenizer.ggml.unknown_token_id", 0));
-  v.add_bos = f.get_num("tokenizer.ggml.add_bos_token", 1) != 0;
-  v.add_space_prefix = f.get_num("tokenizer.ggml.add_space_prefix", 1) != 0;
+  v.add_bos = f.get_num("tokenizer.ggml.add_bos_token", bpe ? 0 : 1) != 0;
+  v.add_space_prefix = f.get_num("tokenizer.ggml.add_space_prefix", bpe ? 0 : 1) != 0;
   v.validate(f.path());
   return v;
 }
@@ -125,7 +139,7 @@ LoadedModel load_gguf(const std::string& path) {
   c.vocab = v.size();
   c.bos_id = v.bos;
   c.eos_id = v.eos;
-  m.tokenizer = std::make_unique<SpmTokenizer>(std::move(v));
+  m.tokenizer = make_tokenizer(std::move(v));
 
   bool has_output = false, has_bias = false;
   for (const auto& t : f->tensors()) {
@@ -182,18 +196,23 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSour
   w.set_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
   w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(c.head_dim()));
   w.set_u32("llama.vocab_size", static_cast<uint32_t>(c.vocab));
-  w.set_str("tokenizer.ggml.model", "llama");
+  const bool bpe = v.model == VocabModel::Bpe;
+  w.set_str("tokenizer.ggml.model", bpe ? "gpt2" : "llama");
+  if (bpe) w.set_str("tokenizer.ggml.pre", v.pre);
   w.set_str_array("tokenizer.ggml.tokens", v.pieces);
-  w.set_f32_array("tokenizer.ggml.scores", v.scores);
+  if (bpe)
+    w.set_str_array("tokenizer.ggml.merges", v.merges);
+  else
+    w.set_f32_array("tokenizer.ggml.scores", v.scores);
   std::vector<int32_t> types;
   for (auto t : v.types) types.push_back(static_cast<int32_t>(t));
   w.set_i32_array("tokenizer.ggml.token_type", types);
   w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v.bos));
   w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v.eos));
-  w.set_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(v.unk));
+  if (!bpe) w.set_u32("tokenizer.ggml.unknown_token_id", static_cast<uint32_t>(v.unk));
   w.set_bool("tokenizer.ggml.add_bos_token", v.add_bos);
   w.set_bool("tokenizer.ggml.add_eos_token", false);
-  w.set_bool("tokenizer.ggml.add_space_prefix", v.add_space_prefix);
+  if (!bpe) w.set_bool("tokenizer.ggml.add_space_prefix", v.add_space_prefix);
   w.set_str("quant.method", info.method);
   w.set_str("quant.target", target.str());
   w.set_str("quant.source", model.path);

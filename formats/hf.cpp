@@ -14,16 +14,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  QUANT_CHECK(in, "{}: cannot open", path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-}
-
 // HF name -> canonical (GGUF) name; empty for tensors we skip.
 std::string canonical_name(const std::string& hf) {
   static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
@@ -82,8 +72,18 @@ class HfWeightStore final : public WeightStore {
 
 }  // namespace
 
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  QUANT_CHECK(in, "{}: cannot open", path);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail("{}: not valid JSON: {}", path, e.what());
+  }
+}
+
 LlamaConfig parse_hf_config(const std::string& path) {
-  const nlohmann::json j = read_json(path);
+  const nlohmann::json j = read_json_file(path);
   QUANT_CHECK(j.is_object(), "{}: not a JSON object", path);
   std::string arch = "(none)";
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
@@ -141,7 +141,7 @@ LoadedModel load_hf(const std::string& dir) {
   if (fs::exists(single)) {
     shards.push_back(single.string());
   } else if (fs::exists(index)) {
-    const nlohmann::json j = read_json(index.string());
+    const nlohmann::json j = read_json_file(index.string());
     QUANT_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "{}: missing field weight_map",
                 index.string());
     std::set<std::string> files;
@@ -158,12 +158,17 @@ LoadedModel load_hf(const std::string& dir) {
   }
   m.weights = std::make_unique<HfWeightStore>(dir, m.config, shards);
   check_tensors_match(m.config, *m.weights);
-  const fs::path tok = fs::path(dir) / "tokenizer.model";
-  QUANT_CHECK(fs::exists(tok), "{}: tokenizer.model is missing", dir);
-  m.tokenizer = load_sentencepiece(tok.string());
-  QUANT_CHECK(m.tokenizer->size() == m.config.vocab,
-              "{}: tokenizer has {} pieces but config.json vocab_size is {}", tok.string(), m.tokenizer->size(),
-              m.config.vocab);
+  // SentencePiece models (Llama 2, Mistral) ship tokenizer.model, often beside a tokenizer.json
+  // of the same vocabulary; byte-level BPE models (Llama 3, Qwen2) ship only tokenizer.json.
+  const fs::path spm = fs::path(dir) / "tokenizer.model";
+  if (fs::exists(spm)) {
+    m.tokenizer = load_sentencepiece(spm.string());
+    QUANT_CHECK(m.tokenizer->size() == m.config.vocab, "{}: tokenizer has {} pieces but config.json vocab_size is {}",
+                spm.string(), m.tokenizer->size(), m.config.vocab);
+  } else {
+    QUANT_CHECK(fs::exists(fs::path(dir) / "tokenizer.json"), "{}: neither tokenizer.model nor tokenizer.json", dir);
+    m.tokenizer = make_tokenizer(read_hf_tokenizer(dir, m.config.vocab));
+  }
   m.info["source"] = dir;
   m.info["shards"] = std::to_string(shards.size());
   return m;

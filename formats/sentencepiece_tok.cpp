@@ -184,6 +184,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     api_.free_ids(ids);
     return out;
   }
+  std::string decode(int32_t prev, int32_t tok) const override { return spm_decode(vocab_, prev, tok); }
   const Vocab& vocab() const override { return vocab_; }
 
  private:

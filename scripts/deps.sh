@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libeigen3-dev nlohmann-json3-dev catch2 libcli11-dev libfmt-dev libbenchmark-dev
-  libsentencepiece-dev
+  libsentencepiece-dev libpcre2-dev
   libprotobuf-dev protobuf-compiler libonnx-dev python3-onnx
   libtorch-dev libopenblas0-pthread
   nodejs npm

@@ -30,8 +30,7 @@ void Vocab::validate(std::string_view source) const {
                 id, size());
 }
 
-std::string Tokenizer::decode(int32_t prev, int32_t tok) const {
-  const Vocab& v = vocab();
+std::string spm_decode(const Vocab& v, int32_t prev, int32_t tok) {
   if (tok < 0 || tok >= v.size()) return {};
   const std::string& p = v.pieces[static_cast<size_t>(tok)];
   if (v.types[static_cast<size_t>(tok)] == TokenType::Byte && p.size() == 6 && p.rfind("<0x", 0) == 0)
@@ -49,6 +48,8 @@ std::string Tokenizer::decode(int32_t prev, int32_t tok) const {
   if (prev == v.bos && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
+
+std::string SpmTokenizer::decode(int32_t prev, int32_t tok) const { return spm_decode(vocab_, prev, tok); }
 
 SpmTokenizer::SpmTokenizer(Vocab vocab) : vocab_(std::move(vocab)) {
   vocab_.validate("tokenizer");

@@ -3,6 +3,7 @@
 
 #include <map>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 
 #include "quant/model.h"
@@ -25,9 +26,14 @@ struct LoadOptions {
 
 LoadedModel load_model(const std::string& path, const LoadOptions& opts = {});
 
+// A JSON file, parsed; errors name the file.
+nlohmann::json read_json_file(const std::string& path);
+
 // Pieces of the loaders, exposed for tests.
 LlamaConfig parse_hf_config(const std::string& config_json_path);
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path);
+// tokenizer.json (+ tokenizer_config.json) of `dir`, a byte-level BPE, padded to vocab_size.
+Vocab read_hf_tokenizer(const std::string& dir, int64_t vocab_size);
 Vocab read_llama2c_tokenizer(const std::string& path, int64_t vocab_size);
 LoadedModel load_hf(const std::string& dir);
 LoadedModel load_llama2c(const std::string& path, const std::string& tokenizer_path);
