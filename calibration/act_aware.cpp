@@ -123,6 +123,7 @@ nlohmann::json ActPlan::to_json() const {
   {
     nlohmann::json je = {{"prev", e.prev}, {"linears", e.linears}, {"alpha", e.alpha}, {"duo", e.duo}, {"loss_before", e.loss_before},
                          {"loss_after", e.loss_after}, {"scales", e.scales}};
+    if (!e.prev_bias.empty()) je["prev_bias"] = e.prev_bias;
     if (e.kv_group > 1) {
       je["kv_group"] = e.kv_group;
       je["head_dim"] = e.head_dim;
@@ -155,7 +156,8 @@ ActPlan ActPlan::from_json(const nlohmann::json& j, const LlamaConfig& cfg, cons
     for (const auto& e : j.at("scales")) {
       p.scales.push_back({e.at("prev").get<std::string>(), e.at("linears").get<std::vector<std::string>>(),
                           e.at("alpha").get<double>(), e.value("duo", false), 0, e.value("loss_before", 0.0), e.value("loss_after", 0.0),
-                          e.at("scales").get<std::vector<float>>()});
+                          e.at("scales").get<std::vector<float>>(), {}});
+      p.scales.back().prev_bias = e.value("prev_bias", std::string());
       p.scales.back().kv_group = e.value("kv_group", int64_t{1});
       p.scales.back().head_dim = e.value("head_dim", int64_t{0});
     }
@@ -175,6 +177,11 @@ ActPlan ActPlan::from_json(const nlohmann::json& j, const LlamaConfig& cfg, cons
     const TensorDesc* prev = store.find(e.prev);
     QUANT_CHECK(prev, "{}: plan names tensor {}, which the model does not have", src, e.prev);
     QUANT_CHECK(!e.linears.empty(), "{}: plan entry for {} scales no linear", src, e.prev);
+    if (!e.prev_bias.empty()) {
+      const TensorDesc* b = store.find(e.prev_bias);
+      QUANT_CHECK(b && b->numel() == static_cast<int64_t>(e.scales.size()), "{}: plan entry for {}: bias {} {}", src, e.prev,
+                  e.prev_bias, b ? fmt::format("has {} values for {} scales", b->numel(), e.scales.size()) : "is not in the model");
+    }
     const int64_t width = static_cast<int64_t>(e.scales.size());
     QUANT_CHECK(prev->n_dims == 1 ? prev->numel() == width : prev->rows == width,
                 "{}: plan scales {} with {} values; it has {}", src, e.prev, width, prev->n_dims == 1 ? prev->numel() : prev->rows);
@@ -224,6 +231,10 @@ void ScaleEntry::fold(const std::function<std::vector<float>&(const std::string&
     for (size_t i = 0; i < n; ++i) prev[i] /= scales[i];
   else
     scale_rows_inv(prev, static_cast<int64_t>(prev.size() / n), scales);
+  if (!prev_bias.empty()) {
+    std::vector<float>& b = get(prev_bias);
+    for (size_t i = 0; i < n; ++i) b[i] /= scales[i];
+  }
   const std::vector<float> cs = column_scales(scales, kv_group, head_dim);
   for (const auto& l : linears) scale_cols(get(l), static_cast<int64_t>(cs.size()), cs);
 }
@@ -395,6 +406,7 @@ class AwqBlock {
           return matmul_t(x, t.w[linear], width);
         },
         kv_group);
+    if (blk_.w.count(prev + ".bias")) plan_.scales.back().prev_bias = fmt::format("blk.{}.{}.bias", l_, prev);
     fold_last();
   }
 
@@ -438,7 +450,9 @@ class AwqBlock {
   void fold_last() {
     const std::string pre = fmt::format("blk.{}.", l_);
     plan_.scales.back().fold([&](const std::string& name) -> std::vector<float>& {
-      return W().at(name.substr(pre.size(), name.size() - pre.size() - 7));  // strip "blk.N." and ".weight"
+      std::string key = name.substr(pre.size());  // "blk.N.attn_v.weight" -> attn_v; biases keep ".bias"
+      if (key.ends_with(".weight")) key.resize(key.size() - 7);
+      return W().at(key);
     });
   }
 
@@ -531,9 +545,7 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
   const int64_t n = std::min(S, std::max<int64_t>(1, o.search_windows));
   // o_proj's inputs are v_proj's rows, repeated over the kv_group query heads that share a kv
   // head under GQA: one scale per v row, shared by its kv_group columns of o_proj (AutoAWQ skips
-  // o_proj under GQA). A bias on v_proj would need scaling too: not done.
-  const bool scale_o = !cfg.qkv_bias;
-  if (!scale_o) plan.notes.push_back("o_proj not scaled: v_proj has a bias");
+  // o_proj under GQA). A bias on v_proj is divided with its rows.
   const int64_t steps = cfg.n_layers * 5;
   int64_t step = 0;
   auto progress = [&](const std::string& what) {
@@ -545,7 +557,7 @@ ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::
     progress(fmt::format("awq block {} q,k,v", l));
     b.scale_norm_fed(Tap::AttnIn, X);
     progress(fmt::format("awq block {} o", l));
-    if (scale_o) b.scale_row_fed("attn_v", "attn_output", Tap::OIn, X, cfg.n_heads / cfg.n_kv_heads);
+    b.scale_row_fed("attn_v", "attn_output", Tap::OIn, X, cfg.n_heads / cfg.n_kv_heads);
     const auto Xmid = run_windows(X, n, T, D, [&](float* x, int64_t t) { run_attention(cfg, b.block().view(), x, t); });
     progress(fmt::format("awq block {} gate,up", l));
     b.scale_norm_fed(Tap::MlpIn, Xmid);
@@ -653,8 +665,8 @@ ActPlan smoothquant_search(const LlamaConfig& cfg, const WeightStore& store,
     }
     auto [t, sa, sm] = smoothed(alpha);
     plan.scales.push_back({tname(l, "attn_norm"), {tname(l, "attn_q"), tname(l, "attn_k"), tname(l, "attn_v")}, alpha, false, 0,
-                           loss_before, loss_after, sa});
-    plan.scales.push_back({tname(l, "ffn_norm"), {tname(l, "ffn_gate"), tname(l, "ffn_up")}, alpha, false, 0, loss_before, loss_after, sm});
+                           loss_before, loss_after, sa, {}});
+    plan.scales.push_back({tname(l, "ffn_norm"), {tname(l, "ffn_gate"), tname(l, "ffn_up")}, alpha, false, 0, loss_before, loss_after, sm, {}});
     // Smoothing keeps the FP function: the next block's inputs come from the FP block.
     if (!o.stats)
       for (int64_t s = 0; s < S; ++s) run_block(cfg, blk.view(), X.data() + s * T * D, T);

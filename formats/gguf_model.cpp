@@ -9,17 +9,24 @@ namespace quant {
 
 namespace {
 
-bool is_q_or_k(const std::string& name, bool* is_q) {
+// Whether `name` is an attn_q / attn_k tensor whose rows GGUF holds in ggml's interleaved RoPE
+// order: so for "llama" (Llama, Mistral); "qwen2" runs NeoX RoPE on Hugging Face's own rows.
+bool is_q_or_k(const LlamaConfig& c, const std::string& name, bool* is_q) {
+  if (c.arch == Arch::Qwen2) return false;
   const bool q = name.find(".attn_q.") != std::string::npos, k = name.find(".attn_k.") != std::string::npos;
   *is_q = q;
   return q || k;
 }
 
+const char* gguf_arch(const LlamaConfig& c) { return c.arch == Arch::Qwen2 ? "qwen2" : "llama"; }
+
+constexpr const char* kRopeFreqs = "rope_freqs.weight";  // llama.cpp's per-frequency RoPE divisors
+
 // Permutes attn_q / attn_k (weights, or biases: one element per row) between rotate-half and
 // ggml's interleaved pairs; false (nothing written) for any other tensor.
 bool permute_qk(const TensorDesc& t, const LlamaConfig& c, const float* in, float* out, bool to_interleaved) {
   bool q = false;
-  if (!is_q_or_k(t.name, &q)) return false;
+  if (!is_q_or_k(c, t.name, &q)) return false;
   const int64_t rows = t.n_dims == 1 ? t.cols : t.rows, width = t.n_dims == 1 ? 1 : t.cols;
   permute_rope_rows(in, out, q ? c.n_heads : c.n_kv_heads, rows, width, to_interleaved);
   return true;
@@ -28,20 +35,22 @@ bool permute_qk(const TensorDesc& t, const LlamaConfig& c, const float* in, floa
 class GgufStore final : public WeightStore {
  public:
   GgufStore(std::shared_ptr<GgufFile> f, const LlamaConfig& c) : f_(std::move(f)), cfg_(c) {
-    for (const auto& t : f_->tensors()) {
+    const auto& ts = f_->tensors();
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const GgufTensorInfo& t = ts[i];
+      if (t.name == kRopeFreqs) continue;  // part of the config (rope_freq_factors), not a weight
       QUANT_CHECK(t.ne.size() <= 2, "{}: tensor {} has {} dims", f_->path(), t.name, t.ne.size());
       descs_.push_back({t.name, t.ne.size() == 2 ? t.ne[1] : 1, t.ne[0], static_cast<int>(t.ne.size()), t.type});
+      file_index_.push_back(i);
     }
   }
   const std::vector<TensorDesc>& tensors() const override { return descs_; }
   std::string source() const override { return f_->path(); }
   void read_f32(const TensorDesc& t, float* out) const override {
-    const size_t i = static_cast<size_t>(&t - descs_.data());
-    QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), t.name);
-    const GgufTensorInfo& g = f_->tensors()[i];
+    const GgufTensorInfo& g = info(t);
     const int64_t rb = row_bytes(g.type, t.cols);
     bool q = false;
-    if (!is_q_or_k(t.name, &q)) {
+    if (!is_q_or_k(cfg_, t.name, &q)) {
       for (int64_t r = 0; r < t.rows; ++r) dequantize_row(g.type, g.data + r * rb, out + r * t.cols, t.cols);
       return;
     }
@@ -50,23 +59,40 @@ class GgufStore final : public WeightStore {
     permute_qk(t, cfg_, tmp.data(), out, false);
   }
   bool read_grid(const TensorDesc& t, QuantWeight& out) const override {
-    const size_t i = static_cast<size_t>(&t - descs_.data());
-    QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), t.name);
-    const GgufTensorInfo& g = f_->tensors()[i];
+    const GgufTensorInfo& g = info(t);
     if (!is_quantized(g.type) || t.n_dims != 2) return false;
     PackedTensor p{g.type, t.rows, t.cols, std::vector<uint8_t>(g.data, g.data + g.nbytes)};
     bool q = false;
-    if (is_q_or_k(t.name, &q))  // ggml's interleaved rows -> rotate-half, whole packed rows
+    if (is_q_or_k(cfg_, t.name, &q))  // ggml's interleaved rows -> rotate-half, whole packed rows
       permute_rope_row_bytes(g.data, p.data.data(), q ? cfg_.n_heads : cfg_.n_kv_heads, t.rows, row_bytes(g.type, t.cols), false);
     out = unpack(p);
     return true;
   }
 
  private:
+  const GgufTensorInfo& info(const TensorDesc& t) const {
+    const size_t i = static_cast<size_t>(&t - descs_.data());
+    QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), t.name);
+    return f_->tensors()[file_index_[i]];
+  }
   std::shared_ptr<GgufFile> f_;
   LlamaConfig cfg_;
   std::vector<TensorDesc> descs_;
+  std::vector<size_t> file_index_;  // descs_[i] is the file's tensor file_index_[i]
 };
+
+// rope_freqs.weight, if the file has it: head_dim/2 F32 divisors.
+std::vector<float> read_rope_freqs(const GgufFile& f, const LlamaConfig& c) {
+  for (const auto& t : f.tensors()) {
+    if (t.name != kRopeFreqs) continue;
+    QUANT_CHECK(t.type == TType::F32 && t.ne.size() == 1 && t.ne[0] == c.head_dim() / 2,
+                "{}: {} must be F32 [{}] (half the head dimension)", f.path(), kRopeFreqs, c.head_dim() / 2);
+    std::vector<float> v(static_cast<size_t>(t.ne[0]));
+    std::memcpy(v.data(), t.data, v.size() * sizeof(float));
+    return v;
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -116,24 +142,30 @@ Vocab read_gguf_vocab(const GgufFile& f) {
 LoadedModel load_gguf(const std::string& path) {
   auto f = std::make_shared<GgufFile>(path);
   const std::string arch = f->get_str("general.architecture");
-  QUANT_CHECK(arch == "llama", "{}: general.architecture = {} is not supported (llama is)", path, arch);
+  QUANT_CHECK(arch == "llama" || arch == "qwen2", "{}: general.architecture = {} is not supported (llama and qwen2 are)",
+              path, arch);
   LoadedModel m;
   m.path = path;
   m.format = "gguf";
   LlamaConfig& c = m.config;
-  auto as_int = [&](const char* key) { return static_cast<int64_t>(f->get_num(key)); };
-  c.dim = as_int("llama.embedding_length");
-  c.hidden = as_int("llama.feed_forward_length");
-  c.n_layers = as_int("llama.block_count");
-  c.n_heads = as_int("llama.attention.head_count");
-  c.n_kv_heads = static_cast<int64_t>(f->get_num("llama.attention.head_count_kv", static_cast<double>(c.n_heads)));
-  c.max_ctx = as_int("llama.context_length");
-  c.norm_eps = static_cast<float>(f->get_num("llama.attention.layer_norm_rms_epsilon"));
-  c.rope_theta = static_cast<float>(f->get_num("llama.rope.freq_base", 10000.0));
-  if (f->find("llama.rope.dimension_count"))
-    QUANT_CHECK(as_int("llama.rope.dimension_count") * c.n_heads == c.dim,
-                "{}: llama.rope.dimension_count {} is not the head dimension (partial RoPE is not supported)", path,
-                as_int("llama.rope.dimension_count"));
+  c.arch = arch == "qwen2" ? Arch::Qwen2 : Arch::Llama;
+  auto key = [&](const char* k) { return arch + "." + k; };
+  auto as_int = [&](const char* k) { return static_cast<int64_t>(f->get_num(key(k))); };
+  c.dim = as_int("embedding_length");
+  c.hidden = as_int("feed_forward_length");
+  c.n_layers = as_int("block_count");
+  c.n_heads = as_int("attention.head_count");
+  c.n_kv_heads = static_cast<int64_t>(f->get_num(key("attention.head_count_kv"), static_cast<double>(c.n_heads)));
+  c.max_ctx = as_int("context_length");
+  c.norm_eps = static_cast<float>(f->get_num(key("attention.layer_norm_rms_epsilon")));
+  c.rope_theta = static_cast<float>(f->get_num(key("rope.freq_base"), 10000.0));
+  if (f->find(key("rope.dimension_count")))
+    QUANT_CHECK(as_int("rope.dimension_count") * c.n_heads == c.dim,
+                "{}: {} {} is not the head dimension (partial RoPE is not supported)", path, key("rope.dimension_count"),
+                as_int("rope.dimension_count"));
+  QUANT_CHECK(c.n_heads > 0 && c.dim % c.n_heads == 0, "{}: {} {} does not divide {} {}", path,
+              key("attention.head_count"), c.n_heads, key("embedding_length"), c.dim);
+  c.rope_freq_factors = read_rope_freqs(*f, c);
 
   Vocab v = read_gguf_vocab(*f);
   c.vocab = v.size();
@@ -180,22 +212,24 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSour
   const Vocab& v = model.tokenizer->vocab();
   QUANT_CHECK(v.size() == c.vocab, "{}: tokenizer has {} pieces but the model's vocabulary is {}", model.path, v.size(), c.vocab);
   GgufWriter w;
-  w.set_str("general.architecture", "llama");
+  const std::string arch = gguf_arch(c);
+  auto key = [&](const char* k) { return arch + "." + k; };
+  w.set_str("general.architecture", arch);
   w.set_str("general.name", info.name.empty() ? "model" : info.name);
   w.set_u32("general.alignment", 32);
   w.set_u32("general.quantization_version", 2);
   const QuantSpec& target = policy.rules.back().spec;
   w.set_u32("general.file_type", gguf_file_type(target));
-  w.set_u32("llama.context_length", static_cast<uint32_t>(c.max_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(c.dim));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(c.n_layers));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(c.hidden));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(c.n_heads));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
-  w.set_f32("llama.rope.freq_base", c.rope_theta);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
-  w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(c.head_dim()));
-  w.set_u32("llama.vocab_size", static_cast<uint32_t>(c.vocab));
+  w.set_u32(key("context_length"), static_cast<uint32_t>(c.max_ctx));
+  w.set_u32(key("embedding_length"), static_cast<uint32_t>(c.dim));
+  w.set_u32(key("block_count"), static_cast<uint32_t>(c.n_layers));
+  w.set_u32(key("feed_forward_length"), static_cast<uint32_t>(c.hidden));
+  w.set_u32(key("attention.head_count"), static_cast<uint32_t>(c.n_heads));
+  w.set_u32(key("attention.head_count_kv"), static_cast<uint32_t>(c.n_kv_heads));
+  w.set_f32(key("rope.freq_base"), c.rope_theta);
+  w.set_f32(key("attention.layer_norm_rms_epsilon"), c.norm_eps);
+  w.set_u32(key("rope.dimension_count"), static_cast<uint32_t>(c.head_dim()));
+  w.set_u32(key("vocab_size"), static_cast<uint32_t>(c.vocab));
   const bool bpe = v.model == VocabModel::Bpe;
   w.set_str("tokenizer.ggml.model", bpe ? "gpt2" : "llama");
   if (bpe) w.set_str("tokenizer.ggml.pre", v.pre);
@@ -221,14 +255,17 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSour
   for (const auto& [k, v] : info.extra) w.set_str("quant." + k, v);
 
   for (const auto& p : plans) w.add_tensor(p.name, p.rows, p.cols, p.n_dims, p.stored);
+  const auto& freqs = c.rope_freq_factors;
+  if (!freqs.empty()) w.add_tensor(kRopeFreqs, 1, static_cast<int64_t>(freqs.size()), 1, TType::F32);
   w.write(path, [&](size_t i) {
+    if (i == plans.size()) return pack_float(freqs.data(), 1, static_cast<int64_t>(freqs.size()), TType::F32);
     const TensorPlan& p = plans[i];
     if (info.progress) info.progress(i, plans.size(), p.name);
     QuantizedTensor t = src.take(p);
     PackedTensor out = t.q ? pack(*t.q, p.stored) : pack_float(t.values.data(), p.rows, p.cols, p.stored);
     QUANT_CHECK(out.type == p.stored && out.rows == p.rows && out.cols == p.cols, "{}: quantized tensor does not match its plan", p.name);
     bool q = false;
-    if (is_q_or_k(p.name, &q)) {  // rotate-half -> ggml's interleaved pairs, whole packed rows
+    if (is_q_or_k(c, p.name, &q)) {  // rotate-half -> ggml's interleaved pairs, whole packed rows
       const std::vector<uint8_t> canonical = out.data;
       permute_rope_row_bytes(canonical.data(), out.data.data(), q ? c.n_heads : c.n_kv_heads, p.n_dims == 1 ? p.cols : p.rows,
                              p.n_dims == 1 ? row_bytes(p.stored, 1) : row_bytes(p.stored, p.cols), true);

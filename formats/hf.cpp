@@ -43,7 +43,7 @@ class HfWeightStore final : public WeightStore {
     for (const auto& shard : shards_) {
       for (const auto& [name, t] : shard->tensors()) {
         std::string canon = canonical_name(name);
-        QUANT_CHECK(canon != "?", "{}: unexpected tensor {} for LlamaForCausalLM", shard->path(), name);
+        QUANT_CHECK(canon != "?", "{}: unexpected tensor {} for {}", shard->path(), name, arch_hf_name(cfg.arch));
         if (canon.empty()) continue;
         if (canon == "output.weight" && cfg.tied_embeddings) continue;  // tied: lm_head duplicates embed
         QUANT_CHECK(t.shape.size() == 1 || t.shape.size() == 2, "{}: tensor {} has {} dims", shard->path(), name,
@@ -72,6 +72,41 @@ class HfWeightStore final : public WeightStore {
 
 }  // namespace
 
+namespace {
+
+// rope_scaling: "llama3" (Llama 3.1-3.3) and "linear" become per-frequency factors; the other
+// types (dynamic NTK, YaRN, LongRoPE) change more than the frequencies and are refused.
+void parse_rope_scaling(const nlohmann::json& rs, const std::string& path, LlamaConfig& c) {
+  QUANT_CHECK(rs.is_object(), "{}: rope_scaling is not an object", path);
+  std::string type = "(none)";
+  for (const char* k : {"rope_type", "type"})
+    if (rs.contains(k) && rs[k].is_string()) type = rs[k].get<std::string>();
+  auto num = [&](const char* k) -> double {
+    QUANT_CHECK(rs.contains(k) && rs[k].is_number(), "{}: rope_scaling.{} is missing or not a number", path, k);
+    return rs[k].get<double>();
+  };
+  if (type == "default") return;
+  if (type == "llama3") {
+    const double factor = num("factor"), low = num("low_freq_factor"), high = num("high_freq_factor");
+    const double orig = num("original_max_position_embeddings");
+    QUANT_CHECK(factor >= 1 && low > 0 && high > low && orig >= 1,
+                "{}: rope_scaling (llama3) factor {} low_freq_factor {} high_freq_factor {} original_max_position_embeddings {} "
+                "out of range", path, factor, low, high, orig);
+    c.set_llama3_rope_scaling(static_cast<float>(factor), static_cast<float>(low), static_cast<float>(high),
+                              static_cast<int64_t>(orig));
+    return;
+  }
+  if (type == "linear") {
+    const double factor = num("factor");
+    QUANT_CHECK(factor > 0, "{}: rope_scaling.factor {} is not positive", path, factor);
+    c.rope_freq_factors.assign(static_cast<size_t>(c.head_dim() / 2), static_cast<float>(factor));
+    return;
+  }
+  fail("{}: rope_scaling.rope_type = {} is not supported (llama3, linear and default are)", path, type);
+}
+
+}  // namespace
+
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
   QUANT_CHECK(in, "{}: cannot open", path);
@@ -88,8 +123,15 @@ LlamaConfig parse_hf_config(const std::string& path) {
   std::string arch = "(none)";
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
     arch = j["architectures"][0].is_string() ? j["architectures"][0].get<std::string>() : "(non-string)";
-  QUANT_CHECK(arch == "LlamaForCausalLM",
-              "{}: architectures = {} is not supported (LlamaForCausalLM is)", path, arch);
+  LlamaConfig c;
+  if (arch == "MistralForCausalLM")
+    c.arch = Arch::Mistral;
+  else if (arch == "Qwen2ForCausalLM")
+    c.arch = Arch::Qwen2;
+  else
+    QUANT_CHECK(arch == "LlamaForCausalLM",
+                "{}: architectures = {} is not supported (LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM are)",
+                path, arch);
   auto get_int = [&](const char* k) -> int64_t {
     QUANT_CHECK(j.contains(k), "{}: missing field {}", path, k);
     QUANT_CHECK(j[k].is_number_integer(), "{}: field {} is not an integer", path, k);
@@ -103,7 +145,6 @@ LlamaConfig parse_hf_config(const std::string& path) {
       fail("{}: field {} has the wrong type", path, k);
     }
   };
-  LlamaConfig c;
   c.dim = get_int("hidden_size");
   c.hidden = get_int("intermediate_size");
   c.n_layers = get_int("num_hidden_layers");
@@ -115,18 +156,29 @@ LlamaConfig parse_hf_config(const std::string& path) {
   c.rope_theta = opt("rope_theta", 10000.0f);
   c.max_ctx = opt("max_position_embeddings", int64_t{2048});
   c.tied_embeddings = opt("tie_word_embeddings", false);
-  c.qkv_bias = opt("attention_bias", false);
-  c.bos_id = opt("bos_token_id", int32_t{1});
-  c.eos_id = opt("eos_token_id", int32_t{2});
+  c.qkv_bias = c.arch == Arch::Qwen2 || opt("attention_bias", false);  // Qwen2's q/k/v always carry one
+  // Llama 3.1 lists several end-of-turn ids; the first is the end of text.
+  auto first_id = [&](const char* k, int32_t dflt) -> int32_t {
+    if (j.contains(k) && j[k].is_array() && !j[k].empty() && j[k][0].is_number_integer()) return j[k][0].get<int32_t>();
+    return opt(k, dflt);
+  };
+  c.bos_id = first_id("bos_token_id", 1);
+  c.eos_id = first_id("eos_token_id", 2);
+  if (j.contains("bos_token_id") && j["bos_token_id"].is_null()) c.bos_id = c.eos_id;  // Qwen2 has no BOS
   const std::string act = opt("hidden_act", std::string("silu"));
   QUANT_CHECK(act == "silu", "{}: hidden_act = {} is not supported (silu is)", path, act);
-  QUANT_CHECK(!j.contains("rope_scaling") || j["rope_scaling"].is_null(),
-              "{}: rope_scaling is not supported yet", path);
   QUANT_CHECK(!opt("mlp_bias", false), "{}: mlp_bias = true is not supported", path);
+  for (const char* moe : {"num_local_experts", "num_experts", "n_routed_experts"})
+    QUANT_CHECK(!j.contains(moe) || j[moe].is_null() || j[moe] == 0, "{}: {} = {}: mixture-of-experts models are not supported",
+                path, moe, j[moe].dump());
   if (j.contains("head_dim") && !j["head_dim"].is_null())
     QUANT_CHECK(get_int("head_dim") * c.n_heads == c.dim, "{}: head_dim {} * num_attention_heads != hidden_size",
                 path, get_int("head_dim"));
+  if (c.arch == Arch::Mistral) c.sliding_window = opt("sliding_window", int64_t{0});
+  if (c.arch == Arch::Qwen2)
+    QUANT_CHECK(!opt("use_sliding_window", false), "{}: use_sliding_window = true is not supported", path);
   c.validate(path);
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) parse_rope_scaling(j["rope_scaling"], path, c);
   return c;
 }
 

@@ -111,14 +111,21 @@ nlohmann::json config_json(const LlamaConfig& c) {
   return {{"dim", c.dim}, {"hidden", c.hidden}, {"n_layers", c.n_layers}, {"n_heads", c.n_heads},
           {"n_kv_heads", c.n_kv_heads}, {"vocab", c.vocab}, {"max_ctx", c.max_ctx}, {"norm_eps", c.norm_eps},
           {"rope_theta", c.rope_theta}, {"tied_embeddings", c.tied_embeddings}, {"qkv_bias", c.qkv_bias},
-          {"bos_id", c.bos_id}, {"eos_id", c.eos_id}};
+          {"bos_id", c.bos_id}, {"eos_id", c.eos_id}, {"arch", arch_hf_name(c.arch)},
+          {"rope_freq_factors", c.rope_freq_factors}, {"sliding_window", c.sliding_window}};
 }
 
 nlohmann::json vocab_json(const Vocab& v) {
   std::vector<int32_t> types;
   for (auto t : v.types) types.push_back(static_cast<int32_t>(t));
-  return {{"model", "llama"}, {"pieces", v.pieces}, {"scores", v.scores}, {"types", types}, {"bos", v.bos},
-          {"eos", v.eos}, {"unk", v.unk}, {"add_bos", v.add_bos}, {"add_space_prefix", v.add_space_prefix}};
+  nlohmann::json j = {{"model", v.model == VocabModel::Bpe ? "gpt2" : "llama"},
+                      {"pieces", v.pieces}, {"scores", v.scores}, {"types", types}, {"bos", v.bos},
+                      {"eos", v.eos}, {"unk", v.unk}, {"add_bos", v.add_bos}, {"add_space_prefix", v.add_space_prefix}};
+  if (v.model == VocabModel::Bpe) {
+    j["merges"] = v.merges;
+    j["pre"] = v.pre;
+  }
+  return j;
 }
 
 constexpr uint64_t kExternalMin = 1024;      // initializers at least this large go to external data
@@ -407,7 +414,7 @@ class DecoderGraph {
     mask_ = w_.op("Trilu", {"mask_full", w_.const_i64({1}, true)}, "causal_mask");  // keeps j >= i + 1
     const int64_t hd = c_.head_dim(), half = hd / 2;
     std::vector<float> cos_t(static_cast<size_t>(c_.max_ctx * hd)), sin_t(cos_t.size());
-    const std::vector<float> inv_freq = rope_inv_freq(c_.rope_theta, hd);  // the runtime's angles, fp32
+    const std::vector<float> inv_freq = rope_inv_freq(c_);  // the runtime's angles, fp32
     for (int64_t i = 0; i < half; ++i) {
       for (int64_t p = 0; p < c_.max_ctx; ++p) {
         const float ang = static_cast<float>(p) * inv_freq[static_cast<size_t>(i)];

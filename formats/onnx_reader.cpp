@@ -271,6 +271,14 @@ LlamaConfig config_from_json(const nlohmann::json& j, const std::string& path) {
     c.qkv_bias = j.at("qkv_bias").get<bool>();
     c.bos_id = j.at("bos_id").get<int32_t>();
     c.eos_id = j.at("eos_id").get<int32_t>();
+    // Files from before BPE families carry none of these: a Llama without scaling.
+    const std::string arch = j.value("arch", std::string(arch_hf_name(Arch::Llama)));
+    bool known = false;
+    for (Arch a : {Arch::Llama, Arch::Mistral, Arch::Qwen2})
+      if (arch == arch_hf_name(a)) c.arch = a, known = true;
+    QUANT_CHECK(known, "{}: quant.config arch {} is not supported", path, arch);
+    c.rope_freq_factors = j.value("rope_freq_factors", std::vector<float>{});
+    c.sliding_window = j.value("sliding_window", int64_t{0});
   } catch (const nlohmann::json::exception& e) {
     fail("{}: metadata quant.config: {}", path, e.what());
   }
@@ -281,8 +289,15 @@ LlamaConfig config_from_json(const nlohmann::json& j, const std::string& path) {
 Vocab vocab_from_json(const nlohmann::json& j, const std::string& path) {
   Vocab v;
   try {
-    QUANT_CHECK(j.at("model").get<std::string>() == "llama", "{}: quant.vocab model {} is not supported", path,
-                j.at("model").get<std::string>());
+    const std::string model = j.at("model").get<std::string>();
+    QUANT_CHECK(model == "llama" || model == "gpt2", "{}: quant.vocab model {} is not supported", path, model);
+    if (model == "gpt2") {
+      v.model = VocabModel::Bpe;
+      v.merges = j.at("merges").get<std::vector<std::string>>();
+      v.pre = j.at("pre").get<std::string>();
+      QUANT_CHECK(find_pre_tokenizer(v.pre), "{}: quant.vocab pre-tokenizer {} is not supported (these are: {})", path,
+                  v.pre, pre_tokenizer_names());
+    }
     v.pieces = j.at("pieces").get<std::vector<std::string>>();
     v.scores = j.at("scores").get<std::vector<float>>();
     for (int t : j.at("types").get<std::vector<int>>()) {
@@ -313,7 +328,7 @@ LoadedModel load_onnx(const std::string& path) {
   m.config = config_from_json(parse_meta_json(*f, "quant.config"), path);
   Vocab v = vocab_from_json(parse_meta_json(*f, "quant.vocab"), path);
   QUANT_CHECK(v.size() == m.config.vocab, "{}: quant.vocab has {} pieces, quant.config says {}", path, v.size(), m.config.vocab);
-  m.tokenizer = std::make_unique<SpmTokenizer>(std::move(v));
+  m.tokenizer = make_tokenizer(std::move(v));
   m.weights = std::make_unique<OnnxStore>(f, m.config);
   check_tensors_match(m.config, *m.weights);
   for (const char* k : {"quant.name", "quant.method", "quant.source", "quant.target"})

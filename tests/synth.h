@@ -9,6 +9,7 @@
 #include "quant/formats/safetensors.h"
 #include "quant/half.h"
 #include "quant/model.h"
+#include "quant/tokenizer.h"
 
 namespace qt {
 
@@ -98,6 +99,91 @@ inline void write_hf(const std::string& dir, const Synth& s, quant::TType dtype,
   for (int p = 0; p < shards; ++p)
     quant::write_safetensors(dir + fmt::format("/model-{:05d}-of-{:05d}.safetensors", p + 1, shards), parts[static_cast<size_t>(p)]);
   write_file(dir + "/model.safetensors.index.json", index.dump(2));
+}
+
+// --- Synthetic checkpoints of today's families: the real config.json fields and tokenizer files ---
+
+struct Family {
+  std::string name;
+  quant::Arch arch;
+  bool tied, bias;
+  std::string pre;  // byte-level BPE pre-tokenizer of tokenizer.json; empty: the bundled tokenizer.model
+  double rope_theta;
+  bool llama3_scaling;     // rope_scaling {"rope_type": "llama3", ...} as Llama 3.1-3.3 ship it
+  int64_t sliding_window;  // Mistral's
+};
+
+inline const std::vector<Family>& families() {
+  static const std::vector<Family> f = {
+      {"llama-3.2", quant::Arch::Llama, true, false, "llama-bpe", 500000.0, true, 0},
+      {"qwen2.5", quant::Arch::Qwen2, true, true, "qwen2", 1000000.0, false, 0},
+      {"mistral", quant::Arch::Mistral, false, false, "", 10000.0, false, 96},
+  };
+  return f;
+}
+
+// The gpt-2 vocabulary of ../shared as a tokenizer.json of the family's pre-tokenizer, with the
+// added tokens and post-processor each family ships.
+inline void write_bpe_tokenizer(const std::string& dir, const Family& fam, const quant::Vocab& v) {
+  nlohmann::json vocab = nlohmann::json::object(), merges = nlohmann::json::array();
+  for (int32_t i = 0; i < v.size(); ++i) vocab[v.pieces[static_cast<size_t>(i)]] = i;
+  for (const auto& m : v.merges) merges.push_back(m);
+  const std::string bos = fam.arch == quant::Arch::Qwen2 ? "<|im_start|>" : "<|begin_of_text|>";
+  nlohmann::json added = {{{"id", v.size()}, {"content", bos}, {"special", true}},
+                          {{"id", v.size() + 1}, {"content", "<|eot|>"}, {"special", true}}};
+  nlohmann::json pre = {{"type", "Sequence"},
+                        {"pretokenizers",
+                         {{{"type", "Split"}, {"pattern", {{"Regex", quant::find_pre_tokenizer(fam.pre)->hf_pattern}}},
+                           {"behavior", "Isolated"}, {"invert", false}},
+                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
+  nlohmann::json j = {{"version", "1.0"}, {"added_tokens", added}, {"pre_tokenizer", pre},
+                      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", fam.pre == "llama-bpe"}}}};
+  nlohmann::json cfg = {{"eos_token", "<|eot|>"}};
+  if (fam.arch == quant::Arch::Qwen2) {
+    cfg["bos_token"] = nullptr;
+    cfg["add_bos_token"] = false;
+  } else {  // Llama 3 adds <|begin_of_text|> in its post-processor
+    cfg["bos_token"] = bos;
+    j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", {{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
+                                                                      {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}};
+  }
+  write_file(dir + "/tokenizer.json", j.dump());
+  write_file(dir + "/tokenizer_config.json", cfg.dump(2));
+}
+
+// A random checkpoint of `fam`: vocab_size is the tokenizer's rounded up (as Qwen2 pads it),
+// weights large enough that the top logit stands out.
+inline Synth make_family(const std::string& dir, const Family& fam, const quant::Vocab* bpe, uint32_t seed) {
+  const int64_t vocab = bpe ? (bpe->size() + 2 + 63) / 64 * 64 : 8192;
+  Synth s = make_synth(fam.tied, fam.bias, seed, vocab);
+  for (auto& [name, t] : s.tensors)
+    if (name.find("norm") == std::string::npos)
+      for (auto& x : t.second) x *= 2.0f;
+  nlohmann::json cfg = synth_config(s.cfg);
+  cfg["architectures"] = {quant::arch_hf_name(fam.arch)};
+  cfg["model_type"] = fam.arch == quant::Arch::Qwen2 ? "qwen2" : fam.arch == quant::Arch::Mistral ? "mistral" : "llama";
+  cfg["rope_theta"] = fam.rope_theta;
+  cfg["max_position_embeddings"] = 4096;
+  if (fam.llama3_scaling)
+    cfg["rope_scaling"] = {{"factor", 32.0}, {"high_freq_factor", 4.0}, {"low_freq_factor", 1.0},
+                           {"original_max_position_embeddings", 8192}, {"rope_type", "llama3"}};
+  if (fam.arch == quant::Arch::Qwen2) {
+    cfg.erase("attention_bias");  // Qwen2 has the biases without saying so
+    cfg["use_sliding_window"] = false;
+    cfg["sliding_window"] = 4096;
+    cfg["bos_token_id"] = nullptr;
+  }
+  if (fam.arch == quant::Arch::Mistral) cfg["sliding_window"] = fam.sliding_window;
+  if (bpe) {
+    cfg["bos_token_id"] = fam.arch == quant::Arch::Qwen2 ? nlohmann::json(nullptr) : nlohmann::json(bpe->size());
+    cfg["eos_token_id"] = {bpe->size() + 1};
+  }
+  write_hf(dir, s, quant::TType::BF16, 1, cfg);
+  if (bpe) {
+    fs::remove(dir + "/tokenizer.model");
+    write_bpe_tokenizer(dir, fam, *bpe);
+  }
+  return s;
 }
 
 }  // namespace qt

@@ -34,9 +34,8 @@ void rmsnorm(const X& x, const float* w, float eps, Mat& out) {
 }
 
 // x[t][h*hd + i], i < hd/2, pairs with i + hd/2: HF's rotate_half.
-void rope(Mat& x, int64_t n_head, int64_t hd, float theta) {
+void rope(Mat& x, int64_t n_head, int64_t hd, const std::vector<float>& inv_freq) {
   const int64_t half = hd / 2;
-  const std::vector<float> inv_freq = rope_inv_freq(theta, hd);
   for (Eigen::Index t = 0; t < x.rows(); ++t)
     for (int64_t i = 0; i < half; ++i) {
       const float a = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
@@ -53,10 +52,13 @@ void rope(Mat& x, int64_t n_head, int64_t hd, float theta) {
 
 }  // namespace
 
-std::vector<float> rope_inv_freq(float theta, int64_t hd) {
+std::vector<float> rope_inv_freq(const LlamaConfig& cfg) {
+  const int64_t hd = cfg.head_dim();
   std::vector<float> f(static_cast<size_t>(hd / 2));
-  for (int64_t i = 0; i < hd / 2; ++i)
-    f[static_cast<size_t>(i)] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+  for (int64_t i = 0; i < hd / 2; ++i) {
+    f[static_cast<size_t>(i)] = 1.0f / std::pow(cfg.rope_theta, static_cast<float>(2 * i) / static_cast<float>(hd));
+    if (!cfg.rope_freq_factors.empty()) f[static_cast<size_t>(i)] /= cfg.rope_freq_factors[static_cast<size_t>(i)];
+  }
   return f;
 }
 
@@ -170,8 +172,12 @@ void run_attention(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int
   if (w.bq) q.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bq, D);
   if (w.bk) k.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bk, KV);
   if (w.bv) v.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.bv, KV);
-  rope(q, cfg.n_heads, hd, cfg.rope_theta);
-  rope(k, cfg.n_kv_heads, hd, cfg.rope_theta);
+  QUANT_CHECK(cfg.sliding_window == 0 || T <= cfg.sliding_window,
+              "a window of {} tokens is longer than the model's sliding_window of {}: sliding-window attention is "
+              "not implemented, evaluate with a context of at most {}", T, cfg.sliding_window, cfg.sliding_window);
+  const std::vector<float> inv_freq = rope_inv_freq(cfg);
+  rope(q, cfg.n_heads, hd, inv_freq);
+  rope(k, cfg.n_kv_heads, hd, inv_freq);
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < cfg.n_heads; ++h) {
     const int64_t kvh = h / group;

@@ -1,4 +1,5 @@
 // Config validation, the canonical tensor layout of a Llama, and WeightStore helpers.
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -6,6 +7,33 @@
 #include "quant/model.h"
 
 namespace quant {
+
+const char* arch_hf_name(Arch a) {
+  switch (a) {
+    case Arch::Llama: return "LlamaForCausalLM";
+    case Arch::Mistral: return "MistralForCausalLM";
+    case Arch::Qwen2: return "Qwen2ForCausalLM";
+  }
+  return "?";
+}
+
+void LlamaConfig::set_llama3_rope_scaling(float factor, float low, float high, int64_t original) {
+  const int64_t half = head_dim() / 2;
+  const double low_wavelen = static_cast<double>(original) / low, high_wavelen = static_cast<double>(original) / high;
+  rope_freq_factors.assign(static_cast<size_t>(half), 1.0f);
+  for (int64_t i = 0; i < half; ++i) {
+    const double inv_freq = 1.0 / std::pow(static_cast<double>(rope_theta), 2.0 * static_cast<double>(i) / static_cast<double>(head_dim()));
+    const double wavelen = 2.0 * M_PI / inv_freq;
+    double f = 1.0;
+    if (wavelen > low_wavelen) {
+      f = factor;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth = (static_cast<double>(original) / wavelen - low) / (high - low);
+      f = 1.0 / ((1.0 - smooth) / factor + smooth);
+    }
+    rope_freq_factors[static_cast<size_t>(i)] = static_cast<float>(f);
+  }
+}
 
 void LlamaConfig::validate(std::string_view src) const {
   auto positive = [&](int64_t v, const char* field) {
@@ -26,6 +54,11 @@ void LlamaConfig::validate(std::string_view src) const {
               n_kv_heads);
   QUANT_CHECK(norm_eps > 0 && norm_eps < 1, "{}: rms_norm_eps {} out of range", src, norm_eps);
   QUANT_CHECK(rope_theta > 1, "{}: rope_theta {} out of range", src, rope_theta);
+  QUANT_CHECK(rope_freq_factors.empty() || static_cast<int64_t>(rope_freq_factors.size()) == head_dim() / 2,
+              "{}: {} RoPE frequency factors for a head dimension of {}", src, rope_freq_factors.size(), head_dim());
+  for (float f : rope_freq_factors)
+    QUANT_CHECK(std::isfinite(f) && f > 0, "{}: RoPE frequency factor {} is not positive", src, f);
+  QUANT_CHECK(sliding_window >= 0, "{}: sliding_window {} is negative", src, sliding_window);
   QUANT_CHECK(bos_id >= 0 && bos_id < vocab, "{}: bos_token_id {} outside vocab_size {}", src, bos_id, vocab);
 }
 

@@ -33,10 +33,10 @@ const Golden kGolden[] = {
     {"smoothquant auto Q8_0", "--method smoothquant --alpha auto --search-windows 4 --qtype Q8_0 {cal}", "sq-auto.gguf", "33f0b424e0483dc614511045ea673ac5a4578595c555985d64cb49d844ac5a1a"},
     {"plan rtn gguf", "--plan plan-rtn.json", "plan-rtn.gguf", "fe7dde59633a5df31e35706b56c945f985d3682645ab2e8556f12fe37c695701"},
     {"plan gptq gguf", "--plan plan-gptq.json {cal}", "plan-gptq.gguf", "825abb6038f4c58c42c249b5dc90be97e43588b225672a03dd974d4a06e7aae5"},
-    {"onnx rtn int4 g32", "--bits 4 --group-size 32", "onnx-rtn/model.onnx", "2c315281e7795939348a340147f0c647f7169a2d5546ecd51d5834204238b788"},
-    {"onnx gptq int4 g128 act-order", "--method gptq --bits 4 --group-size 128 --act-order --sym {cal}", "onnx-gptq/model.onnx", "200e0b138b36ca86ea8bbab88da1d310c7c85c0197d44ef31aa0c8843ab4d2dc"},
-    {"onnx awq int4 g32", "--method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "onnx-awq/model.onnx", "0b35407b62f37307f02bbefdc61eb7f43595160ff21eb04a70315fd06b57d681"},
-    {"onnx plan gptq", "--plan plan-gptq.json {cal}", "onnx-plan/model.onnx", "20e141cde8f970b8792525acd840b6c7c1cffa207e053ef9682b01ccd358d6ab"},
+    {"onnx rtn int4 g32", "--bits 4 --group-size 32", "onnx-rtn/model.onnx", "da871a2dbb5beccc5746280d16d10f5712bb116ffe56693ea8e7e08d9d785fdc"},
+    {"onnx gptq int4 g128 act-order", "--method gptq --bits 4 --group-size 128 --act-order --sym {cal}", "onnx-gptq/model.onnx", "cc46a01315e627cd39ef242ba8e4dc29df8d178a3fce4e30099de2e0bc3ca992"},
+    {"onnx awq int4 g32", "--method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "onnx-awq/model.onnx", "4472e4d0312b8bc713271e360160257014249459503cab8d047d07cd7bb37849"},
+    {"onnx plan gptq", "--plan plan-gptq.json {cal}", "onnx-plan/model.onnx", "e3051733456883c7bbf159194277e0f06e1467d1fb05b0e68c2ee3e893c2f4ff"},
 };
 
 // The plans `quant plan` writes from proxy-only sweeps (they feed the plan rows above).

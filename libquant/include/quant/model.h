@@ -13,7 +13,14 @@
 
 namespace quant {
 
+// The decoder families we run: one Llama block (RMSNorm, GQA attention with RoPE, SwiGLU) with
+// these differences. GGUF names Llama and Mistral "llama" (q/k rows in ggml's interleaved RoPE
+// order) and Qwen2 "qwen2" (NeoX RoPE: rows as Hugging Face has them).
+enum class Arch { Llama, Mistral, Qwen2 };
+const char* arch_hf_name(Arch a);  // LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
+
 struct LlamaConfig {
+  Arch arch = Arch::Llama;
   int64_t dim = 0;         // hidden_size
   int64_t hidden = 0;      // intermediate_size of the SwiGLU MLP
   int64_t n_layers = 0;    // num_hidden_layers
@@ -23,11 +30,19 @@ struct LlamaConfig {
   int64_t max_ctx = 2048;  // max_position_embeddings
   float norm_eps = 1e-5f;  // rms_norm_eps
   float rope_theta = 10000.0f;
+  // Per-frequency divisors of RoPE's inverse frequencies (head_dim/2 of them; empty = all 1):
+  // Llama 3.1's rope_scaling "llama3", and what GGUF stores as rope_freqs.weight.
+  std::vector<float> rope_freq_factors;
+  int64_t sliding_window = 0;    // Mistral: each token sees this many (itself included); 0 = all
   bool tied_embeddings = false;  // lm_head shares token_embd
   bool qkv_bias = false;         // attention_bias: q/k/v carry a bias
   int32_t bos_id = 1, eos_id = 2;
 
   int64_t head_dim() const { return dim / n_heads; }
+  // The "llama3" rope_scaling of Hugging Face (modeling_rope_utils, _compute_llama3_parameters)
+  // as factors: 1 for wavelengths under original_max_ctx / high_freq_factor, `factor` above
+  // original_max_ctx / low_freq_factor, and a smooth blend between.
+  void set_llama3_rope_scaling(float factor, float low_freq_factor, float high_freq_factor, int64_t original_max_ctx);
   int64_t kv_dim() const { return head_dim() * n_kv_heads; }
   // Throws naming `source` and the field when the numbers cannot describe a Llama.
   void validate(std::string_view source) const;

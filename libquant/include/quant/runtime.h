@@ -57,9 +57,10 @@ struct BlockWeights {
 // Called with each linear's input [rows][width] as the block runs.
 using TapFn = std::function<void(Tap, const float* data, int64_t rows, int64_t width)>;
 
-// RoPE's inverse frequencies theta^(-2i/hd), i < hd/2, in fp32 (Hugging Face's formula): the
-// runtime's rotation angle at position t is t * inv_freq[i]; the ONNX exporter's tables use them.
-std::vector<float> rope_inv_freq(float theta, int64_t head_dim);
+// RoPE's inverse frequencies theta^(-2i/hd) / rope_freq_factors[i], i < hd/2, in fp32 (Hugging
+// Face's formula): the runtime's rotation angle at position t is t * inv_freq[i]; the ONNX
+// exporter's tables use them.
+std::vector<float> rope_inv_freq(const LlamaConfig& cfg);
 
 // Runs one decoder block in place over x [T][dim] (positions 0..T-1). With stop_after, returns
 // right after that tap has been reported (x is then left partly updated).

@@ -25,6 +25,9 @@ struct ScaleEntry {
   bool duo = false;  // AWQ: the scales came from AutoAWQ's duo family (x and w statistics)
   double loss_fp = 0, loss_before = 0, loss_after = 0;  // output MSE: (unused) / α = 0 / chosen α
   std::vector<float> scales;
+  // prev's bias when prev is a linear with one (Qwen2's v_proj before o_proj): its outputs are
+  // divided by s too, or o_proj would see the bias scaled by s. Empty: none.
+  std::string prev_bias;
   // Under GQA, v_proj -> o_proj: o's input column c = (head h, dim d) reads v row (h / kv_group,
   // d), so the linears have kv_group x as many columns as there are scales and column c takes
   // scales[(c / (head_dim * kv_group)) * head_dim + c % head_dim]. kv_group 1: column c takes s[c].
@@ -35,7 +38,7 @@ struct ScaleEntry {
   int64_t scale_of_col(int64_t c) const { return scale_of_col(c, kv_group, head_dim); }
   // The scales repeated over the linears' columns: s[scale_of_col(c)] for every column c.
   static std::vector<float> column_scales(const std::vector<float>& s, int64_t kv_group, int64_t head_dim);
-  // prev ÷ s (a vector, or a linear's rows), each linear's columns × s; `get` hands out the
+  // prev ÷ s (a vector, or a linear's rows, and its bias), each linear's columns × s; `get` hands out the
   // tensors by full name, in memory.
   void fold(const std::function<std::vector<float>&(const std::string& name)>& get) const;
 };
