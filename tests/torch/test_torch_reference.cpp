@@ -8,6 +8,8 @@
 #include <iostream>
 
 #include "../common.h"
+#include "../synth.h"
+#include <nlohmann/json.hpp>
 #include "quant/formats/loader.h"
 #include "quant/runtime.h"
 #include "quant/calibration/text.h"
@@ -34,13 +36,27 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double ep
   return w * (x * torch::rsqrt(x.pow(2).mean(-1, true) + eps));
 }
 
-torch::Tensor torch_forward(const LoadedModel& m, const std::vector<int32_t>& ids) {
+// HF's _compute_llama3_parameters, transliterated: rope_scaling as config.json gives it.
+torch::Tensor llama3_inv_freq(torch::Tensor inv_freq, const nlohmann::json& rs) {
+  const double factor = rs["factor"], low = rs["low_freq_factor"], high = rs["high_freq_factor"];
+  const double old_ctx = rs["original_max_position_embeddings"];
+  const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+  auto wavelen = 2 * M_PI / inv_freq;
+  auto scaled = torch::where(wavelen > low_wavelen, inv_freq / factor, inv_freq);
+  auto smooth = (old_ctx / wavelen - low) / (high - low);
+  auto smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
+  auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return torch::where(medium, smoothed, scaled);
+}
+
+torch::Tensor torch_forward(const LoadedModel& m, const std::vector<int32_t>& ids, const nlohmann::json& rope_scaling = nullptr) {
   const auto& c = m.config;
   const int64_t T = static_cast<int64_t>(ids.size()), hd = c.head_dim();
   auto idx = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong);
   auto x = tensor_of(m, "token_embd.weight").index_select(0, idx);
   auto inv_freq = 1.0 / torch::pow(torch::tensor(static_cast<double>(c.rope_theta)),
                                    torch::arange(0, hd, 2, torch::kFloat32) / static_cast<double>(hd));
+  if (!rope_scaling.is_null()) inv_freq = llama3_inv_freq(inv_freq.to(torch::kFloat32), rope_scaling);
   auto freqs = torch::outer(torch::arange(T, torch::kFloat32), inv_freq.to(torch::kFloat32));
   auto emb = torch::cat({freqs, freqs}, -1);
   auto cos = emb.cos(), sin = emb.sin();
@@ -48,9 +64,13 @@ torch::Tensor torch_forward(const LoadedModel& m, const std::vector<int32_t>& id
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     auto h = rms_norm(x, tensor_of(m, b + "attn_norm.weight"), c.norm_eps);
-    auto q = torch::matmul(h, tensor_of(m, b + "attn_q.weight").t()).view({T, c.n_heads, hd}).transpose(0, 1);
-    auto k = torch::matmul(h, tensor_of(m, b + "attn_k.weight").t()).view({T, c.n_kv_heads, hd}).transpose(0, 1);
-    auto v = torch::matmul(h, tensor_of(m, b + "attn_v.weight").t()).view({T, c.n_kv_heads, hd}).transpose(0, 1);
+    auto proj = [&](const char* n) {
+      auto y = torch::matmul(h, tensor_of(m, b + n + ".weight").t());
+      return c.qkv_bias ? y + tensor_of(m, b + n + ".bias") : y;
+    };
+    auto q = proj("attn_q").view({T, c.n_heads, hd}).transpose(0, 1);
+    auto k = proj("attn_k").view({T, c.n_kv_heads, hd}).transpose(0, 1);
+    auto v = proj("attn_v").view({T, c.n_kv_heads, hd}).transpose(0, 1);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
     k = k.repeat_interleave(c.n_heads / c.n_kv_heads, 0);
@@ -98,6 +118,30 @@ TEST_CASE("llama2.c weights match LibTorch too (interleaved RoPE rows un-permute
   const auto ref = torch_forward(m, ids).contiguous();
   const auto got = torch::from_blob(ours.data(), {static_cast<int64_t>(ids.size()), m.config.vocab}, torch::kFloat32);
   CHECK((got - ref).abs().max().item<double>() <= 1e-4 * ref.abs().max().item<double>());
+}
+
+TEST_CASE("today's families match LibTorch: llama3 RoPE scaling, q/k/v biases, tied head", "[torch][e2e][families]") {
+  torch::set_num_threads(2);
+  qt::TempDir tmp;
+  for (const auto& fam0 : qt::families()) {
+    qt::Family fam = fam0;
+    fam.pre.clear();  // the bundled SentencePiece vocabulary: ids are what matters here
+    CAPTURE(fam.name);
+    const std::string dir = tmp / fam.name;
+    qt::make_family(dir, fam, nullptr, 11);
+    const LoadedModel m = load_model(dir);
+    const nlohmann::json cfg = nlohmann::json::parse(qt::slurp(dir + "/config.json"));
+    std::vector<int32_t> ids(64);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 7919 + 13) % static_cast<size_t>(m.config.vocab));
+    LlamaRuntime rt(m.config, *m.weights);
+    std::vector<float> ours;
+    rt.forward(ids, 0, ours);
+    const auto ref = torch_forward(m, ids, cfg.value("rope_scaling", nlohmann::json())).contiguous();
+    const auto got = torch::from_blob(ours.data(), {static_cast<int64_t>(ids.size()), m.config.vocab}, torch::kFloat32);
+    const double diff = (got - ref).abs().max().item<double>(), scale = ref.abs().max().item<double>();
+    std::cout << fmt::format("{}: max |ours - torch| / max |logit| = {:.2e}\n", fam.name, diff / scale);
+    CHECK(diff <= 1e-4 * scale);
+  }
 }
 
 // --- GPTQ: a direct LibTorch transliteration of gptq.py's fasterquant (static groups) ---
