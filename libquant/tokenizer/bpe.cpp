@@ -7,22 +7,16 @@
 
 #include <algorithm>
 #include <array>
-#include <queue>
 
 #include "quant/error.h"
 #include "quant/tokenizer.h"
+#include "merge.h"
 
 namespace quant {
 
 namespace {
 
-size_t utf8_len(uint8_t c) {
-  if (c < 0x80) return 1;
-  if ((c >> 5) == 0x6) return 2;
-  if ((c >> 4) == 0xE) return 3;
-  if ((c >> 3) == 0x1E) return 4;
-  return 1;
-}
+using detail::utf8_len;
 
 void put_utf8(uint32_t cp, std::string& out) {
   if (cp < 0x80) {
@@ -184,45 +178,14 @@ void BpeTokenizer::bpe_word(const std::string& word, std::vector<int32_t>& out) 
       return;
     }
   }
-  struct Symbol {
-    int32_t prev, next;
-    size_t off, n;
-  };
-  std::vector<Symbol> sym;
-  for (size_t off = 0; off < word.size();) {
-    const size_t n = std::min(utf8_len(static_cast<uint8_t>(word[off])), word.size() - off);
-    const auto idx = static_cast<int32_t>(sym.size());
-    sym.push_back({idx - 1, off + n == word.size() ? -1 : idx + 1, off, n});
-    off += n;
-  }
-  struct Bigram {
-    int32_t left, right, rank;
-    size_t size;
-  };
-  auto worse = [](const Bigram& l, const Bigram& r) { return l.rank > r.rank || (l.rank == r.rank && l.left > r.left); };
-  std::priority_queue<Bigram, std::vector<Bigram>, decltype(worse)> queue(worse);
-  auto text = [&](int32_t i) { return word.substr(sym[static_cast<size_t>(i)].off, sym[static_cast<size_t>(i)].n); };
-  auto try_add = [&](int32_t l, int32_t r) {
-    if (l < 0 || r < 0) return;
-    const int32_t rk = rank(text(l), text(r));
-    if (rk >= 0) queue.push({l, r, rk, sym[static_cast<size_t>(l)].n + sym[static_cast<size_t>(r)].n});
-  };
-  for (int32_t i = 1; i < static_cast<int32_t>(sym.size()); ++i) try_add(i - 1, i);
-  while (!queue.empty()) {
-    const Bigram b = queue.top();
-    queue.pop();
-    Symbol& l = sym[static_cast<size_t>(b.left)];
-    Symbol& r = sym[static_cast<size_t>(b.right)];
-    if (l.n == 0 || r.n == 0 || l.next != b.right || l.n + r.n != b.size) continue;  // stale
-    l.n += r.n;
-    r.n = 0;
-    l.next = r.next;
-    if (r.next >= 0) sym[static_cast<size_t>(r.next)].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
-  for (int32_t i = 0; i != -1 && !sym.empty(); i = sym[static_cast<size_t>(i)].next) {
-    const std::string s = text(i);
+  // Lower rank merges first: priority -rank (ranks are exact in a double).
+  const auto symbols = detail::merge_symbols(word, [&](std::string_view l, std::string_view r) -> std::optional<double> {
+    const int32_t rk = rank(std::string(l), std::string(r));
+    if (rk < 0) return std::nullopt;
+    return -static_cast<double>(rk);
+  });
+  for (auto [off, n] : symbols) {
+    const std::string s = word.substr(off, n);
     if (auto it = index_.find(s); it != index_.end()) {
       out.push_back(it->second);
       continue;
