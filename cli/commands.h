@@ -20,6 +20,7 @@ nlohmann::json model_footprint(const std::string& path);
 
 struct ConvertArgs {
   std::string model, out, method = "rtn", qtype, policy_file, tokenizer, name, format;
+  std::string gptq_zeros = "v1";
   std::string plan_file, dump_plan, alpha = "0.5", act_quant = "per-token", grid_search = "minmax", awq_clip = "ends";
   int awq_grid = 20;
   int64_t search_windows = 0;  // 0: the method's default (AWQ 32, SmoothQuant 16)

@@ -12,6 +12,7 @@
 #include "progress.h"
 #include "quant/error.h"
 #include "quant/formats/gguf_model.h"
+#include "quant/formats/gptq_writer.h"
 #include "quant/formats/loader.h"
 #include "quant/formats/mmap.h"
 #include "quant/formats/onnx_model.h"
@@ -62,7 +63,9 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
               "--method {} searches scales on calibration activations: give --calib FILE (saved --stats hold statistics only), or --plan",
               a.method);
   if (a.format.empty()) a.format = std::filesystem::path(a.out).extension() == ".onnx" ? "onnx" : "gguf";
-  QUANT_CHECK(a.format == "gguf" || a.format == "onnx", "--format {} (gguf or onnx)", a.format);
+  QUANT_CHECK(a.format == "gguf" || a.format == "onnx" || a.format == "gptq-safetensors", "--format {} (gguf, onnx or gptq-safetensors)",
+              a.format);
+  QUANT_CHECK(a.format == "gptq-safetensors" || a.gptq_zeros == "v1", "--gptq-zeros applies to --format gptq-safetensors");
   QUANT_CHECK(a.format == "onnx" || (!a.external_data && a.onnx_accuracy == 0), "--external-data and --onnx-accuracy-level apply to --format onnx");
   if (uses_gptq(method)) {
     QUANT_CHECK(a.bits != 0, "--method {} quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)", a.method);
@@ -81,6 +84,8 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
 
 Policy make_policy(const ConvertArgs& a, const QuantSpec& target, const std::optional<BitPlan>& bitplan, const LoadedModel& m) {
   Policy policy = Policy::defaults(target);
+  if (a.format == "gptq-safetensors")  // hub GPTQ checkpoints keep the embeddings and the head in float
+    policy.rules.insert(policy.rules.begin(), {{"token_embd.weight", QuantSpec::parse("F16")}, {"output.weight", QuantSpec::parse("F16")}});
   if (bitplan) {
     check_model_identity(bitplan->model, m.config, *m.weights, a.bitplan_file);
     policy = bitplan->policy(target);
@@ -108,7 +113,9 @@ void print_plans(const std::vector<TensorPlan>& plans) {
 StageSpec stage_spec(const ConvertArgs& a, Method method, const LoadedModel& m, const StatsDir* stats) {
   StageSpec s;
   s.method = method;
-  s.grid_store = a.format == "onnx" ? GridStore::Exact : GridStore::Packed;
+  // GGUF rounds scales and mins to fp16 in its blocks; MatMulNBits keeps fp32 scales; a GPTQ
+  // checkpoint stores fp16 scales with integer zeros, nearer the exact grid than any ggml block.
+  s.grid_store = a.format == "gguf" ? GridStore::Packed : GridStore::Exact;
   s.gptq = a.gptq;
   s.awq.grid = a.awq_grid;
   s.awq.clip = !a.awq_no_clip;
@@ -143,6 +150,7 @@ nlohmann::json reports_json(const QuantStage& stage) {
     nlohmann::json j = {{"name", r.name}, {"method", method_name(r.method)}, {"seconds", r.seconds}};
     if (r.nmse > 0) j["nmse"] = r.nmse;
     if (r.damp > 0) j["gptq_loss"] = r.loss;  // GPTQ ran (its damping is never 0)
+    if (r.kept) j["kept"] = true;           // the checkpoint's own grid, unchanged
     out.push_back(std::move(j));
   }
   return out;
@@ -163,17 +171,40 @@ nlohmann::json gptq_json(const QuantStage& stage) {
 
 }  // namespace
 
+// A checkpoint that holds integer grids (GPTQ) converts onto its own grid when no width is given:
+// --bits, --group-size and --sym/--asym are taken from its first quantized linear.
+std::optional<LoadedModel> take_stored_grid(ConvertArgs& a) {
+  if (a.bits != 0 || !a.qtype.empty()) return std::nullopt;
+  LoadedModel m = load_model(a.model, {a.tokenizer});
+  for (const auto& t : m.weights->tensors()) {
+    QuantWeight g;
+    if (!m.weights->read_grid(t, g)) continue;
+    a.bits = g.bits;
+    a.group = g.group == g.cols ? 0 : g.group;
+    a.sym = g.sym;
+    QUANT_CHECK(GridSpec::valid_group(a.group), "{}: the checkpoint's group size {} is not one we store (32, 64, 128, per channel): "
+                "give --bits and --group-size to quantize again", a.model, g.group);
+    return m;
+  }
+  QUANT_CHECK(!m.info.count("quantization"),
+              "{}: {}: act-order grids (g_idx permuting the groups) have no contiguous-group storage in GGUF or MatMulNBits; "
+              "give --bits (or --qtype) to quantize the dequantized weights again", a.model, m.info.at("quantization"));
+  return m;
+}
+
 int run_convert(const ConvertArgs& args, bool method_given) {
   ConvertArgs a = args;
   quant::set_num_threads(a.threads);
   const std::optional<BitPlan> bitplan = take_bitplan(a, method_given);
   const Method method = parse_method(a.method);
+  std::optional<LoadedModel> early = take_stored_grid(a);
   const QuantSpec target = check_flags(a, method);
-  const bool onnx = a.format == "onnx";
-  LoadedModel m = load_model(a.model, {a.tokenizer});
+  const bool onnx = a.format == "onnx", gptq_out = a.format == "gptq-safetensors";
+  LoadedModel m = early ? std::move(*early) : load_model(a.model, {a.tokenizer});
   const Policy policy = make_policy(a, target, bitplan, m);
   std::vector<TensorPlan> plans = resolve_policy(policy, m.weights->tensors());
   if (onnx) resolve_onnx_storage(plans);  // throws for what MatMulNBits cannot hold
+  if (gptq_out) resolve_gptq_storage(plans);  // one 2/3/4/8-bit grid for every linear
   assign_methods(plans, method);
   const PlanTotals totals = plan_totals(plans);
   nlohmann::json summary = {{"model", a.model}, {"out", a.out}, {"format", a.format}, {"method", a.method}, {"target", target.str()},
@@ -190,7 +221,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
     return 0;
   }
   QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
-  QUANT_CHECK(!std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
+  QUANT_CHECK(gptq_out || !std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
   const auto t0 = std::chrono::steady_clock::now();
   std::optional<StatsDir> stats;
   if (!a.stats_dir.empty() && (uses_gptq(method) || (method == Method::SmoothQuant && a.calib.file.empty())))
@@ -228,6 +259,12 @@ int run_convert(const ConvertArgs& args, bool method_given) {
     summary["external_data"] = r.external;
     summary["onnx"] = {{"ir_version", kOnnxIrVersion}, {"opset", kOnnxOpset}, {"com.microsoft", kOnnxMsOpset},
                        {"accuracy_level", a.onnx_accuracy}};
+  } else if (gptq_out) {
+    const GptqExportResult r = write_gptq_checkpoint(m, stage, a.out,
+                                                     {.zeros = a.gptq_zeros == "v2" ? GptqZeros::V2 : GptqZeros::V1, .method = a.method,
+                                                      .damp = a.gptq.damp, .extra = extra, .progress = progress});
+    out_bytes = r.bytes;
+    summary["files"] = r.files;
   } else {
     write_gguf_model(m, policy, stage, a.out, {.method = a.method, .name = name, .extra = extra, .progress = progress});
     out_bytes = std::filesystem::file_size(a.out);

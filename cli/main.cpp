@@ -211,10 +211,13 @@ int main(int argc, char** argv) {
   ppl->add_flag("--quiet", pa.quiet, "no progress on stderr");
 
   ConvertArgs ca;
-  auto* conv = app.add_subcommand("convert", "quantize a model and write GGUF or ONNX");
+  auto* conv = app.add_subcommand("convert", "quantize a model and write GGUF, ONNX or a GPTQ-format checkpoint");
   conv->add_option("model", ca.model, "model path")->required();
-  conv->add_option("-o,--out", ca.out, "output .gguf, or DIR/model.onnx");
-  conv->add_option("--format", ca.format, "gguf | onnx (default: from the output's extension)")->check(CLI::IsMember({"gguf", "onnx"}));
+  conv->add_option("-o,--out", ca.out, "output .gguf, DIR/model.onnx, or DIR (gptq-safetensors)");
+  conv->add_option("--format", ca.format, "gguf | onnx | gptq-safetensors (default: from the output's extension)")
+      ->check(CLI::IsMember({"gguf", "onnx", "gptq-safetensors"}));
+  conv->add_option("--gptq-zeros", ca.gptq_zeros, "gptq-safetensors: v1 (AutoGPTQ's zero - 1, what every loader reads) | v2 (GPTQModel)")
+      ->check(CLI::IsMember({"v1", "v2"}))->capture_default_str();
   conv->add_option("--onnx-accuracy-level", ca.onnx_accuracy, "MatMulNBits accuracy_level: 0 (fp32) | 4 (int8 activations)")
       ->check(CLI::IsMember({0, 4}))->capture_default_str();
   conv->add_flag("--external-data", ca.external_data, "ONNX: weights in model.onnx.data beside the graph (forced above 2 GB)");

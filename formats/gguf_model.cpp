@@ -201,6 +201,7 @@ uint32_t gguf_file_type(const QuantSpec& t) {
     case TType::Q5_0: return 8;
     case TType::Q5_1: return 9;
     case TType::BF16: return 32;
+    case TType::I32: break;
   }
   return 1;
 }

@@ -7,6 +7,8 @@
 
 #include "quant/formats/loader.h"
 #include "quant/formats/safetensors.h"
+#include "quant/formats/torch_bin.h"
+#include "hf_gptq.h"
 
 namespace quant {
 
@@ -14,10 +16,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// HF name -> canonical (GGUF) name; empty for tensors we skip.
-std::string canonical_name(const std::string& hf) {
-  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
-  static const std::map<std::string, std::string> per_layer = {
+// HF's per-layer tensor names and ours (GGUF's), the one table both directions read.
+const std::map<std::string, std::string>& per_layer_names() {
+  static const std::map<std::string, std::string> m = {
       {"self_attn.q_proj.weight", "attn_q.weight"},   {"self_attn.k_proj.weight", "attn_k.weight"},
       {"self_attn.v_proj.weight", "attn_v.weight"},   {"self_attn.o_proj.weight", "attn_output.weight"},
       {"self_attn.q_proj.bias", "attn_q.bias"},       {"self_attn.k_proj.bias", "attn_k.bias"},
@@ -25,49 +26,125 @@ std::string canonical_name(const std::string& hf) {
       {"mlp.up_proj.weight", "ffn_up.weight"},        {"mlp.down_proj.weight", "ffn_down.weight"},
       {"input_layernorm.weight", "attn_norm.weight"}, {"post_attention_layernorm.weight", "ffn_norm.weight"},
       {"self_attn.rotary_emb.inv_freq", ""}};
-  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
-  if (hf == "model.norm.weight") return "output_norm.weight";
-  if (hf == "lm_head.weight") return "output.weight";
+  return m;
+}
+const std::map<std::string, std::string>& global_names() {
+  static const std::map<std::string, std::string> m = {
+      {"model.embed_tokens.weight", "token_embd.weight"}, {"model.norm.weight", "output_norm.weight"}, {"lm_head.weight", "output.weight"}};
+  return m;
+}
+
+// HF name -> canonical (GGUF) name; empty for tensors we skip.
+std::string canonical_name(const std::string& hf) {
+  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+))");
+  if (auto it = global_names().find(hf); it != global_names().end()) return it->second;
   std::smatch m;
   if (std::regex_match(hf, m, layer)) {
-    auto it = per_layer.find(m[2]);
-    if (it != per_layer.end()) return it->second.empty() ? "" : "blk." + m[1].str() + "." + it->second;
+    auto it = per_layer_names().find(m[2]);
+    if (it != per_layer_names().end()) return it->second.empty() ? "" : "blk." + m[1].str() + "." + it->second;
   }
   return "?";
 }
 
+}  // namespace
+
+std::string hf_tensor_name(const std::string& canonical) {
+  static const std::regex layer(R"(blk\.(\d+)\.(.+))");
+  for (const auto& [hf, ours] : global_names())
+    if (ours == canonical) return hf;
+  std::smatch m;
+  if (std::regex_match(canonical, m, layer))
+    for (const auto& [hf, ours] : per_layer_names())
+      if (!ours.empty() && ours == m[2].str()) return "model.layers." + m[1].str() + "." + hf;
+  fail("tensor {} has no Hugging Face name", canonical);
+}
+
+namespace {
+
 class HfWeightStore final : public WeightStore {
  public:
-  HfWeightStore(std::string dir, const LlamaConfig& cfg, std::vector<std::string> shard_paths) : dir_(std::move(dir)) {
-    for (const auto& p : shard_paths) shards_.push_back(std::make_unique<SafetensorsFile>(p));
-    for (const auto& shard : shards_) {
+  HfWeightStore(std::string dir, const LlamaConfig& cfg, const std::vector<std::string>& shard_paths,
+                std::optional<GptqConfig> gptq)
+      : dir_(std::move(dir)), gptq_(std::move(gptq)) {
+    for (const auto& p : shard_paths) {
+      if (fs::path(p).extension() == ".bin")
+        shards_.push_back(std::make_unique<TorchBinFile>(p));
+      else
+        shards_.push_back(std::make_unique<SafetensorsFile>(p));
+    }
+    std::map<std::string, std::pair<const SafeTensor*, std::string>> all;  // HF name -> tensor, file
+    for (const auto& shard : shards_)
       for (const auto& [name, t] : shard->tensors()) {
-        std::string canon = canonical_name(name);
-        QUANT_CHECK(canon != "?", "{}: unexpected tensor {} for {}", shard->path(), name, arch_hf_name(cfg.arch));
-        if (canon.empty()) continue;
-        if (canon == "output.weight" && cfg.tied_embeddings) continue;  // tied: lm_head duplicates embed
-        QUANT_CHECK(t.shape.size() == 1 || t.shape.size() == 2, "{}: tensor {} has {} dims", shard->path(), name,
-                    t.shape.size());
-        TensorDesc d{canon, t.shape.size() == 2 ? t.shape[0] : 1, t.shape.back(), static_cast<int>(t.shape.size()),
-                     t.dtype};
-        QUANT_CHECK(!find(canon), "{}: tensor {} appears twice", shard->path(), name);
-        descs_.push_back(d);
-        raw_.emplace(canon, &t);
+        QUANT_CHECK(!all.count(name), "{}: tensor {} appears twice", shard->path(), name);
+        all.emplace(name, std::pair{&t, shard->path()});
       }
+    if (gptq_) take_gptq(cfg, all);
+    for (const auto& [name, entry] : all) {
+      const auto& [t, file] = entry;
+      std::string canon = canonical_name(name);
+      QUANT_CHECK(canon != "?", "{}: unexpected tensor {} for {}", file, name, arch_hf_name(cfg.arch));
+      if (canon.empty()) continue;
+      if (canon == "output.weight" && cfg.tied_embeddings) continue;  // tied: lm_head duplicates embed
+      QUANT_CHECK(t->shape.size() == 1 || t->shape.size() == 2, "{}: tensor {} has {} dims", file, name, t->shape.size());
+      QUANT_CHECK(t->dtype == TType::F32 || t->dtype == TType::F16 || t->dtype == TType::BF16,
+                  "{}: tensor {} is {}, not a float type", file, name, ttype_name(t->dtype));
+      add({canon, t->shape.size() == 2 ? t->shape[0] : 1, t->shape.back(), static_cast<int>(t->shape.size()), t->dtype}, file,
+          name);
+      raw_.emplace(canon, t);
     }
   }
   const std::vector<TensorDesc>& tensors() const override { return descs_; }
   std::string source() const override { return dir_; }
   void read_f32(const TensorDesc& t, float* out) const override {
+    if (auto g = gptq_linears_.find(t.name); g != gptq_linears_.end()) {
+      unpack_gptq(g->second, gptq_->zeros).dequantize(out);
+      return;
+    }
     const SafeTensor& s = *raw_.at(t.name);
     dequantize_row(s.dtype, s.data, out, t.numel());
   }
+  bool read_grid(const TensorDesc& t, QuantWeight& out) const override {
+    auto g = gptq_linears_.find(t.name);
+    if (g == gptq_linears_.end()) return false;
+    auto q = gptq_to_quant_weight(unpack_gptq(g->second, gptq_->zeros), gptq_->sym);
+    if (!q) return false;
+    out = std::move(*q);
+    return true;
+  }
 
  private:
+  void add(const TensorDesc& d, const std::string& file, const std::string& name) {
+    QUANT_CHECK(!find(d.name), "{}: tensor {} appears twice", file, name);
+    descs_.push_back(d);
+  }
+  // Each <prefix>.qweight with its qzeros, scales and g_idx becomes one F32 linear <prefix>.weight,
+  // dequantized when read; the packed words are copied now (a few bits per weight).
+  void take_gptq(const LlamaConfig& cfg, std::map<std::string, std::pair<const SafeTensor*, std::string>>& all) {
+    std::vector<std::string> prefixes;
+    for (const auto& [name, e] : all)
+      if (name.size() > 8 && name.ends_with(".qweight")) prefixes.push_back(name.substr(0, name.size() - 8));
+    QUANT_CHECK(!prefixes.empty(), "{}: quantization_config says gptq but no tensor is a .qweight", gptq_->source);
+    for (const auto& prefix : prefixes) {
+      auto get = [&](const char* f) -> const SafeTensor* {
+        auto it = all.find(prefix + f);
+        return it == all.end() ? nullptr : it->second.first;
+      };
+      const std::string file = all.at(prefix + ".qweight").second;
+      GptqPacked p = gather_gptq({get(".qweight"), get(".qzeros"), get(".scales"), get(".g_idx")}, *gptq_, file, prefix);
+      const std::string canon = canonical_name(prefix + ".weight");
+      QUANT_CHECK(canon != "?" && !canon.empty(), "{}: unexpected quantized tensor {} for {}", file, prefix, arch_hf_name(cfg.arch));
+      for (const char* f : {".qweight", ".qzeros", ".scales", ".g_idx"}) all.erase(prefix + f);
+      add({canon, p.out, p.in, 2, TType::F32}, file, prefix + ".qweight");
+      gptq_linears_.emplace(canon, std::move(p));
+    }
+  }
+
   std::string dir_;
-  std::vector<std::unique_ptr<SafetensorsFile>> shards_;
+  std::optional<GptqConfig> gptq_;
+  std::vector<std::unique_ptr<TensorFile>> shards_;
   std::vector<TensorDesc> descs_;
   std::map<std::string, const SafeTensor*> raw_;
+  std::map<std::string, GptqPacked> gptq_linears_;
 };
 
 }  // namespace
@@ -182,20 +259,15 @@ LlamaConfig parse_hf_config(const std::string& path) {
   return c;
 }
 
-LoadedModel load_hf(const std::string& dir) {
-  LoadedModel m;
-  m.path = dir;
-  m.format = "hf";
-  m.config = parse_hf_config((fs::path(dir) / "config.json").string());
-  std::vector<std::string> shards;
-  const fs::path single = fs::path(dir) / "model.safetensors";
-  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-  if (fs::exists(single)) {
-    shards.push_back(single.string());
-  } else if (fs::exists(index)) {
+std::vector<std::string> checkpoint_files(const std::string& dir) {
+  // safetensors first (HF writes both for some models; they hold the same tensors).
+  for (const char* stem : {"model.safetensors", "pytorch_model.bin"}) {
+    const fs::path single = fs::path(dir) / stem;
+    if (fs::exists(single)) return {single.string()};
+    const fs::path index = fs::path(dir) / (std::string(stem) + ".index.json");
+    if (!fs::exists(index)) continue;
     const nlohmann::json j = read_json_file(index.string());
-    QUANT_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "{}: missing field weight_map",
-                index.string());
+    QUANT_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "{}: missing field weight_map", index.string());
     std::set<std::string> files;
     for (const auto& [k, v] : j["weight_map"].items()) {
       QUANT_CHECK(v.is_string(), "{}: weight_map[{}] is not a file name", index.string(), k);
@@ -204,11 +276,21 @@ LoadedModel load_hf(const std::string& dir) {
                   "{}: weight_map[{}] = {} leaves the directory", index.string(), k, f);
       files.insert(f);
     }
-    for (const auto& f : files) shards.push_back((fs::path(dir) / f).string());
-  } else {
-    fail("{}: neither model.safetensors nor model.safetensors.index.json", dir);
+    std::vector<std::string> out;
+    for (const auto& f : files) out.push_back((fs::path(dir) / f).string());
+    return out;
   }
-  m.weights = std::make_unique<HfWeightStore>(dir, m.config, shards);
+  fail("{}: no weights (model.safetensors, pytorch_model.bin, or a sharded index of either)", dir);
+}
+
+LoadedModel load_hf(const std::string& dir) {
+  LoadedModel m;
+  m.path = dir;
+  m.format = "hf";
+  m.config = parse_hf_config((fs::path(dir) / "config.json").string());
+  const std::vector<std::string> shards = checkpoint_files(dir);
+  const auto gptq = read_gptq_config(dir, read_json_file((fs::path(dir) / "config.json").string()));
+  m.weights = std::make_unique<HfWeightStore>(dir, m.config, shards, gptq);
   check_tensors_match(m.config, *m.weights);
   // SentencePiece models (Llama 2, Mistral) ship tokenizer.model, often beside a tokenizer.json
   // of the same vocabulary; byte-level BPE models (Llama 3, Qwen2) ship only tokenizer.json.
@@ -223,6 +305,9 @@ LoadedModel load_hf(const std::string& dir) {
   }
   m.info["source"] = dir;
   m.info["shards"] = std::to_string(shards.size());
+  if (gptq)
+    m.info["quantization"] = fmt::format("gptq {}-bit group {} {}{} ({})", gptq->bits, gptq->group, gptq->sym ? "sym" : "asym",
+                                         gptq->desc_act ? " desc_act" : "", gptq->zeros == GptqZeros::V1 ? "v1 zeros" : "v2 zeros");
   return m;
 }
 

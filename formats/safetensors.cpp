@@ -13,6 +13,7 @@ std::optional<TType> st_dtype(const std::string& s) {
   if (s == "F32") return TType::F32;
   if (s == "F16") return TType::F16;
   if (s == "BF16") return TType::BF16;
+  if (s == "I32") return TType::I32;
   return std::nullopt;
 }
 const char* st_name(TType t) {
@@ -20,6 +21,7 @@ const char* st_name(TType t) {
     case TType::F32: return "F32";
     case TType::F16: return "F16";
     case TType::BF16: return "BF16";
+    case TType::I32: return "I32";
     default: fail("safetensors cannot hold {}", ttype_name(t));
   }
 }
@@ -50,7 +52,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
                 "{}: tensor {}: entry lacks dtype, shape or data_offsets", path, name);
     QUANT_CHECK(v["dtype"].is_string(), "{}: tensor {}: dtype is not a string", path, name);
     const auto dt = st_dtype(v["dtype"].get<std::string>());
-    QUANT_CHECK(dt, "{}: tensor {}: unsupported dtype {} (F32, F16, BF16 are read)", path, name,
+    QUANT_CHECK(dt, "{}: tensor {}: unsupported dtype {} (F32, F16, BF16, I32 are read)", path, name,
                 v["dtype"].get<std::string>());
     QUANT_CHECK(v["shape"].is_array() && v["shape"].size() <= 8, "{}: tensor {}: bad shape", path, name);
     SafeTensor t{name, *dt, {}, nullptr, 0};
@@ -82,21 +84,52 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
                 ranges[i].first);
 }
 
-void write_safetensors(const std::string& path, const std::vector<SafeTensorOut>& tensors) {
+uint64_t SafeTensorDecl::nbytes() const {
+  uint64_t n = static_cast<uint64_t>(traits(dtype).block_bytes);
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<SafeTensorDecl> decls, const nlohmann::json& metadata)
+    : file_(path), decls_(std::move(decls)) {
   nlohmann::json h = nlohmann::json::object();
+  if (!metadata.is_null()) h["__metadata__"] = metadata;
   uint64_t off = 0;
-  for (const auto& t : tensors) {
-    h[t.name] = {{"dtype", st_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {off, off + t.data.size()}}};
-    off += t.data.size();
+  for (const auto& t : decls_) {
+    h[t.name] = {{"dtype", st_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {off, off + t.nbytes()}}};
+    off += t.nbytes();
   }
   std::string header = h.dump();
   while (header.size() % 8) header += ' ';
-  AtomicFile f(path);
   const uint64_t n = header.size();
-  f.write(&n, 8);
-  f.write(header.data(), header.size());
-  for (const auto& t : tensors) f.write(t.data.data(), t.data.size());
-  f.commit();
+  file_.write(&n, 8);
+  file_.write(header.data(), header.size());
+  bytes_ = 8 + n;
+}
+
+void SafetensorsWriter::write(const std::string& name, const void* data, uint64_t nbytes) {
+  QUANT_CHECK(next_ < decls_.size() && decls_[next_].name == name && decls_[next_].nbytes() == nbytes,
+              "{}: safetensors writer got {} ({} bytes) out of its declared order", file_.path(), name, nbytes);
+  file_.write(data, nbytes);
+  bytes_ += nbytes;
+  ++next_;
+}
+
+void SafetensorsWriter::commit() {
+  QUANT_CHECK(next_ == decls_.size(), "{}: {} of {} declared tensors written", file_.path(), next_, decls_.size());
+  file_.commit();
+}
+
+void write_safetensors(const std::string& path, const std::vector<SafeTensorOut>& tensors) {
+  std::vector<SafeTensorDecl> decls;
+  for (const auto& t : tensors) {
+    decls.push_back({t.name, t.dtype, t.shape});
+    QUANT_CHECK(decls.back().nbytes() == t.data.size(), "safetensors: {} holds {} bytes, its shape needs {}", t.name, t.data.size(),
+                decls.back().nbytes());
+  }
+  SafetensorsWriter w(path, std::move(decls), nullptr);
+  for (const auto& t : tensors) w.write(t.name, t.data.data(), t.data.size());
+  w.commit();
 }
 
 }  // namespace quant

@@ -88,6 +88,8 @@ void dequantize_row(TType t, const void* src, float* y, int64_t n) {
         y[i] = bf16_to_f32(h);
       }
       return;
+    case TType::I32:
+      fail("an I32 tensor holds integers, not weights: it cannot be read as one");
     default:
       break;
   }

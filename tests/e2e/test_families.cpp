@@ -222,3 +222,41 @@ TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of e
     }
   }
 }
+
+TEST_CASE("families: GPTQ-format checkpoint out (gptq-safetensors) and back in, its grids kept in GGUF and ONNX",
+          "[e2e][families][gptq_checkpoint]") {
+  REQUIRE_SHARED("models/ggml-vocab/ggml-vocab-gpt-2.gguf");
+  qt::TempDir tmp;
+  const std::string calib = " --calib " + qt::repo("data/kjv/kjv_heldout.txt") + " --nsamples 4 --seqlen 64";
+  for (const auto& fam : qt::families()) {
+    INFO(fam.name);
+    const std::string src = family_dir(tmp, fam), g = tmp / (fam.name + "-gptq"), onnx = tmp / (fam.name + "-onnx");
+    qt::RunResult r = qt::run(qt::quant_bin() + " convert " + src + " --method gptq --bits 4 --group-size 32 --sym" + calib +
+                              " --format gptq-safetensors -o " + g + " --quiet");
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    const LoadedModel a = load_model(src), b = load_model(g);
+    CHECK(b.config.arch == a.config.arch);
+    CHECK(b.config.rope_freq_factors == a.config.rope_freq_factors);
+    CHECK(b.config.qkv_bias == a.config.qkv_bias);
+    CHECK(b.config.tied_embeddings == a.config.tied_embeddings);
+    const std::string text = "In the beginning God created the heaven and the earth.";
+    CHECK(b.tokenizer->encode(text, true) == a.tokenizer->encode(text, true));
+    std::filesystem::create_directories(onnx);
+    for (const std::string& out : {onnx + "/model.onnx", tmp / (fam.name + ".gguf")}) {
+      r = qt::run(qt::quant_bin() + " convert " + g + " -o " + out + " --quiet --json");
+      INFO(r.out);
+      REQUIRE(r.code == 0);
+      const LoadedModel c = load_model(out);
+      int linears = 0;
+      for (const auto& t : b.weights->tensors()) {
+        QuantWeight q;
+        if (!b.weights->read_grid(t, q)) continue;
+        INFO(out << " " << t.name);
+        CHECK(c.weights->read_f32(t.name) == b.weights->read_f32(t.name));  // Q4_0 and MatMulNBits hold the sym grid exactly
+        ++linears;
+      }
+      CHECK(linears == 14);
+    }
+  }
+}

@@ -17,6 +17,7 @@ enum class TType : uint32_t {
   Q5_0 = 6,
   Q5_1 = 7,
   Q8_0 = 8,
+  I32 = 26,   // integer tensors of checkpoints (GPTQ's packed words); never a weight type
   BF16 = 30,
 };
 
@@ -27,7 +28,7 @@ struct TTypeTraits {
   int64_t block_bytes; // bytes per block
 };
 
-inline constexpr std::array<TTypeTraits, 8> kTTypes{{
+inline constexpr std::array<TTypeTraits, 9> kTTypes{{
     {TType::F32, "F32", 1, 4},
     {TType::F16, "F16", 1, 2},
     {TType::Q4_0, "Q4_0", 32, 18},
@@ -36,6 +37,7 @@ inline constexpr std::array<TTypeTraits, 8> kTTypes{{
     {TType::Q5_1, "Q5_1", 32, 24},
     {TType::Q8_0, "Q8_0", 32, 34},
     {TType::BF16, "BF16", 1, 2},
+    {TType::I32, "I32", 1, 4},
 }};
 
 // nullptr for an id we do not support (e.g. a K-quant in a foreign GGUF).

@@ -29,6 +29,7 @@ struct TensorReport {
   double loss = 0, damp = 0, gemm_gflops = 0;
   int retries = 0;
   int64_t dead_columns = 0;
+  bool kept = false;  // the source's own grid, handed on unchanged (a GPTQ checkpoint's codes)
 };
 
 // Whether a plan's tensor becomes a grid (a grid was asked for, or a ggml type whose 32-blocks
@@ -38,6 +39,11 @@ bool plan_quantizes(const TensorPlan& p);
 // Round-to-nearest per the plan: its integer grid, or ggml's reference quantizer. Throws naming
 // the tensor when a weight is not finite. w: [rows][cols] in the row order to be stored.
 QuantWeight quantize_rtn(const TensorPlan& p, const float* w);
+
+// The grid the weight store already holds for the plan's tensor (read_grid), when it is the
+// plan's grid (bits, group, symmetry): a quantized checkpoint's codes pass through unchanged
+// instead of being rounded again. nullopt otherwise.
+std::optional<QuantWeight> kept_grid(const WeightStore& weights, const TensorPlan& p);
 
 // GPTQ of w [rows][cols] onto the plan's grid given the Hessian H [cols][cols] of its input;
 // `opts` gives damping, act-order and lazy batch. The report gets loss, damping and timing.

@@ -5,6 +5,7 @@
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <vector>
 
 #include "quant/model.h"
 #include "quant/tokenizer.h"
@@ -36,6 +37,11 @@ std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path);
 Vocab read_hf_tokenizer(const std::string& dir, int64_t vocab_size);
 Vocab read_llama2c_tokenizer(const std::string& path, int64_t vocab_size);
 LoadedModel load_hf(const std::string& dir);
+// Our canonical tensor name (blk.3.attn_q.weight) as HF names it (model.layers.3.self_attn.q_proj.weight).
+std::string hf_tensor_name(const std::string& canonical);
+// The weight files of an HF directory: model.safetensors, pytorch_model.bin, or the shards
+// named by either's .index.json.
+std::vector<std::string> checkpoint_files(const std::string& dir);
 LoadedModel load_llama2c(const std::string& path, const std::string& tokenizer_path);
 LoadedModel load_gguf(const std::string& path);
 
