@@ -68,7 +68,8 @@ void QuantStage::prepare() {
     overlay_ = std::make_unique<OverlayStore>(base_);
     act_plan_->apply(base_, *overlay_);
   }
-  rtn_ = std::make_unique<RtnTensors>(weights(), plans_);
+  // MatMulNBits and the GPTQ layout hold act-order groups (g_idx); ggml blocks do not.
+  rtn_ = std::make_unique<RtnTensors>(weights(), plans_, spec_.grid_store == GridStore::Exact);
   if (uses_gptq(m)) {
     SequentialOptions so;
     so.gptq = spec_.gptq;

@@ -176,19 +176,23 @@ nlohmann::json gptq_json(const QuantStage& stage) {
 std::optional<LoadedModel> take_stored_grid(ConvertArgs& a) {
   if (a.bits != 0 || !a.qtype.empty()) return std::nullopt;
   LoadedModel m = load_model(a.model, {a.tokenizer});
+  const bool gguf = a.format.empty() ? std::filesystem::path(a.out).extension() != ".onnx" : a.format == "gguf";
+  bool first = true;
   for (const auto& t : m.weights->tensors()) {
     QuantWeight g;
     if (!m.weights->read_grid(t, g)) continue;
+    QUANT_CHECK(g.g_idx.empty() || !gguf,
+                "{}: {}: act-order groups (g_idx) have no ggml block type; write --format onnx (MatMulNBits g_idx) or "
+                "gptq-safetensors to keep them, or give --bits (or --qtype) to quantize the dequantized weights again",
+                a.model, m.info.count("quantization") ? m.info.at("quantization") : t.name);
+    if (!first) continue;
+    first = false;
     a.bits = g.bits;
     a.group = g.group == g.cols ? 0 : g.group;
     a.sym = g.sym;
     QUANT_CHECK(GridSpec::valid_group(a.group), "{}: the checkpoint's group size {} is not one we store (32, 64, 128, per channel): "
                 "give --bits and --group-size to quantize again", a.model, g.group);
-    return m;
   }
-  QUANT_CHECK(!m.info.count("quantization"),
-              "{}: {}: act-order grids (g_idx permuting the groups) have no contiguous-group storage in GGUF or MatMulNBits; "
-              "give --bits (or --qtype) to quantize the dequantized weights again", a.model, m.info.at("quantization"));
   return m;
 }
 

@@ -72,13 +72,13 @@ std::vector<SafeTensorDecl> declare(const std::vector<TensorPlan>& plans) {
   return out;
 }
 
-nlohmann::json quantization_config(const std::vector<TensorPlan>& plans, const GptqExportInfo& info) {
+nlohmann::json quantization_config(const std::vector<TensorPlan>& plans, const GptqExportInfo& info, bool act_order) {
   for (const auto& p : plans)
     if (plan_quantizes(p)) {
       const GridSpec& g = p.requested.grid;
       return {{"quant_method", "gptq"}, {"bits", g.bits}, {"group_size", g.group == 0 ? -1 : g.group},
-              {"desc_act", false},  // our act-order keeps static groups: g_idx stays i / group
-              {"static_groups", true}, {"sym", g.sym}, {"true_sequential", true}, {"damp_percent", info.damp},
+              // Our act-order keeps static groups (g_idx = i / group); a kept checkpoint's g_idx may not.
+              {"desc_act", act_order}, {"static_groups", !act_order}, {"sym", g.sym}, {"true_sequential", true}, {"damp_percent", info.damp},
               {"checkpoint_format", info.zeros == GptqZeros::V1 ? "gptq" : "gptq_v2"}, {"pack_dtype", "int32"},
               {"meta", {{"quantizer", {"quant"}}, {"method", info.method}}}};
     }
@@ -86,7 +86,8 @@ nlohmann::json quantization_config(const std::vector<TensorPlan>& plans, const G
 }
 
 // Writes the tensors in plan order: a linear's four packed arrays, or a float tensor's values.
-uint64_t write_tensors(const std::vector<TensorPlan>& plans, TensorSource& src, const std::string& path, const GptqExportInfo& info) {
+uint64_t write_tensors(const std::vector<TensorPlan>& plans, TensorSource& src, const std::string& path, const GptqExportInfo& info,
+                       bool& act_order) {
   nlohmann::json meta = {{"format", "pt"}};
   for (const auto& [k, v] : info.extra) meta["quant." + k] = v;
   SafetensorsWriter w(path, declare(plans), meta);
@@ -102,6 +103,7 @@ uint64_t write_tensors(const std::vector<TensorPlan>& plans, TensorSource& src, 
     }
     QUANT_CHECK(t.q.has_value(), "tensor {}: the stage handed out no grid", p.name);
     const GptqPacked g = pack_gptq(*t.q, info.zeros, p.name);
+    act_order = act_order || !t.q->g_idx.empty();
     const std::string pre = hf.substr(0, hf.size() - std::string("weight").size());
     w.write(pre + "qweight", g.qweight.data(), g.qweight.size() * 4);
     w.write(pre + "qzeros", g.qzeros.data(), g.qzeros.size() * 4);
@@ -135,7 +137,9 @@ GptqExportResult write_gptq_checkpoint(const LoadedModel& model, TensorSource& s
   GptqExportResult r;
   const std::vector<TensorPlan>& plans = src.plans();
   nlohmann::json cfg = read_json_file((fs::path(model.path) / "config.json").string());
-  cfg["quantization_config"] = quantization_config(plans, info);
+  bool act_order = false;
+  r.bytes += write_tensors(plans, src, (tmp / "model.safetensors").string(), info, act_order);
+  cfg["quantization_config"] = quantization_config(plans, info, act_order);
   cfg["torch_dtype"] = "float16";
   {
     AtomicFile f((tmp / "config.json").string());
@@ -143,7 +147,6 @@ GptqExportResult write_gptq_checkpoint(const LoadedModel& model, TensorSource& s
     f.write(text.data(), text.size());
     f.commit();
   }
-  r.bytes += write_tensors(plans, src, (tmp / "model.safetensors").string(), info);
   r.files = {"config.json", "model.safetensors"};
   for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                         "generation_config.json"}) {

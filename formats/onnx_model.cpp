@@ -360,6 +360,18 @@ class DecoderGraph {
     }
     QuantizedTensor t = take(name);
     QUANT_CHECK(t.q, "{}: float values where the plan stores MatMulNBits", name);
+    std::string a = x;
+    if (!t.q->g_idx.empty()) {
+      // An act-order grid (a GPTQ checkpoint's g_idx): MatMulNBits over the input columns sorted
+      // by group, the input gathered in the same order. (Its own g_idx input is deprecated and
+      // ONNX Runtime's CPU kernel indexes it wrongly past the first 8 columns of a block.)
+      std::vector<int64_t> perm;
+      t.q = sort_columns_by_group(*t.q, perm, name);
+      w_.init(name + ".perm", onnx::TensorProto::INT64, {p.cols}, perm.data(), perm.size() * 8);
+      auto* g = w_.node("Gather", {x, name + ".perm"}, name + "/perm");
+      GraphWriter::attr(g, "axis", int64_t{-1});
+      a = g->output(0);
+    }
     const NBitsTensor nb = pack_nbits(*t.q, s.bits, name.c_str());
     QUANT_CHECK(nb.n == p.rows && nb.k == p.cols && nb.bits == s.bits && nb.block == s.block,
                 "{}: quantized tensor does not match its plan", name);
@@ -367,7 +379,7 @@ class DecoderGraph {
     w_.init(name + ".qweight", onnx::TensorProto::UINT8, {nb.n, nb.k_blocks(), nb.blob()}, nb.b.data(), nb.b.size());
     w_.init(name + ".scales", onnx::TensorProto::FLOAT, {static_cast<int64_t>(nb.scales.size())}, nb.scales.data(),
             nb.scales.size() * 4);
-    std::vector<std::string> in = {x, name + ".qweight", name + ".scales"};
+    std::vector<std::string> in = {a, name + ".qweight", name + ".scales"};
     if (nb.has_zeros()) {
       w_.init(name + ".qzeros", onnx::TensorProto::UINT8, {static_cast<int64_t>(nb.zeros.size())}, nb.zeros.data(),
               nb.zeros.size());

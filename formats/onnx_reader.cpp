@@ -139,17 +139,20 @@ struct OnnxTensor {
   const onnx::NodeProto* node = nullptr;     // NBits
   const onnx::TensorProto* init = nullptr;   // float
   int accuracy_level = 0;
+  std::vector<int64_t> perm;  // NBits over gathered input columns (an act-order grid): B's column j is W's perm[j]
 };
 
 class OnnxStore final : public WeightStore {
  public:
   OnnxStore(std::shared_ptr<OnnxFile> f, const LlamaConfig& c) : f_(std::move(f)) {
-    std::map<std::string, const onnx::NodeProto*> nbits;
-    for (const auto& n : f_->model().graph().node())
+    std::map<std::string, const onnx::NodeProto*> nbits, producer;
+    for (const auto& n : f_->model().graph().node()) {
+      for (const auto& o : n.output()) producer[o] = &n;
       if (n.op_type() == "MatMulNBits") {
         QUANT_CHECK(n.domain() == "com.microsoft", "{}: MatMulNBits node {} in domain \"{}\"", f_->path(), n.name(), n.domain());
         QUANT_CHECK(nbits.emplace(n.name(), &n).second, "{}: two MatMulNBits nodes named {}", f_->path(), n.name());
       }
+    }
     for (TensorDesc d : llama_tensor_layout(c)) {
       OnnxTensor t;
       if (auto it = nbits.find(d.name); it != nbits.end()) {
@@ -164,6 +167,9 @@ class OnnxStore final : public WeightStore {
                     attr_int(n, "K", f_->path()), d.rows, d.cols);
         QUANT_CHECK(n.input_size() >= 3, "{}: MatMulNBits {} has {} inputs", f_->path(), d.name, n.input_size());
         QUANT_CHECK(n.input_size() < 5 || n.input(4).empty(), "{}: MatMulNBits {} has a g_idx input (not read)", f_->path(), d.name);
+        if (auto g = producer.find(n.input(0)); g != producer.end() && g->second->op_type() == "Gather" &&
+                                                g->second->input_size() == 2 && g->second->input(1) == d.name + ".perm")
+          t.perm = read_perm(f_->init(d.name + ".perm"), d);
         d.type = TType::F32;
       } else {
         t.init = &f_->init(d.name);
@@ -184,6 +190,21 @@ class OnnxStore final : public WeightStore {
   const std::vector<TensorDesc>& tensors() const override { return descs_; }
   std::string source() const override { return f_->path(); }
   const OnnxTensor& storage(size_t i) const { return t_[i]; }
+
+  // The int64 [K] permutation a MatMulNBits input is gathered by; every index once.
+  std::vector<int64_t> read_perm(const onnx::TensorProto& init, const TensorDesc& d) const {
+    const Blob b = f_->bytes(init, onnx::TensorProto::INT64, 8);
+    QUANT_CHECK(static_cast<int64_t>(b.size / 8) == d.cols, "{}: {}.perm has {} entries, K = {}", f_->path(), d.name, b.size / 8, d.cols);
+    std::vector<int64_t> perm(static_cast<size_t>(d.cols));
+    std::memcpy(perm.data(), b.data, b.size);
+    std::vector<bool> seen(perm.size());
+    for (int64_t v : perm) {
+      QUANT_CHECK(v >= 0 && v < d.cols && !seen[static_cast<size_t>(v)], "{}: {}.perm is not a permutation of 0..{}", f_->path(),
+                  d.name, d.cols - 1);
+      seen[static_cast<size_t>(v)] = true;
+    }
+    return perm;
+  }
   const OnnxFile& file() const { return *f_; }
 
   NBitsTensor nbits(size_t i) const {
@@ -216,6 +237,7 @@ class OnnxStore final : public WeightStore {
     QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), d.name);
     if (!t_[i].node) return false;
     out = unpack_nbits(nbits(i));
+    if (!t_[i].perm.empty()) out = unsort_columns(out, t_[i].perm);
     return true;
   }
 
@@ -223,6 +245,12 @@ class OnnxStore final : public WeightStore {
     const size_t i = static_cast<size_t>(&d - descs_.data());
     QUANT_CHECK(i < descs_.size(), "{}: foreign tensor descriptor {}", source(), d.name);
     const OnnxTensor& t = t_[i];
+    if (t.node && !t.perm.empty()) {
+      QuantWeight q;
+      read_grid(d, q);
+      q.dequantize(out);
+      return;
+    }
     if (t.node) {
       nbits(i).dequantize(out);
       return;

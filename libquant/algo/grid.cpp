@@ -1,6 +1,7 @@
 // The plain integer grid (GPTQ's quant.py min-max grid) and round-to-nearest onto it.
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "quant/error.h"
 #include "quant/quant_weight.h"
@@ -16,9 +17,35 @@ void QuantWeight::dequantize(float* out) const {
   const int64_t ng = n_groups();
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
-      const size_t g = static_cast<size_t>(r * ng + c / group);
+      const size_t g = static_cast<size_t>(r * ng + group_of(c));
       out[r * cols + c] = scales[g] * static_cast<float>(codes[static_cast<size_t>(r * cols + c)]) + mins[g];
     }
+}
+
+QuantWeight sort_columns_by_group(const QuantWeight& q, std::vector<int64_t>& perm, std::string_view name) {
+  perm.resize(static_cast<size_t>(q.cols));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return q.group_of(a) < q.group_of(b); });
+  QuantWeight out = q;
+  out.g_idx.clear();
+  for (int64_t j = 0; j < q.cols; ++j) {
+    const int64_t c = perm[static_cast<size_t>(j)];
+    QUANT_CHECK(q.group_of(c) == j / q.group, "{}: g_idx does not put {} columns in each group, so sorting cannot make the "
+                "groups contiguous (column {} of group {})", name, q.group, c, q.group_of(c));
+    for (int64_t r = 0; r < q.rows; ++r) out.codes[static_cast<size_t>(r * q.cols + j)] = q.codes[static_cast<size_t>(r * q.cols + c)];
+  }
+  return out;
+}
+
+QuantWeight unsort_columns(const QuantWeight& q, const std::vector<int64_t>& perm) {
+  QuantWeight out = q;
+  out.g_idx.assign(static_cast<size_t>(q.cols), 0);
+  for (int64_t j = 0; j < q.cols; ++j) {
+    const int64_t c = perm[static_cast<size_t>(j)];
+    out.g_idx[static_cast<size_t>(c)] = static_cast<int32_t>(j / q.group);
+    for (int64_t r = 0; r < q.rows; ++r) out.codes[static_cast<size_t>(r * q.cols + c)] = q.codes[static_cast<size_t>(r * q.cols + j)];
+  }
+  return out;
 }
 
 double GridSpec::logical_bpw(int64_t cols) const {

@@ -41,12 +41,13 @@ void stored_values(const TensorPlan& p, const QuantWeight& q, GridStore store, f
   for (int64_t r = 0; r < p.rows; ++r) dequantize_row(packed.type, packed.data.data() + r * rb, out + r * p.cols, p.cols);
 }
 
-std::optional<QuantWeight> kept_grid(const WeightStore& weights, const TensorPlan& p) {
+std::optional<QuantWeight> kept_grid(const WeightStore& weights, const TensorPlan& p, bool with_g_idx) {
   const QuantSpec& r = p.requested;
   QuantWeight g;
   if (r.kind != QuantSpec::Kind::Grid || !weights.read_grid(weights.get(p.name), g)) return std::nullopt;
   const int64_t group = r.grid.group == 0 ? p.cols : r.grid.group;
   if (g.bits != r.grid.bits || g.group != group || g.sym != r.grid.sym || g.rows != p.rows || g.cols != p.cols) return std::nullopt;
+  if (!g.g_idx.empty() && !with_g_idx) return std::nullopt;
   return g;
 }
 
@@ -65,7 +66,7 @@ QuantizedTensor RtnTensors::take(const TensorPlan& p) {
   if (!plan_quantizes(p)) {
     check_finite_weights(out.values.data(), p.rows, p.cols, p.name);
   } else {
-    out.q = kept_grid(weights_, p);
+    out.q = kept_grid(weights_, p, keep_g_idx_);
     out.report.kept = out.q.has_value();
     if (!out.q) out.q = quantize_rtn(p, out.values.data());
     std::vector<float> deq(out.values.size());

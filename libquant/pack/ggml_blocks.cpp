@@ -266,6 +266,7 @@ PackedTensor pack_float(const float* w, int64_t rows, int64_t cols, TType type) 
 }
 
 PackedTensor pack(const QuantWeight& q, TType type) {
+  QUANT_CHECK(q.g_idx.empty(), "a grid with act-order g_idx (groups not contiguous) has no ggml block type");
   if (!is_quantized(type)) {
     std::vector<float> w(static_cast<size_t>(q.rows * q.cols));
     q.dequantize(w.data());

@@ -93,7 +93,7 @@ GptqPacked pack_gptq(const QuantWeight& q, GptqZeros v, const std::string& name)
   p.qzeros.assign(static_cast<size_t>(ng * (p.out * p.bits / 32)), 0);
   p.scales.resize(static_cast<size_t>(ng * p.out));
   p.g_idx.resize(static_cast<size_t>(p.in));
-  for (int64_t i = 0; i < p.in; ++i) p.g_idx[static_cast<size_t>(i)] = static_cast<int32_t>(i / p.group);
+  for (int64_t i = 0; i < p.in; ++i) p.g_idx[static_cast<size_t>(i)] = static_cast<int32_t>(q.group_of(i));
   for (int64_t o = 0; o < p.out; ++o)
     for (int64_t i = 0; i < p.in; ++i)
       put_bits(p.qweight.data() + o, p.out, i, p.bits, q.codes[static_cast<size_t>(o * p.in + i)]);
@@ -116,7 +116,6 @@ GptqPacked pack_gptq(const QuantWeight& q, GptqZeros v, const std::string& name)
 }
 
 std::optional<QuantWeight> gptq_to_quant_weight(const GptqGrid& g, bool sym) {
-  if (!g.contiguous_groups()) return std::nullopt;
   const int64_t ng = (g.in + g.group - 1) / g.group;
   for (int32_t z : g.zeros)
     if (z > (1 << g.bits) - 1) return std::nullopt;
@@ -126,9 +125,8 @@ std::optional<QuantWeight> gptq_to_quant_weight(const GptqGrid& g, bool sym) {
   q.bits = g.bits;
   q.group = g.group;
   q.sym = sym;
-  q.codes.resize(g.codes.size());
-  for (int64_t o = 0; o < g.out; ++o)
-    for (int64_t i = 0; i < g.in; ++i) q.codes[static_cast<size_t>(o * g.in + i)] = g.codes[static_cast<size_t>(o * g.in + i)];
+  q.codes = g.codes;
+  if (!g.contiguous_groups()) q.g_idx = g.g_idx;
   q.scales.resize(static_cast<size_t>(g.out * ng));
   q.mins.resize(q.scales.size());
   for (int64_t o = 0; o < g.out; ++o)

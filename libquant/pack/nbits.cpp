@@ -80,6 +80,7 @@ int nbits_storage_bits(int bits, int64_t group, const char* name) {
 NBitsTensor pack_nbits(const QuantWeight& q, int bits, const char* name) {
   QUANT_CHECK(bits == 4 || bits == 8, "{}: MatMulNBits stores 4- or 8-bit codes, not {}", name, bits);
   QUANT_CHECK(q.bits <= bits, "{}: {}-bit codes do not fit {}-bit MatMulNBits blobs", name, q.bits, bits);
+  QUANT_CHECK(q.g_idx.empty(), "{}: an act-order grid: sort its columns by group first (sort_columns_by_group)", name);
   NBitsTensor t;
   t.n = q.rows;
   t.k = q.cols;

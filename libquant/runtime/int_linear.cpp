@@ -50,7 +50,7 @@ bool is_linear(const TensorDesc& t) {
 std::shared_ptr<const LinearOp> make_int_linear(const WeightStore& store, const TensorDesc& t, const RuntimeOptions& o) {
   if (o.act_bits != 8 || !is_linear(t) || t.cols % kQBlock != 0) return nullptr;
   QuantWeight g;
-  if (store.read_grid(t, g) && g.group % kQBlock == 0 && g.cols % g.group == 0) {
+  if (store.read_grid(t, g) && g.g_idx.empty() && g.group % kQBlock == 0 && g.cols % g.group == 0) {
     if (g.bits <= 4) {
       auto op = std::make_shared<IntLinear>(IntLinear::Kind::W4, t.rows, t.cols, o);
       op->w4 = pack_w4(g.codes.data(), g.scales.data(), g.mins.data(), t.rows, t.cols, g.group);

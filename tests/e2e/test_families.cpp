@@ -172,10 +172,11 @@ TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of e
     std::string name, flags;
     double min_top1;
   };
-  // Quantized files: llama.cpp also rounds the activations to Q8_0 in its dot products, and on
-  // random weights many positions are near-ties, so top-1 agreement sits at 93-95% (measured:
-  // mean |dlogp| 0.025, the same for every family and for Mistral's plain Llama path). Not yet
-  // the issue's 99% at Q8_0; F32 meets it.
+  // Quantized files: llama.cpp also rounds the activations to Q8_0 in its dot products; these
+  // random weights amplify that (one Q8_0 attn_q alone costs 0.011 mean |dlogp|) and their head
+  // has many near-ties, so top-1 agreement sits at 93-95% (mean |dlogp| 0.025), and at 94-96%
+  // against our runtime with the same int8 block activations. The issue's 99% at Q8_0 is not met
+  // on random weights (docs/results.md has the diagnosis); F32 meets it.
   const std::vector<Case> cases = {{"F32", "--qtype F32", 0.99},
                                    {"Q8_0", "--qtype Q8_0", 0.90},
                                    {"rtn-int4", "--bits 4 --group-size 32", 0.90},
@@ -193,14 +194,15 @@ TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of e
       INFO(r.out);
       REQUIRE(r.code == 0);
     }
-    const auto res = qt::compare_with_llama_cpp(ggufs, seqs, text);
+    const auto res = qt::compare_with_llama_cpp(ggufs, seqs, text, /*q8act=*/true);
     const std::vector<int32_t> ours_text = hf.tokenizer->encode(text, false);
     for (size_t i = 0; i < cases.size(); ++i) {
       const auto& a = res[i];
       INFO(cases[i].name << ": " << a.error);
       REQUIRE(a.error.empty());
-      std::cout << fmt::format("{:>10} {:>10} llama.cpp vs quant: {} positions, top-1 {:.2f}%, mean |dlogp| {:.5f}\n", fam.name,
-                               cases[i].name, a.positions, 100 * a.top1, a.mean_abs_dlogp);
+      std::cout << fmt::format("{:>10} {:>10} llama.cpp vs quant: {} positions, top-1 {:.2f}%, mean |dlogp| {:.5f}; "
+                               "with int8 block activations: top-1 {:.2f}%, mean |dlogp| {:.5f}\n", fam.name,
+                               cases[i].name, a.positions, 100 * a.top1, a.mean_abs_dlogp, 100 * a.top1_q8act, a.mean_abs_dlogp_q8act);
       CHECK(a.positions >= 1024);
       CHECK(a.top1 >= cases[i].min_top1);
       CHECK(a.tokenized == ours_text);  // llama.cpp tokenizes as we do (our GGUF carries vocab, merges, pre)

@@ -3,11 +3,15 @@
 // ONNX keeping every code, and refuses shapes that disagree with its config.
 #include <nlohmann/json.hpp>
 
+#include <iostream>
+
 #include "../common.h"
+#include "../peers/ort.h"
 #include "../synth.h"
 #include "quant/formats/loader.h"
 #include "quant/gptq_format.h"
 #include "quant/half.h"
+#include "quant/quantize.h"
 #include "quant/quant_weight.h"
 
 using namespace quant;
@@ -102,7 +106,8 @@ TEST_CASE("GPTQ checkpoint in: every linear reads as its dequantized grid (bits,
     CHECK(m.info.at("quantization").find(fmt::format("gptq {}-bit", c.bits)) == 0);
     check_weights(m, expected);
     QuantWeight g;
-    CHECK(m.weights->read_grid(m.weights->get("blk.0.attn_q.weight"), g) == !c.act_order);
+    CHECK(m.weights->read_grid(m.weights->get("blk.0.attn_q.weight"), g));
+    CHECK(g.g_idx.empty() == !c.act_order);
   }
 }
 
@@ -229,4 +234,41 @@ TEST_CASE("GPTQ checkpoint out: our RTN and GPTQ grids written as one, read back
     CHECK(r.out.find(fragment) != std::string::npos);
     CHECK(!fs::exists(tmp / "q"));
   }
+}
+
+TEST_CASE("GPTQ act-order checkpoint: g_idx kept in MatMulNBits (ONNX Runtime agrees) and in gptq-safetensors", "[gptq_checkpoint][cli][peers]") {
+  qt::TempDir tmp;
+  const qt::Synth s = qt::make_synth(/*tied=*/false, /*bias=*/true, 25);
+  const std::string dir = tmp / "act", onnx = tmp / "onnx", back = tmp / "back";
+  const auto expected = write_gptq_hf(dir, s, {4, 32, false, GptqZeros::V1, true});
+  fs::create_directories(onnx);
+  qt::RunResult r = qt::run(qt::quant_bin() + " convert " + dir + " -o " + onnx + "/model.onnx --quiet --json");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const LoadedModel a = load_model(dir), o = load_model(onnx + "/model.onnx");
+  check_weights(o, expected);  // MatMulNBits with g_idx: the checkpoint's weights, bit for bit
+  QuantWeight g;
+  REQUIRE(o.weights->read_grid(o.weights->get("blk.1.ffn_down.weight"), g));
+  CHECK(!g.g_idx.empty());
+  r = qt::run(qt::quant_bin() + " convert " + dir + " --format gptq-safetensors --gptq-zeros v2 -o " + back + " --quiet");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const nlohmann::json cfg = nlohmann::json::parse(qt::slurp(back + "/config.json"));
+  CHECK(cfg["quantization_config"]["desc_act"] == true);
+  CHECK(cfg["quantization_config"]["checkpoint_format"] == "gptq_v2");
+  check_weights(load_model(back), expected);  // v1 -> v2, g_idx and every code unchanged
+  if (!qt::install_ort()) return;
+  // ONNX Runtime's MatMulNBits reads g_idx (its dequantize-then-GEMM path): against our runtime.
+  const std::vector<int32_t> flat = [&] {
+    std::vector<int32_t> f;
+    for (int w = 0; w < 4; ++w)
+      for (int i = 0; i < 64; ++i) f.push_back(static_cast<int32_t>((w * 977 + i * 131) % s.cfg.vocab));
+    return f;
+  }();
+  const qt::OrtRun ort = qt::run_ort(onnx + "/model.onnx", flat, 64, 4);
+  const qt::Agreement ag = qt::compare_logits(onnx + "/model.onnx", flat, 64, ort);
+  std::cout << fmt::format("act-order GPTQ checkpoint in ONNX Runtime vs quant: {} positions, top-1 {:.2f}%, max |dlogit| {:.2e}\n",
+                           ag.positions, 100 * ag.top1, ag.max_abs_dlogit);
+  CHECK(ag.top1 >= 0.99);
+  CHECK(ag.max_abs_dlogit <= 1e-3);
 }

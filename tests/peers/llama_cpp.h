@@ -20,6 +20,9 @@ struct PeerAgreement {
   int64_t positions = 0;
   double top1 = 0;         // share of positions where llama.cpp's argmax equals ours
   double mean_abs_dlogp = 0;
+  // The same against our runtime with llama.cpp's CPU arithmetic for quantized weights:
+  // activations rounded to int8 in blocks of 32 (its Q8_0 / Q8_1) before every quantized dot.
+  double top1_q8act = 0, mean_abs_dlogp_q8act = 0;
   std::vector<int32_t> tokenized;  // llama.cpp's tokenization of the text (no BOS)
 };
 
@@ -37,9 +40,9 @@ inline bool install_llama_cpp() {
 
 // Our runtime's log p(next) and argmax at positions 0..n-2 of each sequence.
 inline void our_logprobs(const std::string& gguf, const std::vector<std::vector<int32_t>>& seqs, std::vector<double>& logp,
-                         std::vector<int32_t>& top1) {
+                         std::vector<int32_t>& top1, const quant::RuntimeOptions& opts = {}) {
   quant::LoadedModel m = quant::load_model(gguf);
-  quant::LlamaRuntime rt(m.config, *m.weights);
+  quant::LlamaRuntime rt(m.config, *m.weights, opts);
   const int64_t V = m.config.vocab;
   std::vector<float> logits;
   for (const auto& s : seqs) {
@@ -55,9 +58,10 @@ inline void our_logprobs(const std::string& gguf, const std::vector<std::vector<
   }
 }
 
+// q8act: also compare against our runtime with int8 block activations (top1_q8act).
 inline std::vector<PeerAgreement> compare_with_llama_cpp(const std::vector<std::string>& files,
                                                          const std::vector<std::vector<int32_t>>& seqs,
-                                                         const std::string& text) {
+                                                         const std::string& text, bool q8act = false) {
   TempDir tmp;
   nlohmann::json req = {{"models", files}, {"sequences", seqs}, {"text", text}};
   write_file(tmp / "req.json", req.dump());
@@ -93,6 +97,24 @@ inline std::vector<PeerAgreement> compare_with_llama_cpp(const std::vector<std::
     }
     a.top1 = static_cast<double>(agree) / static_cast<double>(lp.size());
     a.mean_abs_dlogp = d / static_cast<double>(lp.size());
+    if (!q8act) {
+      res.push_back(a);
+      continue;
+    }
+    quant::RuntimeOptions q8;
+    q8.act_bits = 8;
+    q8.act_quant = quant::ActQuant::PerBlock;
+    lp.clear();
+    top.clear();
+    our_logprobs(files[k], seqs, lp, top, q8);
+    agree = 0;
+    d = 0;
+    for (size_t i = 0; i < lp.size(); ++i) {
+      agree += top[i] == theirs_top[i];
+      d += std::fabs(lp[i] - theirs_lp[i]);
+    }
+    a.top1_q8act = static_cast<double>(agree) / static_cast<double>(lp.size());
+    a.mean_abs_dlogp_q8act = d / static_cast<double>(lp.size());
     res.push_back(a);
   }
   return res;

@@ -82,15 +82,21 @@ TEST_CASE("GPTQ layout: pack then unpack gives the grid back (bits, sym/asym, gr
         }
 }
 
-TEST_CASE("GPTQ layout: act-order g_idx dequantizes per column group and is not a contiguous grid", "[gptq_format]") {
+TEST_CASE("GPTQ layout: act-order g_idx dequantizes per column group and travels with the grid", "[gptq_format]") {
   QuantWeight q = qt::random_int_grid(32, 64, 4, 32, false, 5, 1);
   GptqPacked p = pack_gptq(q, GptqZeros::V2, "t");
   for (int64_t i = 0; i < 64; ++i) p.g_idx[static_cast<size_t>(i)] = static_cast<int32_t>((i * 37 % 64) / 32);
   const GptqGrid g = unpack_gptq(p, GptqZeros::V2);
   CHECK_FALSE(g.contiguous_groups());
-  CHECK_FALSE(gptq_to_quant_weight(g, false));
-  std::vector<float> w(32 * 64);
+  const auto back = gptq_to_quant_weight(g, false);
+  REQUIRE(back);
+  CHECK(back->g_idx == p.g_idx);
+  std::vector<float> w(32 * 64), w2(w.size());
   g.dequantize(w.data());
+  back->dequantize(w2.data());
+  CHECK(w == w2);
+  CHECK(pack_gptq(*back, GptqZeros::V2, "t").g_idx == p.g_idx);  // written back as it came
+  CHECK_THROWS_WITH(pack(*back, TType::Q4_1), Catch::Contains("g_idx"));
   const int64_t col = 5, grp = (5 * 37 % 64) / 32;  // column 5 reads group 1's scale and zero
   CHECK(w[3 * 64 + col] == q.scales[3 * 2 + grp] * static_cast<float>(q.codes[3 * 64 + col]) + q.mins[3 * 2 + grp]);
 }

@@ -46,12 +46,13 @@ struct GptqGrid {
 };
 
 GptqGrid unpack_gptq(const GptqPacked& p, GptqZeros v);
-// Our grid as a GPTQ checkpoint stores it: integer zeros, scales rounded to fp16, g_idx = i / group.
+// Our grid as a GPTQ checkpoint stores it: integer zeros, scales rounded to fp16, g_idx = the
+// grid's (i / group unless it carries one).
 // Throws naming `name` when the grid has no integer zeros, when a dimension does not split into
 // 32-bit words, or when v1 would need a zero of 0 (AutoGPTQ's zero - 1 cannot hold it).
 GptqPacked pack_gptq(const QuantWeight& q, GptqZeros v, const std::string& name);
-// The checkpoint's grid as our QuantWeight (group = GPTQ's group, mins = -zero * scale), when its
-// groups are contiguous and its zeros within the code range; nullopt otherwise (act-order g_idx).
+// The checkpoint's grid as our QuantWeight (group = GPTQ's group, mins = -zero * scale, g_idx kept
+// when it is not i / group), when its zeros are within the code range (v1 can say 2^bits); else nullopt.
 std::optional<QuantWeight> gptq_to_quant_weight(const GptqGrid& g, bool sym);
 
 }  // namespace quant

@@ -45,10 +45,23 @@ struct QuantWeight {
   std::vector<uint8_t> codes;
   std::vector<float> scales;
   std::vector<float> mins;
+  // Empty: column c belongs to group c / group. Else the group of each column (a GPTQ
+  // checkpoint's act-order g_idx); only MatMulNBits (its g_idx input) and the GPTQ layout hold
+  // such a grid, ggml blocks and our integer kernels do not.
+  std::vector<int32_t> g_idx;
 
   int64_t n_groups() const { return (cols + group - 1) / group; }
+  int64_t group_of(int64_t c) const { return g_idx.empty() ? c / group : g_idx[static_cast<size_t>(c)]; }
   void dequantize(float* out) const;  // out: [rows][cols]
 };
+
+// An act-order grid (g_idx) over its input columns sorted by group: the result has contiguous
+// groups and column j is q's column perm[j] (perm filled here, stable). Exact: a container that
+// gathers its input by perm computes the same product. Throws naming `name` unless every group
+// but the last holds exactly `group` columns (GPTQ's act-order does).
+QuantWeight sort_columns_by_group(const QuantWeight& q, std::vector<int64_t>& perm, std::string_view name);
+// The inverse: column perm[j] of the result is q's column j, with g_idx = the groups again.
+QuantWeight unsort_columns(const QuantWeight& q, const std::vector<int64_t>& perm);
 
 // One group's grid (GPTQ's quant.py formulas): x holds n values `stride` apart. code =
 // clamp(round(w / scale) + zero, 0, 2^bits - 1); w' = scale * (code - zero).

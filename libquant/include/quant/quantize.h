@@ -43,7 +43,8 @@ QuantWeight quantize_rtn(const TensorPlan& p, const float* w);
 // The grid the weight store already holds for the plan's tensor (read_grid), when it is the
 // plan's grid (bits, group, symmetry): a quantized checkpoint's codes pass through unchanged
 // instead of being rounded again. nullopt otherwise.
-std::optional<QuantWeight> kept_grid(const WeightStore& weights, const TensorPlan& p);
+// A grid with act-order g_idx is kept only where `with_g_idx` says the container holds one.
+std::optional<QuantWeight> kept_grid(const WeightStore& weights, const TensorPlan& p, bool with_g_idx);
 
 // GPTQ of w [rows][cols] onto the plan's grid given the Hessian H [cols][cols] of its input;
 // `opts` gives damping, act-order and lazy batch. The report gets loss, damping and timing.
@@ -74,13 +75,15 @@ class TensorSource {
 // Every tensor by RTN when taken, from a weight store: one tensor in memory at a time.
 class RtnTensors final : public TensorSource {
  public:
-  RtnTensors(const WeightStore& weights, std::vector<TensorPlan> plans) : weights_(weights), plans_(std::move(plans)) {}
+  RtnTensors(const WeightStore& weights, std::vector<TensorPlan> plans, bool keep_g_idx = false)
+      : weights_(weights), plans_(std::move(plans)), keep_g_idx_(keep_g_idx) {}
   const std::vector<TensorPlan>& plans() const override { return plans_; }
   QuantizedTensor take(const TensorPlan& plan) override;
 
  private:
   const WeightStore& weights_;
   std::vector<TensorPlan> plans_;
+  bool keep_g_idx_ = false;
 };
 
 }  // namespace quant
