@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "quant/formats/gguf.h"
+#include "quant/kquants.h"
 
 namespace quant {
 
@@ -60,7 +61,7 @@ class GgufStore final : public WeightStore {
   }
   bool read_grid(const TensorDesc& t, QuantWeight& out) const override {
     const GgufTensorInfo& g = info(t);
-    if (!is_quantized(g.type) || t.n_dims != 2) return false;
+    if (!is_quantized(g.type) || is_nonlinear(g.type) || t.n_dims != 2) return false;  // IQ4: no linear grid
     PackedTensor p{g.type, t.rows, t.cols, std::vector<uint8_t>(g.data, g.data + g.nbytes)};
     bool q = false;
     if (is_q_or_k(cfg_, t.name, &q))  // ggml's interleaved rows -> rotate-half, whole packed rows
@@ -189,7 +190,7 @@ LoadedModel load_gguf(const std::string& path) {
 }
 
 uint32_t gguf_file_type(const QuantSpec& t) {
-  // llama.cpp's llama_ftype: ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, BF16 32.
+  // llama.cpp's llama_ftype (llama.h): ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, BF16 32, ...
   TType ty = t.type;
   if (t.kind == QuantSpec::Kind::Grid) ty = storage_for_grid(t.grid, 4096).type;
   switch (ty) {
@@ -201,6 +202,13 @@ uint32_t gguf_file_type(const QuantSpec& t) {
     case TType::Q5_0: return 8;
     case TType::Q5_1: return 9;
     case TType::BF16: return 32;
+    case TType::Q2_K: return 10;  // every tensor one k-type: llama.cpp's smallest preset of it
+    case TType::Q3_K: return 11;  // Q3_K_S
+    case TType::Q4_K: return 14;  // Q4_K_S
+    case TType::Q5_K: return 16;  // Q5_K_S
+    case TType::Q6_K: return 18;
+    case TType::IQ4_NL: return 25;
+    case TType::IQ4_XS: return 30;
     case TType::I32: break;
   }
   return 1;

@@ -106,7 +106,8 @@ inline void write_hf(const std::string& dir, const Synth& s, quant::TType dtype,
 inline quant::QuantWeight random_int_grid(int64_t rows, int64_t cols, int bits, int64_t group, bool sym, uint32_t seed, int min_zero) {
   std::mt19937 rng(seed);
   const int maxq = (1 << bits) - 1;
-  quant::QuantWeight q{rows, cols, bits, group, sym, {}, {}, {}, {}};
+  quant::QuantWeight q;
+  q.rows = rows, q.cols = cols, q.bits = bits, q.group = group, q.sym = sym;
   for (int64_t i = 0; i < rows * cols; ++i) q.codes.push_back(static_cast<uint8_t>(std::uniform_int_distribution<int>(0, maxq)(rng)));
   for (int64_t i = 0; i < rows * q.n_groups(); ++i) {
     const float s = quant::fp16_to_f32(quant::f32_to_fp16(std::uniform_real_distribution<float>(1e-3f, 2e-2f)(rng)));

@@ -18,7 +18,8 @@ void QuantWeight::dequantize(float* out) const {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       const size_t g = static_cast<size_t>(r * ng + group_of(c));
-      out[r * cols + c] = scales[g] * static_cast<float>(codes[static_cast<size_t>(r * cols + c)]) + mins[g];
+      const uint8_t code = codes[static_cast<size_t>(r * cols + c)];
+      out[r * cols + c] = scales[g] * (levels.empty() ? static_cast<float>(code) : levels[code]) + mins[g];
     }
 }
 

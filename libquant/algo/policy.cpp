@@ -32,7 +32,7 @@ QuantSpec QuantSpec::parse(const std::string& s) {
     return q;
   }
   const auto t = ttype_from_name(s);
-  QUANT_CHECK(t && *t != TType::I32, "unknown quant spec \"{}\" (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, or \"int3 g32 asym\")", s);
+  QUANT_CHECK(t && *t != TType::I32, "unknown quant spec \"{}\" (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, or \"int3 g32 asym\")", s);
   q.type = *t;
   q.kind = is_quantized(*t) ? Kind::Ggml : Kind::Float;
   return q;

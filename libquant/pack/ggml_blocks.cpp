@@ -7,6 +7,7 @@
 
 #include "quant/error.h"
 #include "quant/half.h"
+#include "quant/kquants.h"
 #include "quant/pack_blocks.h"
 #include "quant/quant_weight.h"
 
@@ -69,6 +70,7 @@ uint32_t high_bits(const int* codes) {
 }  // namespace
 
 void dequantize_row(TType t, const void* src, float* y, int64_t n) {
+  if (is_kquant(t)) return dequantize_kquant(t, src, y, n);
   const auto* p = static_cast<const uint8_t*>(src);
   switch (t) {
     case TType::F32:
@@ -143,6 +145,11 @@ void dequantize_row(TType t, const void* src, float* y, int64_t n) {
 // --- ggml reference quantizers (quantize_row_*_ref), into the logical form ---
 
 QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols) {
+  if (is_kquant(t)) {
+    PackedTensor p{t, rows, cols, std::vector<uint8_t>(static_cast<size_t>(rows * row_bytes(t, cols)))};
+    for (int64_t r = 0; r < rows; ++r) quantize_kquant_ref(t, w + r * cols, p.data.data() + r * row_bytes(t, cols), cols);
+    return unpack(p);
+  }
   QUANT_CHECK(cols % kQK == 0, "{}: row of {} does not tile 32-blocks", ttype_name(t), cols);
   QuantWeight q;
   q.rows = rows;
@@ -267,6 +274,11 @@ PackedTensor pack_float(const float* w, int64_t rows, int64_t cols, TType type) 
 
 PackedTensor pack(const QuantWeight& q, TType type) {
   QUANT_CHECK(q.g_idx.empty(), "a grid with act-order g_idx (groups not contiguous) has no ggml block type");
+  if (is_kquant(type)) {
+    QUANT_CHECK(q.cols % traits(type).block == 0 && static_cast<int64_t>(q.kblocks.size()) == q.rows * row_bytes(type, q.cols),
+                "pack {}: the grid carries no {} super-blocks (quantize it with quantize_ggml)", ttype_name(type), ttype_name(type));
+    return PackedTensor{type, q.rows, q.cols, q.kblocks};
+  }
   if (!is_quantized(type)) {
     std::vector<float> w(static_cast<size_t>(q.rows * q.cols));
     q.dequantize(w.data());
@@ -352,6 +364,25 @@ PackedTensor pack(const QuantWeight& q, TType type) {
 
 QuantWeight unpack(const PackedTensor& p) {
   QUANT_CHECK(is_quantized(p.type), "unpack: {} is not a block type", ttype_name(p.type));
+  if (is_kquant(p.type)) {
+    const int64_t rb = row_bytes(p.type, p.cols), g = kquant_group(p.type), ng = p.cols / g;
+    QUANT_CHECK(p.cols % traits(p.type).block == 0 && static_cast<int64_t>(p.data.size()) == p.rows * rb, "unpack {}: {} bytes for {}x{}",
+                ttype_name(p.type), p.data.size(), p.rows, p.cols);
+    QuantWeight q;
+    q.rows = p.rows;
+    q.cols = p.cols;
+    q.group = g;
+    q.bits = kquant_bits(p.type);
+    q.sym = p.type != TType::Q2_K && p.type != TType::Q4_K && p.type != TType::Q5_K;  // integer zero (or none, IQ4)
+    if (is_nonlinear(p.type)) q.levels.assign(std::begin(kIQ4Levels), std::end(kIQ4Levels));
+    q.codes.resize(static_cast<size_t>(p.rows * p.cols));
+    q.scales.resize(static_cast<size_t>(p.rows * ng));
+    q.mins.resize(q.scales.size());
+    for (int64_t r = 0; r < p.rows; ++r)
+      kquant_grid(p.type, p.data.data() + r * rb, p.cols, q.codes.data() + r * p.cols, q.scales.data() + r * ng, q.mins.data() + r * ng);
+    q.kblocks = p.data;
+    return q;
+  }
   const int64_t nb = p.cols / kQK;
   const size_t bb = static_cast<size_t>(traits(p.type).block_bytes);
   QUANT_CHECK(p.data.size() == static_cast<size_t>(p.rows * nb) * bb,

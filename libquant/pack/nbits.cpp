@@ -132,7 +132,7 @@ NBitsTensor pack_nbits(const QuantWeight& q, int bits, const char* name) {
 QuantWeight unpack_nbits(const NBitsTensor& t) {
   QuantWeight q{.rows = t.n, .cols = t.k, .bits = t.grid_bits, .group = t.block, .sym = t.sym,
                 .codes = std::vector<uint8_t>(static_cast<size_t>(t.n * t.k)), .scales = t.scales,
-                .mins = std::vector<float>(t.scales.size())};
+                .mins = std::vector<float>(t.scales.size()), .g_idx = {}, .levels = {}, .kblocks = {}};
   const int64_t kb = t.k_blocks();
   for (int64_t r = 0; r < t.n; ++r) {
     for (int64_t c = 0; c < t.k; ++c) q.codes[static_cast<size_t>(r * t.k + c)] = static_cast<uint8_t>(t.code(r, c));

@@ -27,7 +27,9 @@ TEST_CASE("llama.cpp loads each GGUF type we write and agrees with our runtime",
     double min_top1;
   };
   const std::vector<Case> cases = {{"F32", 0.99}, {"F16", 0.99}, {"BF16", 0.99}, {"Q8_0", 0.99},
-                                   {"Q4_0", 0.97}, {"Q4_1", 0.97}, {"int3 g32 asym", 0.97}};
+                                   {"Q4_0", 0.97}, {"Q4_1", 0.97}, {"int3 g32 asym", 0.97}, {"Q2_K", 0.97},
+                                   {"Q3_K", 0.97}, {"Q4_K", 0.97}, {"Q5_K", 0.97}, {"Q6_K", 0.97}, {"IQ4_NL", 0.97},
+                                   {"IQ4_XS", 0.97}};
   std::vector<std::string> files;
   for (const auto& c : cases) {
     const Policy policy = Policy::defaults(QuantSpec::parse(c.qtype));
@@ -94,10 +96,12 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
     RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
     write_gguf_model(m, f32, src, tmp / "f32.gguf", {});
   }
-  // llama_ftype: F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9. Below 8 bits our default policy keeps
-  // output.weight at Q8_0: llama.cpp is told the same (ggml type 8).
+  // llama_ftype (llama.h): F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, Q2_K 10, Q3_K_S 11, Q4_K_S 14,
+  // Q5_K_S 16, Q6_K 18, IQ4_NL 25, IQ4_XS 30; pure: every tensor that type. Below 8 bits our default
+  // policy keeps output.weight at Q8_0: llama.cpp is told the same (ggml type 8).
   for (const auto& [qtype, ftype] : std::vector<std::pair<std::string, int>>{
-           {"F16", 1}, {"Q4_0", 2}, {"Q4_1", 3}, {"Q8_0", 7}, {"Q5_0", 8}, {"Q5_1", 9}}) {
+           {"F16", 1}, {"Q4_0", 2}, {"Q4_1", 3}, {"Q8_0", 7}, {"Q5_0", 8}, {"Q5_1", 9}, {"Q2_K", 10}, {"Q3_K", 11},
+           {"Q4_K", 14}, {"Q5_K", 16}, {"Q6_K", 18}, {"IQ4_NL", 25}, {"IQ4_XS", 30}}) {
     const std::string out_type = (qtype == "F16" || qtype == "Q8_0") ? "" : " 8";
     CAPTURE(qtype);
     const std::string theirs = tmp / ("llama-" + qtype + ".gguf"), ours = tmp / ("ours-" + qtype + ".gguf");
@@ -112,11 +116,10 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
     }
     GgufFile a(theirs), b(ours);
     REQUIRE(a.tensors().size() == b.tensors().size());
-    // F16, Q4_1, Q5_1, Q8_0: identical bytes. Q4_0, Q5_0: identical scales; llama.cpp's binary
-    // rounds a few ties of trunc(x/d + 8.5) (or + 16.5) the other way (measured: 61 of 212,992
-    // Q4_0 blocks, never more than one step), so codes must agree in >= 99.9% of blocks and
-    // differ by at most one where they do not.
-    int64_t compared = 0, blocks = 0, blocks_differing = 0;
+    // Identical bytes, tensor for tensor, every type. (Our quantizers are compiled without fused
+    // multiply-add, as llama.cpp's ggml-base is: with it, ~5% of k-quant blocks chose another
+    // sub-block scale and a few Q4_0/Q5_0 codes rounded the other way.)
+    int64_t compared = 0;
     for (const auto& t : a.tensors()) {
       const auto it = std::find_if(b.tensors().begin(), b.tensors().end(), [&](const auto& u) { return u.name == t.name; });
       REQUIRE(it != b.tensors().end());
@@ -124,32 +127,7 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
       REQUIRE(it->type == t.type);
       REQUIRE(it->nbytes == t.nbytes);
       ++compared;
-      if (t.type != TType::Q4_0 && t.type != TType::Q5_0) {
-        CHECK(std::memcmp(it->data, t.data, t.nbytes) == 0);
-        continue;
-      }
-      const PackedTensor pa{t.type, 1, static_cast<int64_t>(t.nbytes / traits(t.type).block_bytes * 32),
-                            std::vector<uint8_t>(t.data, t.data + t.nbytes)};
-      PackedTensor pb = pa;
-      pb.data.assign(it->data, it->data + it->nbytes);
-      const QuantWeight qa = unpack(pa), qb = unpack(pb);
-      CHECK(qa.scales == qb.scales);
-      int64_t far = 0;  // codes more than one step apart
-      for (size_t blk = 0; blk < qa.scales.size(); ++blk) {
-        bool same = true;
-        for (size_t j = blk * 32; j < blk * 32 + 32; ++j) {
-          same = same && qa.codes[j] == qb.codes[j];
-          far += std::abs(static_cast<int>(qa.codes[j]) - static_cast<int>(qb.codes[j])) > 1;
-        }
-        ++blocks;
-        blocks_differing += !same;
-      }
-      CHECK(far == 0);
-    }
-    if (blocks > 0) {
-      std::cout << fmt::format("llama.cpp's {} quantizer vs ours: {} of {} blocks differ by one code step\n", qtype,
-                               blocks_differing, blocks);
-      CHECK(blocks_differing * 1000 <= blocks);
+      CHECK(std::memcmp(it->data, t.data, t.nbytes) == 0);
     }
     CHECK(compared == static_cast<int64_t>(m.weights->tensors().size()));
     // Our runtime evaluates llama.cpp's file exactly as it evaluates ours.
@@ -161,9 +139,6 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
     const LoadedModel om = load_model(ours);
     LlamaRuntime ort(om.config, *om.weights);
     const double p_theirs = perplexity(rt, toks, lm.config.bos_id, o).ppl, p_ours = perplexity(ort, toks, om.config.bos_id, o).ppl;
-    if (blocks_differing == 0)
-      CHECK(p_theirs == p_ours);
-    else
-      CHECK(std::fabs(p_theirs - p_ours) <= 1e-3 * p_ours);
+    CHECK(p_theirs == p_ours);
   }
 }

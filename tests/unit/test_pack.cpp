@@ -270,3 +270,40 @@ TEST_CASE("policy rules: first match wins, vectors stay F32, untileable rows fal
   const auto json_round = Policy::from_json(p.to_json(), "test");
   CHECK(json_round.to_json() == p.to_json());
 }
+
+#include "quant/kquants.h"
+
+// Bytes against llama.cpp's own quantizer are held in tests/e2e/test_llama_cpp.cpp; here: each
+// super-block type decodes to what its grid says and lands within its own step of the weights.
+TEST_CASE("k-quant and IQ4 blocks: grid, dequantization and error agree", "[unit][pack][kquant]") {
+  const int64_t rows = 6, cols = 512;
+  const std::vector<float> w = random_rows(rows, cols, 21);
+  for (TType t : {TType::Q2_K, TType::Q3_K, TType::Q4_K, TType::Q5_K, TType::Q6_K, TType::IQ4_NL, TType::IQ4_XS}) {
+    CAPTURE(ttype_name(t));
+    const QuantWeight q = quantize_ggml(t, w.data(), rows, cols);
+    REQUIRE(static_cast<int64_t>(q.kblocks.size()) == rows * row_bytes(t, cols));
+    CHECK(q.group == kquant_group(t));
+    CHECK(q.levels.empty() == !is_nonlinear(t));
+    std::vector<float> a(w.size()), b(w.size());
+    q.dequantize(a.data());
+    for (int64_t r = 0; r < rows; ++r) dequantize_row(t, q.kblocks.data() + r * row_bytes(t, cols), b.data() + r * cols, cols);
+    double err2 = 0, w2 = 0, max_gap = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+      max_gap = std::max(max_gap, static_cast<double>(std::fabs(a[i] - b[i])));
+      err2 += (b[i] - w[i]) * (b[i] - w[i]);
+      w2 += w[i] * w[i];
+    }
+    CHECK(max_gap <= 1e-6);  // grid form and ggml's expression: the same value up to rounding
+    // Relative RMS error falls with the bits: 2-bit about 0.35, 6-bit about 0.03.
+    const double rel = std::sqrt(err2 / w2), bound = 1.6 / std::pow(2.0, kquant_bits(t));
+    CHECK(rel <= bound);
+    CHECK(rel > bound / 20);
+    // pack writes the stored blocks, unpack reads the same grid back.
+    const PackedTensor p = pack(q, t);
+    CHECK(p.data == q.kblocks);
+    const QuantWeight u = unpack(p);
+    CHECK(u.codes == q.codes);
+    CHECK(u.scales == q.scales);
+    CHECK(u.mins == q.mins);
+  }
+}

@@ -17,6 +17,13 @@ enum class TType : uint32_t {
   Q5_0 = 6,
   Q5_1 = 7,
   Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   I32 = 26,   // integer tensors of checkpoints (GPTQ's packed words); never a weight type
   BF16 = 30,
 };
@@ -28,7 +35,7 @@ struct TTypeTraits {
   int64_t block_bytes; // bytes per block
 };
 
-inline constexpr std::array<TTypeTraits, 9> kTTypes{{
+inline constexpr std::array<TTypeTraits, 16> kTTypes{{
     {TType::F32, "F32", 1, 4},
     {TType::F16, "F16", 1, 2},
     {TType::Q4_0, "Q4_0", 32, 18},
@@ -36,6 +43,13 @@ inline constexpr std::array<TTypeTraits, 9> kTTypes{{
     {TType::Q5_0, "Q5_0", 32, 22},
     {TType::Q5_1, "Q5_1", 32, 24},
     {TType::Q8_0, "Q8_0", 32, 34},
+    {TType::Q2_K, "Q2_K", 256, 84},
+    {TType::Q3_K, "Q3_K", 256, 110},
+    {TType::Q4_K, "Q4_K", 256, 144},
+    {TType::Q5_K, "Q5_K", 256, 176},
+    {TType::Q6_K, "Q6_K", 256, 210},
+    {TType::IQ4_NL, "IQ4_NL", 32, 18},
+    {TType::IQ4_XS, "IQ4_XS", 256, 136},
     {TType::BF16, "BF16", 1, 2},
     {TType::I32, "I32", 1, 4},
 }};

@@ -49,6 +49,13 @@ struct QuantWeight {
   // checkpoint's act-order g_idx); only MatMulNBits (its g_idx input) and the GPTQ layout hold
   // such a grid, ggml blocks and our integer kernels do not.
   std::vector<int32_t> g_idx;
+  // Empty: a linear grid. Else the value of each code (IQ4's 16 non-linear levels): w =
+  // scales[g] * levels[code] + mins[g]. Only ggml's IQ4 blocks hold such a grid.
+  std::vector<float> levels;
+  // Super-block types (k-quants, IQ4): the blocks as stored. Their two-level scales (fp16 d and
+  // dmin times 4-, 6- or 8-bit sub-block codes) give scales/mins above but cannot be recovered
+  // from them, so pack() writes these bytes.
+  std::vector<uint8_t> kblocks;
 
   int64_t n_groups() const { return (cols + group - 1) / group; }
   int64_t group_of(int64_t c) const { return g_idx.empty() ? c / group : g_idx[static_cast<size_t>(c)]; }
