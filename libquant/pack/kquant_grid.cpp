@@ -10,9 +10,9 @@ namespace quant {
 
 namespace {
 
-// Calls f(sub-block, code of each of its weights..., scale, min) through one decoded block:
-// every type below fills codes[256], and per sub-block the factor a and offset b of
-// x = a·code − b (IQ4: a·level[code]) exactly as ggml multiplies them.
+// One decoded block: its codes (up to 256), and per sub-block the factor a and offset b that
+// ggml multiplies them with: x = a·code − b (Q3_K a·(code − 4), Q6_K a·(code − 32), IQ4
+// a·level[code]; see value()).
 struct Decoded {
   uint8_t codes[kQK_K];
   float a[16], b[16];
