@@ -356,7 +356,7 @@ std::map<std::string, std::vector<float>> quantize_unit(const SweepRun& run, con
     if (ap)
       for (const auto& c : ap->clips)
         if (c.tensor == name) c.apply(w.data(), d.rows, d.cols);
-    const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}}, {d}).front();
+    const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}, {}}, {d}).front();
     TensorReport rep;
     const QuantWeight q = st.method == Method::Gptq ? quantize_gptq(plan, w.data(), H.d, run.gptq, rep) : quantize_rtn(plan, w.data());
     o.method_loss += rep.loss;

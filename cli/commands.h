@@ -29,10 +29,11 @@ struct ConvertArgs {
   bool external_data = false, force = false;
   int64_t group = 32;
   bool sym = false, asym = false, dry_run = false, json = false, quiet = false;
+  bool pure = false;  // a preset's base type for every matrix, no mix
   int threads = 0;
   CalibSpec calib;
   GptqOptions gptq;
-  std::string stats_dir;
+  std::string stats_dir, imatrix;
   std::string bitplan_file;  // set when --plan is a bit-width plan (quant plan)
   double alpha_value = 0.5;  // --alpha parsed (-1: auto)
 };

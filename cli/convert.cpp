@@ -17,6 +17,7 @@
 #include "quant/formats/mmap.h"
 #include "quant/formats/onnx_model.h"
 #include "quant/gemm.h"
+#include "quant/presets.h"
 #include "quant/calibration/stage.h"
 #include "quant/calibration/sweep.h"
 
@@ -73,7 +74,11 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
                 "--method {} needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)", a.method);
     QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
   }
-  if (!a.bits) return QuantSpec::parse(a.qtype);
+  QUANT_CHECK(!a.pure || find_preset(a.qtype), "--pure applies to a preset --qtype ({})", preset_names());
+  if (!a.bits) {
+    if (const Preset* p = find_preset(a.qtype)) return QuantSpec::parse(std::string(ttype_name(p->base)));
+    return QuantSpec::parse(a.qtype);
+  }
   QUANT_CHECK(GridSpec::valid_bits(a.bits), "--bits {} outside 2..8", a.bits);
   QUANT_CHECK(GridSpec::valid_group(a.group), "--group-size {} (32, 64, 128 or 0)", a.group);
   QuantSpec target;
@@ -83,7 +88,9 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
 }
 
 Policy make_policy(const ConvertArgs& a, const QuantSpec& target, const std::optional<BitPlan>& bitplan, const LoadedModel& m) {
-  Policy policy = Policy::defaults(target);
+  const Preset* preset = a.pure ? nullptr : find_preset(a.qtype);
+  Policy policy = preset ? preset_policy(*preset, preset_model(m.config, m.weights->tensors(), !a.imatrix.empty()))
+                         : Policy::defaults(target);
   if (a.format == "gptq-safetensors")  // hub GPTQ checkpoints keep the embeddings and the head in float
     policy.rules.insert(policy.rules.begin(), {{"token_embd.weight", QuantSpec::parse("F16")}, {"output.weight", QuantSpec::parse("F16")}});
   if (bitplan) {
@@ -93,6 +100,7 @@ Policy make_policy(const ConvertArgs& a, const QuantSpec& target, const std::opt
   if (!a.policy_file.empty()) {
     Policy user = Policy::from_json(read_json_file(a.policy_file, "policy"), a.policy_file);
     user.rules.insert(user.rules.end(), policy.rules.begin(), policy.rules.end());
+    user.preset = policy.preset;
     policy = std::move(user);
   }
   return policy;

@@ -246,7 +246,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"per-token", "per-tensor", "per-block"}))->capture_default_str();
   conv->add_option("--plan", ca.plan_file, "apply a bit-width plan (quant plan), or a saved AWQ / SmoothQuant plan instead of searching");
   conv->add_option("--dump-plan", ca.dump_plan, "write the AWQ / SmoothQuant plan as JSON");
-  conv->add_option("--qtype", ca.qtype, "Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS | F16 | BF16 | F32 (ggml's own quantizers, every tensor that type)");
+  conv->add_option("--qtype", ca.qtype,
+                   "a llama.cpp preset (Q2_K | Q3_K_S | Q3_K_M | Q3_K_L | Q4_K_S | Q4_K_M | Q5_K_S | Q5_K_M | Q6_K | IQ4_NL | IQ4_XS: "
+                   "llama-quantize's tensor-type mix) or a type (Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q3_K | Q4_K | Q5_K | F16 | BF16 | F32: "
+                   "every matrix that type, output.weight Q8_0)");
+  conv->add_flag("--pure", ca.pure, "with a preset: every matrix its base type (llama-quantize --pure), output.weight Q8_0");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
   conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
   conv->add_option("--grid-search", ca.grid_search, "grid range: minmax | mse (GPTQ's quant.py search, for RTN and GPTQ alike)")

@@ -5,6 +5,7 @@
 
 #include "quant/formats/gguf.h"
 #include "quant/kquants.h"
+#include "quant/presets.h"
 
 namespace quant {
 
@@ -189,7 +190,9 @@ LoadedModel load_gguf(const std::string& path) {
   return m;
 }
 
-uint32_t gguf_file_type(const QuantSpec& t) {
+uint32_t gguf_file_type(const Policy& policy) {
+  if (const Preset* p = find_preset(policy.preset)) return p->file_type;
+  const QuantSpec& t = policy.rules.back().spec;
   // llama.cpp's llama_ftype (llama.h): ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, BF16 32, ...
   TType ty = t.type;
   if (t.kind == QuantSpec::Kind::Grid) ty = storage_for_grid(t.grid, 4096).type;
@@ -228,7 +231,7 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSour
   w.set_u32("general.alignment", 32);
   w.set_u32("general.quantization_version", 2);
   const QuantSpec& target = policy.rules.back().spec;
-  w.set_u32("general.file_type", gguf_file_type(target));
+  w.set_u32("general.file_type", gguf_file_type(policy));
   w.set_u32(key("context_length"), static_cast<uint32_t>(c.max_ctx));
   w.set_u32(key("embedding_length"), static_cast<uint32_t>(c.dim));
   w.set_u32(key("block_count"), static_cast<uint32_t>(c.n_layers));
@@ -257,7 +260,7 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSour
   w.set_bool("tokenizer.ggml.add_eos_token", false);
   if (!bpe) w.set_bool("tokenizer.ggml.add_space_prefix", v.add_space_prefix);
   w.set_str("quant.method", info.method);
-  w.set_str("quant.target", target.str());
+  w.set_str("quant.target", policy.preset.empty() ? target.str() : policy.preset);
   w.set_str("quant.source", model.path);
   w.set_str("quant.policy", policy.to_json().dump());
   w.set_str("quant.tensors", plans_to_json(plans).dump());

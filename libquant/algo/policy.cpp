@@ -5,6 +5,7 @@
 
 #include "quant/error.h"
 #include "quant/policy.h"
+#include "quant/presets.h"
 
 namespace quant {
 
@@ -32,7 +33,10 @@ QuantSpec QuantSpec::parse(const std::string& s) {
     return q;
   }
   const auto t = ttype_from_name(s);
-  QUANT_CHECK(t && *t != TType::I32, "unknown quant spec \"{}\" (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, or \"int3 g32 asym\")", s);
+  QUANT_CHECK(t && *t != TType::I32,
+              "unknown quant spec \"{}\" (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, "
+              "IQ4_XS, or \"int3 g32 asym\"; llama.cpp presets for --qtype: {})",
+              s, preset_names());
   q.type = *t;
   q.kind = is_quantized(*t) ? Kind::Ggml : Kind::Float;
   return q;
@@ -56,6 +60,21 @@ bool glob_match(std::string_view p, std::string_view s) {
   }
   while (pi < p.size() && p[pi] == '*') ++pi;
   return pi == p.size();
+}
+
+TType block_fallback(TType t, int64_t cols) {
+  if (cols % traits(t).block == 0) return t;
+  TType f = TType::F16;
+  switch (t) {
+    case TType::Q2_K:
+    case TType::Q3_K: f = TType::Q4_0; break;
+    case TType::Q4_K: f = TType::Q5_0; break;
+    case TType::Q5_K: f = TType::Q5_1; break;
+    case TType::Q6_K: f = TType::Q8_0; break;
+    case TType::IQ4_XS: f = TType::IQ4_NL; break;
+    default: break;
+  }
+  return cols % traits(f).block == 0 ? f : TType::F16;
 }
 
 Policy Policy::defaults(const QuantSpec& target) {
@@ -109,12 +128,13 @@ std::vector<TensorPlan> resolve_policy(const Policy& policy, const std::vector<T
     } else if (s.kind == QuantSpec::Kind::Float) {
       p.stored = s.type;
     } else if (s.kind == QuantSpec::Kind::Ggml) {
-      if (t.cols % traits(s.type).block == 0) {
-        p.stored = s.type;
-      } else {
-        p.stored = TType::F16;
-        p.exact = false;
-        p.note = fmt::format("{} columns do not tile {} blocks: F16 instead", t.cols, ttype_name(s.type));
+      p.stored = block_fallback(s.type, t.cols);
+      if (p.stored != s.type) {
+        p.note = fmt::format("{} columns do not tile {} blocks: {} instead", t.cols, ttype_name(s.type), ttype_name(p.stored));
+        if (is_quantized(p.stored))
+          p.requested.type = p.stored;  // quantized as that type, as llama.cpp does
+        else
+          p.exact = false;
       }
     } else {
       StorageChoice c = storage_for_grid(s.grid, t.cols);

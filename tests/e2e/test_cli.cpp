@@ -101,6 +101,8 @@ TEST_CASE("bad input: one clear error, non-zero exit, no partial output", "[cli]
                {"m.gguf", "cannot write"});
   expect_error(qt::run(q() + " convert " + model() + " --qtype Q4_0 -o " + out_dir + " --quiet"), {"is a directory"});
   expect_error(qt::run(q() + " convert " + model() + " --qtype Q9_9 -o " + out_dir + "/x.gguf"), {"unknown quant spec \"Q9_9\""});
+  expect_error(qt::run(q() + " convert " + model() + " --qtype Q4_K_X -o " + out_dir + "/x.gguf"), {"Q4_K_X", "Q4_K_M", "presets"});
+  expect_error(qt::run(q() + " convert " + model() + " --qtype Q4_0 --pure -o " + out_dir + "/x.gguf"), {"--pure applies to a preset"});
   expect_error(qt::run(q() + " convert " + (tmp / "nope") + " --qtype Q4_0 -o " + out_dir + "/x.gguf"), {"nope", "no such file"});
   qt::write_file(tmp / "policy.json", R"([{"match": "*", "qtype": 4}])");
   expect_error(qt::run(q() + " convert " + model() + " --qtype Q4_0 --policy " + (tmp / "policy.json") + " -o " + out_dir + "/x.gguf"),

@@ -84,11 +84,52 @@ TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime
 
 #include "quant/formats/gguf.h"
 
+namespace {
+
+std::string libllama() {
+  return std::string(QUANT_BUILD_DIR) + "/peers/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so";
+}
+
+// llama.cpp's quantizer on `in`: llama_ftype, output.weight's ggml type (-1: its own rule), pure.
+void llama_quantize(const std::string& in, const std::string& out, int ftype, int out_type, bool pure,
+                    const std::string& imatrix = "") {
+  const auto r = qt::run(std::string(QUANT_BIN_DIR) + "/llama_quantize_shim " + libllama() + " " + in + " " + out + " " +
+                         std::to_string(ftype) + " " + std::to_string(out_type) + (pure ? " 1" : " 0") +
+                         (imatrix.empty() ? "" : " " + imatrix));
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+}
+
+// Same tensors, types and bytes; returns how many tensors were compared.
+int64_t require_same_tensors(const std::string& theirs, const std::string& ours) {
+  GgufFile a(theirs), b(ours);
+  REQUIRE(a.tensors().size() == b.tensors().size());
+  int64_t same = 0;
+  for (const auto& t : a.tensors()) {
+    const auto it = std::find_if(b.tensors().begin(), b.tensors().end(), [&](const auto& u) { return u.name == t.name; });
+    REQUIRE(it != b.tensors().end());
+    CAPTURE(t.name);
+    REQUIRE(ttype_name(it->type) == ttype_name(t.type));
+    REQUIRE(it->nbytes == t.nbytes);
+    const bool eq = std::memcmp(it->data, t.data, t.nbytes) == 0;
+    CHECK(eq);
+    same += eq;
+  }
+  return same;
+}
+
+uint32_t file_type(const std::string& gguf) {
+  GgufFile f(gguf);
+  const GgufValue* v = f.find("general.file_type");
+  REQUIRE(v != nullptr);
+  return static_cast<uint32_t>(v->num);
+}
+
+}  // namespace
+
 TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run its files", "[e2e][peers][llama.cpp]") {
   if (!qt::install_llama_cpp()) return;
-  const std::string lib = std::string(QUANT_BUILD_DIR) +
-                          "/peers/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so";
-  REQUIRE(std::filesystem::exists(lib));
+  REQUIRE(std::filesystem::exists(libllama()));
   qt::TempDir tmp;
   LoadedModel m = load_model(qt::bundled_model());
   const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
@@ -102,34 +143,18 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
   for (const auto& [qtype, ftype] : std::vector<std::pair<std::string, int>>{
            {"F16", 1}, {"Q4_0", 2}, {"Q4_1", 3}, {"Q8_0", 7}, {"Q5_0", 8}, {"Q5_1", 9}, {"Q2_K", 10}, {"Q3_K", 11},
            {"Q4_K", 14}, {"Q5_K", 16}, {"Q6_K", 18}, {"IQ4_NL", 25}, {"IQ4_XS", 30}}) {
-    const std::string out_type = (qtype == "F16" || qtype == "Q8_0") ? "" : " 8";
     CAPTURE(qtype);
     const std::string theirs = tmp / ("llama-" + qtype + ".gguf"), ours = tmp / ("ours-" + qtype + ".gguf");
-    const auto r = qt::run(std::string(QUANT_BIN_DIR) + "/llama_quantize_shim " + lib + " " + (tmp / "f32.gguf") + " " +
-                           theirs + " " + std::to_string(ftype) + out_type);
-    INFO(r.out);
-    REQUIRE(r.code == 0);
+    llama_quantize(tmp / "f32.gguf", theirs, ftype, (qtype == "F16" || qtype == "Q8_0") ? -1 : 8, true);
     const Policy p = Policy::defaults(QuantSpec::parse(qtype));
     {
       RtnTensors src(*m.weights, resolve_policy(p, m.weights->tensors()));
       write_gguf_model(m, p, src, ours, {});
     }
-    GgufFile a(theirs), b(ours);
-    REQUIRE(a.tensors().size() == b.tensors().size());
     // Identical bytes, tensor for tensor, every type. (Our quantizers are compiled without fused
     // multiply-add, as llama.cpp's ggml-base is: with it, ~5% of k-quant blocks chose another
     // sub-block scale and a few Q4_0/Q5_0 codes rounded the other way.)
-    int64_t compared = 0;
-    for (const auto& t : a.tensors()) {
-      const auto it = std::find_if(b.tensors().begin(), b.tensors().end(), [&](const auto& u) { return u.name == t.name; });
-      REQUIRE(it != b.tensors().end());
-      CAPTURE(t.name);
-      REQUIRE(it->type == t.type);
-      REQUIRE(it->nbytes == t.nbytes);
-      ++compared;
-      CHECK(std::memcmp(it->data, t.data, t.nbytes) == 0);
-    }
-    CHECK(compared == static_cast<int64_t>(m.weights->tensors().size()));
+    CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
     // Our runtime evaluates llama.cpp's file exactly as it evaluates ours.
     const LoadedModel lm = load_model(theirs);
     LlamaRuntime rt(lm.config, *lm.weights);
@@ -140,5 +165,45 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
     LlamaRuntime ort(om.config, *om.weights);
     const double p_theirs = perplexity(rt, toks, lm.config.bos_id, o).ppl, p_ours = perplexity(ort, toks, om.config.bos_id, o).ppl;
     CHECK(p_theirs == p_ours);
+  }
+}
+
+TEST_CASE("quant convert --qtype PRESET writes llama-quantize's tensor-type mix, byte for byte", "[e2e][peers][llama.cpp][presets]") {
+  if (!qt::install_llama_cpp()) return;
+  qt::TempDir tmp;
+  LoadedModel m = load_model(qt::bundled_model());
+  const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
+  {
+    RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
+    write_gguf_model(m, f32, src, tmp / "f32.gguf", {});
+  }
+  for (const auto& [preset, ftype] : std::vector<std::pair<std::string, int>>{
+           {"Q2_K", 10}, {"Q3_K_S", 11}, {"Q3_K_M", 12}, {"Q3_K_L", 13}, {"Q4_K_S", 14}, {"Q4_K_M", 15}, {"Q5_K_S", 16},
+           {"Q5_K_M", 17}, {"Q6_K", 18}, {"IQ4_NL", 25}, {"IQ4_XS", 30}}) {
+    CAPTURE(preset);
+    const std::string theirs = tmp / ("llama-" + preset + ".gguf"), ours = tmp / ("ours-" + preset + ".gguf");
+    llama_quantize(tmp / "f32.gguf", theirs, ftype, -1, false);
+    const auto r = qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " --qtype " + preset + " --quiet -o " + ours);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
+    CHECK(file_type(ours) == file_type(theirs));
+    CHECK(file_type(ours) == static_cast<uint32_t>(ftype));
+  }
+  // stories260K: rows of 64 and 172 tile no super-block, and its head is the embedding (tied):
+  // the fallbacks (Q4_K -> Q5_0, Q3_K -> Q4_0, IQ4_XS -> IQ4_NL, Q6_K -> Q8_0, then F16).
+  const std::string stories = qt::shared("models/stories260K/stories260K.bin");
+  if (!std::filesystem::exists(stories)) return;
+  auto r = qt::run(qt::quant_bin() + " convert " + stories + " --qtype F32 --quiet -o " + (tmp / "s-f32.gguf"));
+  REQUIRE(r.code == 0);
+  for (const auto& [preset, ftype] : std::vector<std::pair<std::string, int>>{
+           {"Q2_K", 10}, {"Q3_K_M", 12}, {"Q4_K_M", 15}, {"Q6_K", 18}, {"IQ4_XS", 30}}) {
+    CAPTURE(preset);
+    const std::string theirs = tmp / ("s-llama-" + preset + ".gguf"), ours = tmp / ("s-ours-" + preset + ".gguf");
+    llama_quantize(tmp / "s-f32.gguf", theirs, ftype, -1, false);
+    r = qt::run(qt::quant_bin() + " convert " + stories + " --qtype " + preset + " --quiet -o " + ours);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(GgufFile(ours).tensors().size()));
   }
 }

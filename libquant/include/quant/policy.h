@@ -29,6 +29,7 @@ struct PolicyRule {
 
 struct Policy {
   std::vector<PolicyRule> rules;
+  std::string preset;  // the llama.cpp preset the rules came from (presets.h), or empty
   // The default for a target: vectors (norms, biases) F32; output.weight Q8_0 when the target
   // is below 8 bits (llama.cpp keeps the head at higher precision too); everything else target.
   static Policy defaults(const QuantSpec& target);
@@ -38,6 +39,11 @@ struct Policy {
 };
 
 bool glob_match(std::string_view pattern, std::string_view name);
+
+// What llama.cpp stores when a row does not tile `t`'s blocks (tensor_type_fallback): Q4_K -> Q5_0,
+// Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K -> Q4_0, IQ4_XS -> IQ4_NL; F16 when that does not tile
+// either (and for the 32-wide types themselves).
+TType block_fallback(TType t, int64_t cols);
 
 // One tensor's resolved plan.
 struct TensorPlan {

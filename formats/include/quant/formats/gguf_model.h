@@ -28,7 +28,7 @@ class GgufFile;
 // The SentencePiece vocabulary stored in tokenizer.ggml.* (model "llama").
 Vocab read_gguf_vocab(const GgufFile& f);
 
-// llama.cpp's general.file_type for a target.
-uint32_t gguf_file_type(const QuantSpec& target);
+// llama.cpp's general.file_type: the preset's, else that of the last rule's (the default) type.
+uint32_t gguf_file_type(const Policy& policy);
 
 }  // namespace quant
