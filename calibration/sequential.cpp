@@ -76,14 +76,16 @@ std::vector<const TensorPlan*> GptqDriver::todo(int64_t l, Tap tap) const {
     if (step.tap == tap)
       for (const char* n : step.linears) {
         auto it = plan_of_.find(fmt::format("blk.{}.{}.weight", l, n));
-        if (it != plan_of_.end() && it->second->requested.kind == QuantSpec::Kind::Grid) out.push_back(it->second);
+        if (it != plan_of_.end() && gptq_quantizable(it->second->requested)) out.push_back(it->second);
       }
   return out;
 }
 
 void GptqDriver::quantize(const TensorPlan& p, std::vector<float>& w, const std::vector<double>& H, bool keep_stored) {
   TensorReport r;
-  QuantWeight q = quantize_gptq(p, w.data(), H, opts_.gptq, r);
+  GptqOptions go = opts_.gptq;
+  go.importance = importance_of(opts_.importance, p);
+  QuantWeight q = quantize_gptq(p, w.data(), H, go, r);
   res_.layers.push_back(r);
   // The block now computes with exactly what the file will hold.
   if (keep_stored) stored_values(p, q, opts_.grid_store, w.data());

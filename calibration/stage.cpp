@@ -11,14 +11,14 @@ namespace quant {
 namespace {
 
 bool is_decoder_linear(const TensorPlan& p) { return p.name.rfind("blk.", 0) == 0 && p.n_dims == 2; }
-bool gptq_target(const TensorPlan& p) { return uses_gptq(p.method) && p.requested.kind == QuantSpec::Kind::Grid; }
+bool gptq_target(const TensorPlan& p) { return uses_gptq(p.method) && gptq_quantizable(p.requested); }
 
 }  // namespace
 
 void assign_methods(std::vector<TensorPlan>& plans, Method m) {
   for (auto& p : plans) {
     if (!is_decoder_linear(p)) continue;
-    if (uses_gptq(m) && p.requested.kind == QuantSpec::Kind::Grid) p.method = Method::Gptq;
+    if (uses_gptq(m) && gptq_quantizable(p.requested)) p.method = Method::Gptq;
     if (is_act_aware(m) && p.requested.kind != QuantSpec::Kind::Float) p.method = p.method == Method::Gptq ? Method::AwqGptq : m;
   }
 }
@@ -69,11 +69,12 @@ void QuantStage::prepare() {
     act_plan_->apply(base_, *overlay_);
   }
   // MatMulNBits and the GPTQ layout hold act-order groups (g_idx); ggml blocks do not.
-  rtn_ = std::make_unique<RtnTensors>(weights(), plans_, spec_.grid_store == GridStore::Exact);
+  rtn_ = std::make_unique<RtnTensors>(weights(), plans_, spec_.grid_store == GridStore::Exact, spec_.importance);
   if (uses_gptq(m)) {
     SequentialOptions so;
     so.gptq = spec_.gptq;
     so.grid_store = spec_.grid_store;
+    so.importance = spec_.importance;
     so.progress = progress_of("gptq");
     so.sink = [this](const TensorPlan& p, QuantWeight&& q, const TensorReport& r) {
       QuantizedTensor& t = gptq_done_[p.name];

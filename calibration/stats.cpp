@@ -89,6 +89,12 @@ std::vector<double> InputStats::hessian() const {
   return h;
 }
 
+std::vector<double> InputStats::sum_squares() const {
+  std::vector<double> d(static_cast<size_t>(width_));
+  for (int64_t i = 0; i < width_; ++i) d[static_cast<size_t>(i)] = xtx_[static_cast<size_t>(i * width_ + i)];
+  return d;
+}
+
 std::vector<double> InputStats::mean_abs() const {
   std::vector<double> m(sum_abs_);
   for (auto& v : m) v /= static_cast<double>(std::max<int64_t>(1, n_));

@@ -10,6 +10,7 @@
 
 #include "quant/error.h"
 #include "quant/calibration/sequential.h"
+#include "quant/formats/imatrix.h"
 #include "quant/formats/mmap.h"
 #include "quant/formats/safetensors.h"
 
@@ -35,13 +36,22 @@ SafeTensorOut f32_tensor(const std::string& name, const std::vector<double>& v, 
 }  // namespace
 
 void calibrate_to_dir(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,
-                      const CalibSpec& spec, const std::string& dir, const std::function<void(int64_t, int64_t)>& progress) {
+                      const CalibSpec& spec, const std::string& dir, const std::function<void(int64_t, int64_t)>& progress,
+                      Imatrix* imatrix) {
   QUANT_CHECK(!windows.empty(), "calibration needs windows");
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  QUANT_CHECK(!ec && fs::is_directory(dir), "{}: cannot create directory: {}", dir, ec.message());
-  fs::remove(fs::path(dir) / "manifest.json", ec);  // incomplete until rewritten at the end
+  if (!dir.empty()) {
+    fs::create_directories(dir, ec);
+    QUANT_CHECK(!ec && fs::is_directory(dir), "{}: cannot create directory: {}", dir, ec.message());
+    fs::remove(fs::path(dir) / "manifest.json", ec);  // incomplete until rewritten at the end
+  }
   const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
+  if (imatrix) {
+    *imatrix = Imatrix{};
+    imatrix->datasets = {spec.file};
+    imatrix->chunk_count = static_cast<int32_t>(S);
+    imatrix->chunk_size = static_cast<int32_t>(T);
+  }
   std::vector<float> X = embed_windows(cfg, store, windows);
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     if (progress) progress(l, cfg.n_layers);
@@ -53,6 +63,12 @@ void calibrate_to_dir(const LlamaConfig& cfg, const WeightStore& store, const st
       run_block(cfg, bw, X.data() + s * T * D, T, [&](Tap t, const float* data, int64_t rows, int64_t) {
         stats[static_cast<size_t>(t)].add(data, rows);
       });
+    if (imatrix)
+      for (int t = 0; t < kNumTaps; ++t)
+        for (const char* linear : linears_reading(static_cast<Tap>(t)))
+          imatrix->entries[fmt::format("blk.{}.{}.weight", l, linear)] = {stats[static_cast<size_t>(t)].sum_squares(),
+                                                                          stats[static_cast<size_t>(t)].count()};
+    if (dir.empty()) continue;
     std::vector<SafeTensorOut> out;
     for (int t = 0; t < kNumTaps; ++t) {
       const std::string tap = tap_name(static_cast<Tap>(t));
@@ -63,13 +79,14 @@ void calibrate_to_dir(const LlamaConfig& cfg, const WeightStore& store, const st
     }
     write_safetensors(block_file(dir, l), out);
   }
+  if (progress) progress(cfg.n_layers, cfg.n_layers);
+  if (dir.empty()) return;
   const nlohmann::json manifest = {{"format", "quant-stats"}, {"version", 1}, {"model", model_json(cfg)},
                                    {"calibration", spec.to_json()}, {"tokens", S * T}};
   AtomicFile f((fs::path(dir) / "manifest.json").string());
   const std::string text = manifest.dump(2);
   f.write(text.data(), text.size());
   f.commit();
-  if (progress) progress(cfg.n_layers, cfg.n_layers);
 }
 
 StatsDir::StatsDir(const std::string& dir, const LlamaConfig& cfg) : dir_(dir), cfg_(cfg) {

@@ -13,10 +13,12 @@
 #include "quant/error.h"
 #include "quant/formats/gguf_model.h"
 #include "quant/formats/gptq_writer.h"
+#include "quant/formats/imatrix.h"
 #include "quant/formats/loader.h"
 #include "quant/formats/mmap.h"
 #include "quant/formats/onnx_model.h"
 #include "quant/gemm.h"
+#include "quant/kquants.h"
 #include "quant/presets.h"
 #include "quant/calibration/stage.h"
 #include "quant/calibration/sweep.h"
@@ -69,7 +71,12 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
   QUANT_CHECK(a.format == "gptq-safetensors" || a.gptq_zeros == "v1", "--gptq-zeros applies to --format gptq-safetensors");
   QUANT_CHECK(a.format == "onnx" || (!a.external_data && a.onnx_accuracy == 0), "--external-data and --onnx-accuracy-level apply to --format onnx");
   if (uses_gptq(method)) {
-    QUANT_CHECK(a.bits != 0, "--method {} quantizes onto an integer grid: give --bits (and --group-size, --sym/--asym)", a.method);
+    const Preset* preset = find_preset(a.qtype);
+    const auto t = a.qtype.empty() ? std::nullopt : ttype_from_name(a.qtype);
+    QUANT_CHECK(a.bits != 0 || preset || (t && is_kquant(*t)),
+                "--method {} quantizes onto an integer grid (--bits, --group-size, --sym/--asym) or a super-block type or preset "
+                "(--qtype Q4_K_M, Q4_K, IQ4_XS ...), not --qtype {}",
+                a.method, a.qtype);
     QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(),
                 "--method {} needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)", a.method);
     QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
@@ -218,6 +225,12 @@ int run_convert(const ConvertArgs& args, bool method_given) {
   if (onnx) resolve_onnx_storage(plans);  // throws for what MatMulNBits cannot hold
   if (gptq_out) resolve_gptq_storage(plans);  // one 2/3/4/8-bit grid for every linear
   assign_methods(plans, method);
+  std::optional<Importance> importance;
+  if (!a.imatrix.empty()) {
+    QUANT_CHECK(method == Method::Rtn || method == Method::Gptq,
+                "--imatrix weighs ggml's rounding (rtn) or GPTQ's super-block fits (gptq): not --method {}", a.method);
+    importance = imatrix_importance(read_imatrix(a.imatrix), m.weights->tensors(), a.imatrix);
+  }
   const PlanTotals totals = plan_totals(plans);
   nlohmann::json summary = {{"model", a.model}, {"out", a.out}, {"format", a.format}, {"method", a.method}, {"target", target.str()},
                             {"policy", policy.to_json()}, {"tensors", plans_to_json(plans)},
@@ -241,6 +254,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
   std::map<std::string, Progress> bars;
   auto bar = [&](const std::string& step) -> Progress& { return bars.try_emplace(step, step, a.quiet).first->second; };
   StageSpec spec = stage_spec(a, method, m, stats ? &*stats : nullptr);
+  spec.importance = importance ? &*importance : nullptr;
   spec.progress = [&](const std::string& step, const std::string& what, int64_t d, int64_t t) { bar(step).update(d, t, what); };
   QuantStage stage(m.config, *m.weights, std::move(plans), std::move(spec));
   stage.prepare();
@@ -254,6 +268,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
     summary["plan"] = act_plan_json(*ap);
   }
   std::map<std::string, std::string> extra = stage.metadata();
+  if (importance) extra["imatrix"] = nlohmann::json({{"file", a.imatrix}, {"entries", importance->size()}}).dump();
   if (bitplan)
     extra["bitplan"] = nlohmann::json({{"file", a.bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
                                        {"source", bitplan->source}}).dump();

@@ -12,6 +12,7 @@
 #include "progress.h"
 #include "quant/error.h"
 #include "quant/formats/gguf.h"
+#include "quant/formats/imatrix.h"
 #include "quant/formats/onnx_model.h"
 #include "quant/gemm.h"
 #include "quant/formats/loader.h"
@@ -99,22 +100,33 @@ int run_ppl(const PplArgs& a) {
 }
 
 // --- calibrate ---
-int run_calibrate(const std::string& model, const std::string& out, CalibSpec spec, int threads, bool json, bool quiet) {
+int run_calibrate(const std::string& model, const std::string& out, const std::string& imatrix_out, CalibSpec spec, int threads,
+                  bool json, bool quiet) {
   set_threads(threads);
   QUANT_CHECK(!spec.file.empty(), "calibrate needs --calib FILE");
-  QUANT_CHECK(!out.empty(), "calibrate needs -o DIR");
+  QUANT_CHECK(!out.empty() || !imatrix_out.empty(), "calibrate needs -o DIR (statistics) and/or --imatrix FILE (llama.cpp's importance matrix)");
   LoadedModel m = load_model(model);
   const auto windows = calibration_windows(*m.tokenizer, spec, m.config.max_ctx);
   Progress prog("calibrate", quiet);
   const auto t0 = std::chrono::steady_clock::now();
-  calibrate_to_dir(m.config, *m.weights, windows, spec, out, [&](int64_t d, int64_t t) { prog.update(d, t, "blocks"); });
+  Imatrix im;
+  calibrate_to_dir(m.config, *m.weights, windows, spec, out, [&](int64_t d, int64_t t) { prog.update(d, t, "blocks"); },
+                   imatrix_out.empty() ? nullptr : &im);
+  const bool legacy = std::filesystem::path(imatrix_out).extension() == ".dat";
+  if (!imatrix_out.empty()) write_imatrix(im, imatrix_out, legacy);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const nlohmann::json j = {{"model", model}, {"out", out}, {"calibration", spec.to_json()},
+  const nlohmann::json j = {{"model", model}, {"out", out}, {"imatrix", imatrix_out}, {"calibration", spec.to_json()},
                             {"tokens", static_cast<int64_t>(windows.size()) * spec.seqlen}, {"seconds", secs}};
-  if (json)
+  if (json) {
     std::cout << j.dump(2) << "\n";
-  else
-    std::cout << fmt::format("wrote statistics of {} windows x {} tokens to {} in {:.1f} s\n", windows.size(), spec.seqlen, out, secs);
+    return 0;
+  }
+  if (!out.empty())
+    std::cout << fmt::format("wrote statistics of {} windows x {} tokens to {}\n", windows.size(), spec.seqlen, out);
+  if (!imatrix_out.empty())
+    std::cout << fmt::format("wrote llama.cpp's importance matrix ({} format, {} entries) to {}\n", legacy ? "legacy .dat" : "GGUF",
+                             im.entries.size(), imatrix_out);
+  std::cout << fmt::format("{:.1f} s\n", secs);
   return 0;
 }
 
@@ -250,6 +262,8 @@ int main(int argc, char** argv) {
                    "a llama.cpp preset (Q2_K | Q3_K_S | Q3_K_M | Q3_K_L | Q4_K_S | Q4_K_M | Q5_K_S | Q5_K_M | Q6_K | IQ4_NL | IQ4_XS: "
                    "llama-quantize's tensor-type mix) or a type (Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q3_K | Q4_K | Q5_K | F16 | BF16 | F32: "
                    "every matrix that type, output.weight Q8_0)");
+  conv->add_option("--imatrix", ca.imatrix, "llama.cpp importance matrix (GGUF or legacy .dat; quant calibrate --imatrix or llama-imatrix) "
+                   "for ggml's importance-weighted quantizers");
   conv->add_flag("--pure", ca.pure, "with a preset: every matrix its base type (llama-quantize --pure), output.weight Q8_0");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
   conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
@@ -265,14 +279,15 @@ int main(int argc, char** argv) {
   conv->add_flag("--json", ca.json, "machine-readable output");
   conv->add_flag("--quiet", ca.quiet, "no progress on stderr");
 
-  std::string cmodel, cout_dir;
+  std::string cmodel, cout_dir, cimatrix;
   quant::CalibSpec cspec;
   int cthreads = 0;
   bool cjson = false, cquiet = false;
   auto* cal = app.add_subcommand("calibrate", "save calibration statistics (Hessians, mean|x|, max|x|) of the FP model");
   cal->add_option("model", cmodel, "model path")->required();
   cal->add_option("--calib", cspec.file, "calibration text (plain, or .jsonl with a text field)")->required();
-  cal->add_option("-o,--out", cout_dir, "output directory")->required();
+  cal->add_option("-o,--out", cout_dir, "output directory of the statistics");
+  cal->add_option("--imatrix", cimatrix, "also write llama.cpp's importance matrix (GGUF; legacy format when FILE ends in .dat)");
   cal->add_option("--nsamples", cspec.nsamples, "calibration windows")->capture_default_str();
   cal->add_option("--seqlen", cspec.seqlen, "tokens per window")->capture_default_str();
   cal->add_option("--seed", cspec.seed, "seed of the window draw")->capture_default_str();
@@ -307,7 +322,7 @@ int main(int argc, char** argv) {
     if (*ppl) return run_ppl(pa);
     if (*conv) return run_convert(ca, conv->get_option("--method")->count() > 0);
     if (*insp) return run_inspect(ipath, ijson);
-    if (*cal) return run_calibrate(cmodel, cout_dir, cspec, cthreads, cjson, cquiet);
+    if (*cal) return run_calibrate(cmodel, cout_dir, cimatrix, cspec, cthreads, cjson, cquiet);
     if (*gen) return run_generate(gmodel, gtok, gprompt, gsteps);
     if (*swc) return run_sweep_cmd(swa);
     if (*plc) return run_plan_cmd(pla);

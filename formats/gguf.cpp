@@ -276,8 +276,13 @@ void GgufWriter::write(const std::string& path, const std::function<PackedTensor
                 "GGUF writer: tensor {} produced as {} [{}x{}] {} bytes, declared {} [{}x{}] {} bytes", t.name,
                 ttype_name(p.type), p.rows, p.cols, p.data.size(), ttype_name(t.type), t.rows, t.cols, sizes[i]);
     f.write(p.data.data(), p.data.size());
-    const uint64_t pad = align_up(sizes[i], alignment) - sizes[i];
-    if (i + 1 < tensors_.size()) f.write(zeros, pad);
+    // Every tensor padded to the alignment, the last one too, as ggml's gguf writer does: its
+    // reader, when it loads the data (no_alloc false: llama-quantize's imatrix), wants them all.
+    for (uint64_t pad = align_up(sizes[i], alignment) - sizes[i]; pad > 0;) {
+      const uint64_t n = std::min<uint64_t>(pad, sizeof zeros);
+      f.write(zeros, n);
+      pad -= n;
+    }
   }
   f.commit();
 }

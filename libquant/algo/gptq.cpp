@@ -1,5 +1,6 @@
 // GPTQ with lazy batches (gptq.py's fasterquant), dead columns, damping with automatic retry,
-// act-order with static groups. The grid is rtn_grid's (GPTQ's quant.py).
+// act-order with static groups. The grid is rtn_grid's (GPTQ's quant.py) or a ggml super-block
+// type's (gptq_grid.cpp).
 #include "quant/gptq.h"
 
 #include <Eigen/Cholesky>
@@ -11,6 +12,7 @@
 
 #include "quant/error.h"
 #include "quant/gemm.h"
+#include "gptq_grid.h"
 
 namespace quant {
 
@@ -50,9 +52,8 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   const auto t0 = std::chrono::steady_clock::now();
   QUANT_CHECK(static_cast<int64_t>(h_in.size()) == cols * cols, "tensor {}: H has {} entries, expected {}x{}", name,
               h_in.size(), cols, cols);
-  QUANT_CHECK(GridSpec::valid_bits(o.grid.bits), "tensor {}: bits {} outside 2..8", name, o.grid.bits);
-  const int64_t group = o.grid.group == 0 ? cols : o.grid.group;
-  const int maxq = (1 << o.grid.bits) - 1;
+  const bool kgrid = o.ktype != TType::F32;
+  QUANT_CHECK(kgrid || GridSpec::valid_bits(o.grid.bits), "tensor {}: bits {} outside 2..8", name, o.grid.bits);
   GptqResult res;
 
   MatF W = Eigen::Map<const MatF>(w_in, rows, cols);
@@ -69,16 +70,24 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
       ++res.dead_columns;
     }
 
-  // Static groups: fitted up front on the natural-order weights, so the stored layout stays
-  // group = column / group_size even under act-order. Without act-order, groups are fitted
-  // when their first column is reached, from the already-updated weights.
-  const int64_t ng = (cols + group - 1) / group;  // a shorter last group when group does not divide cols
-  std::vector<GridParams> params(static_cast<size_t>(rows * ng));
-  const bool static_groups = o.act_order || o.static_groups || group == cols;
+  // The grid: GPTQ's integer grid per group, or a super-block type fitted per super-block with
+  // the importance of each input (an imatrix, else diag(H)). Static groups are fitted up front
+  // on the natural-order weights, so the stored layout stays group = column / group_size even
+  // under act-order; otherwise each group (super-block) is fitted when its first column is
+  // reached, from the already-updated weights.
+  std::unique_ptr<detail::SweepGrid> grid;
+  if (kgrid) {
+    std::vector<float> imp(static_cast<size_t>(cols));
+    for (int64_t c = 0; c < cols; ++c) imp[static_cast<size_t>(c)] = o.importance ? o.importance[c] : H[static_cast<size_t>(c * cols + c)];
+    grid = detail::kquant_sweep_grid(o.ktype, rows, cols, std::move(imp));
+  } else {
+    grid = detail::integer_sweep_grid(rows, cols, o.grid);
+  }
+  const int64_t group = grid->span();
+  const bool static_groups = o.act_order || (!kgrid && (o.static_groups || group == cols));
   if (static_groups)
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t g = 0; g < ng; ++g) params[static_cast<size_t>(r * ng + g)] =
-            fit_grid_group(W.data() + r * cols + g * group, std::min(group, cols - g * group), 1, o.grid);
+      for (int64_t c = 0; c < cols; c += group) grid->fit(r, c, W.data() + r * cols + c, std::min(group, cols - c));
 
   std::vector<int64_t> perm(static_cast<size_t>(cols));
   std::iota(perm.begin(), perm.end(), 0);
@@ -114,9 +123,10 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   }
   Eigen::Map<const MatF> U(Hinv.data(), cols, cols);
 
-  MatF Q(rows, cols);  // codes, permuted order
+  Eigen::Matrix<uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> Q(rows, cols);  // codes, permuted order
   double gemm_flops = 0, gemm_seconds = 0;
-  const int64_t B = std::max<int64_t>(1, o.block);
+  // A super-block fitted at a lazy block's start sees every update so far: blocks of its width.
+  const int64_t B = kgrid && !static_groups ? std::max<int64_t>(group, o.block / group * group) : std::max<int64_t>(1, o.block);
   std::vector<double> row_loss(static_cast<size_t>(rows));
   for (int64_t i1 = 0; i1 < cols; i1 += B) {
     const int64_t i2 = std::min(i1 + B, cols), count = i2 - i1;
@@ -136,18 +146,16 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
           for (int64_t r = r0; r < r1; ++r) {
             for (int64_t j = 0; j < n_in; ++j) gbuf[static_cast<size_t>(j)] = W1(r, i + j);
             for (int64_t j = n_in; j < len; ++j) gbuf[static_cast<size_t>(j)] = W(r, c + j);
-            params[static_cast<size_t>(r * ng + c / group)] = fit_grid_group(gbuf.data(), len, 1, o.grid);
+            grid->fit(r, c, gbuf.data(), len);
           }
         }
-        const int64_t g = perm[static_cast<size_t>(c)] / group;  // natural-order group of this column
+        const int64_t nc = perm[static_cast<size_t>(c)];  // natural-order column
         const float* urow = Hinv.data() + c * cols + c;
         for (int64_t r = r0; r < r1; ++r) {
-          const GridParams& p = params[static_cast<size_t>(r * ng + g)];
           float* w1 = &W1(r, 0);
           const float wv = w1[i];
-          const float code = quant_code(wv, p, maxq);
-          const float qv = p.scale * (code - p.zero);
-          Q(r, c) = code;
+          float qv = 0;
+          Q(r, c) = grid->quantize(r, nc, wv, qv);
           const float e = (wv - qv) / d;
           row_loss[static_cast<size_t>(r)] += static_cast<double>(wv - qv) * (wv - qv) / (static_cast<double>(d) * d);
           Err1(r, i) = e;
@@ -167,24 +175,10 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   for (double l : row_loss) loss += l;  // fixed order: deterministic
   res.loss = loss / 2;
 
-  QuantWeight& q = res.q;
-  q.rows = rows;
-  q.cols = cols;
-  q.bits = o.grid.bits;
-  q.group = group;
-  q.sym = o.grid.sym;
-  q.codes.resize(static_cast<size_t>(rows * cols));
-  q.scales.resize(static_cast<size_t>(rows * ng));
-  q.mins.resize(static_cast<size_t>(rows * ng));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c)
-      q.codes[static_cast<size_t>(r * cols + perm[static_cast<size_t>(c)])] = static_cast<uint8_t>(Q(r, c));
-    for (int64_t g = 0; g < ng; ++g) {
-      const GridParams& p = params[static_cast<size_t>(r * ng + g)];
-      q.scales[static_cast<size_t>(r * ng + g)] = p.scale;
-      q.mins[static_cast<size_t>(r * ng + g)] = -p.zero * p.scale;
-    }
-  }
+  std::vector<uint8_t> codes(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) codes[static_cast<size_t>(r * cols + perm[static_cast<size_t>(c)])] = Q(r, c);
+  res.q = grid->finish(codes);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.gemm_gflops = gemm_seconds > 0 ? gemm_flops / gemm_seconds / 1e9 : 0;
   return res;

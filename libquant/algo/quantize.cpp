@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "quant/error.h"
+#include "quant/kquants.h"
 
 namespace quant {
 
@@ -12,19 +13,36 @@ bool plan_quantizes(const TensorPlan& p) {
   return r.kind == QuantSpec::Kind::Grid || (r.kind == QuantSpec::Kind::Ggml && p.cols % traits(r.type).block == 0);
 }
 
-QuantWeight quantize_rtn(const TensorPlan& p, const float* w) {
+QuantWeight quantize_rtn(const TensorPlan& p, const float* w, const float* importance) {
   check_finite_weights(w, p.rows, p.cols, p.name);
   const QuantSpec& r = p.requested;
   QUANT_CHECK(plan_quantizes(p), "tensor {}: {} is not quantized by its plan", p.name, r.str());
   if (r.kind == QuantSpec::Kind::Grid) return rtn_grid(w, p.rows, p.cols, r.grid);
-  return quantize_ggml(r.type, w, p.rows, p.cols);
+  return quantize_ggml(r.type, w, p.rows, p.cols, importance);
+}
+
+const float* importance_of(const Importance* importance, const TensorPlan& p) {
+  if (!importance) return nullptr;
+  const auto it = importance->find(p.name);
+  if (it == importance->end()) return nullptr;
+  QUANT_CHECK(static_cast<int64_t>(it->second.size()) == p.cols, "tensor {}: importance of {} columns for {}", p.name, it->second.size(),
+              p.cols);
+  return it->second.data();
+}
+
+bool gptq_quantizable(const QuantSpec& s) {
+  return s.kind == QuantSpec::Kind::Grid || (s.kind == QuantSpec::Kind::Ggml && is_kquant(s.type));
 }
 
 QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector<double>& H, const GptqOptions& opts,
                           TensorReport& r) {
-  QUANT_CHECK(p.requested.kind == QuantSpec::Kind::Grid, "tensor {}: GPTQ needs an integer grid, not {}", p.name, p.requested.str());
+  QUANT_CHECK(gptq_quantizable(p.requested), "tensor {}: GPTQ needs an integer grid or a super-block type, not {}", p.name,
+              p.requested.str());
   GptqOptions go = opts;
-  go.grid = p.requested.grid;
+  if (p.requested.kind == QuantSpec::Kind::Grid)
+    go.grid = p.requested.grid;
+  else
+    go.ktype = p.requested.type;
   GptqResult g = gptq_quantize(w, p.rows, p.cols, H, go, p.name);
   r = {.name = p.name, .method = p.method, .seconds = g.seconds, .loss = g.loss, .damp = g.damp_used, .gemm_gflops = g.gemm_gflops,
        .retries = g.retries, .dead_columns = g.dead_columns};
@@ -68,7 +86,7 @@ QuantizedTensor RtnTensors::take(const TensorPlan& p) {
   } else {
     out.q = kept_grid(weights_, p, keep_g_idx_);
     out.report.kept = out.q.has_value();
-    if (!out.q) out.q = quantize_rtn(p, out.values.data());
+    if (!out.q) out.q = quantize_rtn(p, out.values.data(), importance_of(importance_, p));
     std::vector<float> deq(out.values.size());
     out.q->dequantize(deq.data());
     double num = 0, den = 0;

@@ -10,6 +10,7 @@
 #include "quant/kquants.h"
 #include "quant/pack_blocks.h"
 #include "quant/quant_weight.h"
+#include "kquant_search.h"
 
 namespace quant {
 
@@ -144,10 +145,18 @@ void dequantize_row(TType t, const void* src, float* y, int64_t n) {
 
 // --- ggml reference quantizers (quantize_row_*_ref), into the logical form ---
 
-QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols) {
-  if (is_kquant(t)) {
+QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols, const float* importance) {
+  if (importance && t == TType::Q8_0) importance = nullptr;  // ggml's quantize_q8_0 ignores it
+  if (is_kquant(t) || importance) {
+    QUANT_CHECK(cols % traits(t).block == 0, "{}: row of {} does not tile {}-blocks", ttype_name(t), cols, traits(t).block);
     PackedTensor p{t, rows, cols, std::vector<uint8_t>(static_cast<size_t>(rows * row_bytes(t, cols)))};
-    for (int64_t r = 0; r < rows; ++r) quantize_kquant_ref(t, w + r * cols, p.data.data() + r * row_bytes(t, cols), cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      uint8_t* dst = p.data.data() + r * row_bytes(t, cols);
+      if (is_kquant(t))
+        quantize_kquant(t, w + r * cols, dst, cols, importance);
+      else
+        detail::quantize_row_imatrix(t, w + r * cols, dst, cols, importance);
+    }
     return unpack(p);
   }
   QUANT_CHECK(cols % kQK == 0, "{}: row of {} does not tile 32-blocks", ttype_name(t), cols);

@@ -151,7 +151,7 @@ TEST_CASE("GPTQ bad input: short calibration text, window past the context, miss
                {"window of 1024 tokens is longer than the model's context of 512"});
   expect_error(qt::run(base), {"--method gptq needs --calib"});
   expect_error(qt::run(q() + " convert " + model() + " --method gptq --qtype Q4_0 --calib x -o " + (tmp / "x.gguf")),
-               {"give --bits"});
+               {"integer grid (--bits", "super-block type or preset", "not --qtype Q4_0"});
   CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
 }
 

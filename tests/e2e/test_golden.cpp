@@ -26,22 +26,22 @@ const Golden kGolden[] = {
     {"rtn Q4_0", "--qtype Q4_0", "rtn-q4_0.gguf", "aac253193081fc5ce6dbf5eff6a323f6d44a16c0294247e687e56247b0775e85"},
     {"rtn int3 g32", "--bits 3 --group-size 32", "rtn-int3.gguf", "22d123cba589e19266f263afde4cb1c473ff3d1165412e87f65d572a6e8f281e"},
     {"rtn int4 g128 sym mse", "--bits 4 --group-size 128 --sym --grid-search mse", "rtn-int4-mse.gguf", "885d3a1af49b48da88db71868338c8c65a06c5bd8df4d2c4e794cf93db1343f6"},
-    {"gptq int4 g32 act-order", "--method gptq --bits 4 --group-size 32 --act-order {cal}", "gptq-int4.gguf", "baa35e991ce7acd9d38db52ddfaac67f0421f62588e3305384422e208abcbd56"},
+    {"gptq int4 g32 act-order", "--method gptq --bits 4 --group-size 32 --act-order {cal}", "gptq-int4.gguf", "92a2a1f54182ffe844103199b85af300b489fdec26db7d944cc9d61154a65edd"},
     {"gptq int3 g128 from stats", "--method gptq --bits 3 --group-size 128 --stats stats", "gptq-stats.gguf", "8171ba45b39704cfb4a6c012c1d6dc97e1f2967ab6f227dd47ff594c02358a33"},
     {"awq int4 g32", "--method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "awq-int4.gguf", "b60498a937b1a81ea0deb839594f050bdc7d5c318783b2e5f3f154932ee26856"},
     {"awq+gptq int3 g32", "--method awq+gptq --bits 3 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "awq-gptq-int3.gguf", "81817cb0179eef5fbfb9390fba3b0f16a044b800a03ceb5eb5544dd49cb769ae"},
     {"smoothquant 0.5 Q8_0", "--method smoothquant --alpha 0.5 --qtype Q8_0 {cal}", "sq.gguf", "27c90cf262a830e2bdbb2f6055de29b0e0fd46e3c761bfa60a65da7e5f4a361a"},
     {"smoothquant auto Q8_0", "--method smoothquant --alpha auto --search-windows 4 --qtype Q8_0 {cal}", "sq-auto.gguf", "33f0b424e0483dc614511045ea673ac5a4578595c555985d64cb49d844ac5a1a"},
     {"plan rtn gguf", "--plan plan-rtn.json", "plan-rtn.gguf", "fe7dde59633a5df31e35706b56c945f985d3682645ab2e8556f12fe37c695701"},
-    {"plan gptq gguf", "--plan plan-gptq.json {cal}", "plan-gptq.gguf", "825abb6038f4c58c42c249b5dc90be97e43588b225672a03dd974d4a06e7aae5"},
+    {"plan gptq gguf", "--plan plan-gptq.json {cal}", "plan-gptq.gguf", "50afd7529b200c5e87cf8454f5bb05b1c0107357111ea450d21c3f35b98d5e34"},
     {"onnx rtn int4 g32", "--bits 4 --group-size 32", "onnx-rtn/model.onnx", "da871a2dbb5beccc5746280d16d10f5712bb116ffe56693ea8e7e08d9d785fdc"},
-    {"onnx gptq int4 g128 act-order", "--method gptq --bits 4 --group-size 128 --act-order --sym {cal}", "onnx-gptq/model.onnx", "cc46a01315e627cd39ef242ba8e4dc29df8d178a3fce4e30099de2e0bc3ca992"},
+    {"onnx gptq int4 g128 act-order", "--method gptq --bits 4 --group-size 128 --act-order --sym {cal}", "onnx-gptq/model.onnx", "b567ff7b745bb3fbac9e852e23ce7c551918860aa36cce91d818c50363422a29"},
     {"onnx awq int4 g32", "--method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "onnx-awq/model.onnx", "4472e4d0312b8bc713271e360160257014249459503cab8d047d07cd7bb37849"},
-    {"onnx plan gptq", "--plan plan-gptq.json {cal}", "onnx-plan/model.onnx", "e3051733456883c7bbf159194277e0f06e1467d1fb05b0e68c2ee3e893c2f4ff"},
+    {"onnx plan gptq", "--plan plan-gptq.json {cal}", "onnx-plan/model.onnx", "3ff8460635416df684fedc8217cadc1bf9a60afb9a0de15b5ace71a979090574"},
 };
 
 // The plans `quant plan` writes from proxy-only sweeps (they feed the plan rows above).
-const std::map<std::string, std::string> kPlans = {{"plan-rtn.json", "26c27077a906b01830c0d755d04927f9987aaa9339a0a38ff3ad8a7c16084d30"}, {"plan-gptq.json", "e69512a3352c220d7d66278a92bf4f942b64865e15f7b076219fd27c8e8b3fb8"}};
+const std::map<std::string, std::string> kPlans = {{"plan-rtn.json", "26c27077a906b01830c0d755d04927f9987aaa9339a0a38ff3ad8a7c16084d30"}, {"plan-gptq.json", "c2082aa24f224bcdc51ee18b44d8c9faaa105569b83c37a461cac692ef3ded13"}};
 
 std::string sha256(const std::string& path) {
   const auto r = qt::run("sha256sum '" + path + "'");

@@ -68,7 +68,10 @@ TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"w4g128", "--bits 4 --group-size 128 --asym"}, {"w3g128", "--bits 3 --group-size 128 --asym --act-order"},
       {"w4g32sym", "--bits 4 --group-size 32 --sym --act-order"},
-      {"w3pc-mse", "--bits 3 --group-size 0 --asym --act-order --damp 0.1 --grid-search mse"}};
+      {"w3pc-mse", "--bits 3 --group-size 0 --asym --act-order --damp 0.1 --grid-search mse"},
+      // onto llama.cpp's super-block grids and presets
+      {"Q4_K_M", "--qtype Q4_K_M"}, {"Q3_K_M", "--qtype Q3_K_M"}, {"Q2_K", "--qtype Q2_K"}, {"IQ4_XS-act", "--qtype IQ4_XS --act-order"},
+      {"Q6_K", "--qtype Q6_K"}};
   std::vector<std::string> files;
   for (const auto& [name, args] : cases) {
     files.push_back(tmp / (name + ".gguf"));
@@ -206,4 +209,55 @@ TEST_CASE("quant convert --qtype PRESET writes llama-quantize's tensor-type mix,
     REQUIRE(r.code == 0);
     CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(GgufFile(ours).tensors().size()));
   }
+}
+
+TEST_CASE("imatrix: llama-quantize reads ours, and its importance-weighted quantizers write our bytes", "[e2e][peers][llama.cpp][imatrix]") {
+  if (!qt::install_llama_cpp()) return;
+  qt::TempDir tmp;
+  LoadedModel m = load_model(qt::bundled_model());
+  const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
+  {
+    RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
+    write_gguf_model(m, f32, src, tmp / "f32.gguf", {});
+  }
+  // One calibration pass, both of llama.cpp's file formats.
+  auto r = qt::run(qt::quant_bin() + " calibrate " + qt::bundled_model() + " --calib " + qt::kjv_calib() +
+                   " --nsamples 16 --seqlen 256 --quiet --imatrix " + (tmp / "im.gguf"));
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  r = qt::run(qt::quant_bin() + " calibrate " + qt::bundled_model() + " --calib " + qt::kjv_calib() +
+              " --nsamples 16 --seqlen 256 --quiet --imatrix " + (tmp / "im.dat"));
+  REQUIRE(r.code == 0);
+  // Presets with the importance matrix (no --pure: llama.cpp's IQ4 ffn_down rule changes with it),
+  // and the legacy types every tensor that type (output.weight Q8_0 as our default).
+  struct Case {
+    std::string qtype;
+    int ftype, out_type;
+    bool pure;
+  };
+  const std::vector<Case> cases = {{"Q2_K", 10, -1, false},  {"Q3_K_M", 12, -1, false}, {"Q4_K_M", 15, -1, false},
+                                   {"Q5_K_M", 17, -1, false}, {"Q6_K", 18, -1, false},   {"IQ4_NL", 25, -1, false},
+                                   {"IQ4_XS", 30, -1, false}, {"Q4_0", 2, 8, true},      {"Q4_1", 3, 8, true},
+                                   {"Q5_0", 8, 8, true},      {"Q5_1", 9, 8, true}};
+  for (const auto& c : cases) {
+    for (const char* im : {"im.gguf", "im.dat"}) {
+      if (std::string(im) == "im.dat" && c.qtype != "Q4_K_M" && c.qtype != "Q4_0") continue;  // one k-quant, one legacy
+      CAPTURE(c.qtype, im);
+      const std::string theirs = tmp / ("llama-" + c.qtype + ".gguf"), ours = tmp / ("ours-" + c.qtype + ".gguf");
+      llama_quantize(tmp / "f32.gguf", theirs, c.ftype, c.out_type, c.pure, tmp / im);
+      r = qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " --qtype " + c.qtype + " --imatrix " + (tmp / im) +
+                  " --quiet -o " + ours);
+      INFO(r.out);
+      REQUIRE(r.code == 0);
+      CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
+    }
+  }
+  // The importance changes what is written: Q4_K_M with and without it differ.
+  r = qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " --qtype Q4_K_M --quiet -o " + (tmp / "plain.gguf"));
+  REQUIRE(r.code == 0);
+  GgufFile a(tmp / "plain.gguf"), b(tmp / "ours-Q4_K_M.gguf");
+  int64_t differ = 0;
+  for (size_t i = 0; i < a.tensors().size(); ++i)
+    differ += std::memcmp(a.tensors()[i].data, b.tensors()[i].data, a.tensors()[i].nbytes) != 0;
+  CHECK(differ >= 42);  // every decoder linear
 }

@@ -5,14 +5,18 @@
 
 #include <fmt/format.h>
 
+#include <functional>
 #include <iostream>
+#include <map>
 
 #include "../common.h"
 #include "../synth.h"
 #include <nlohmann/json.hpp>
 #include "quant/formats/loader.h"
 #include "quant/runtime.h"
+#include "quant/calibration/calibration.h"
 #include "quant/calibration/text.h"
+#include "quant/formats/imatrix.h"
 
 using namespace quant;
 
@@ -49,7 +53,11 @@ torch::Tensor llama3_inv_freq(torch::Tensor inv_freq, const nlohmann::json& rs) 
   return torch::where(medium, smoothed, scaled);
 }
 
-torch::Tensor torch_forward(const LoadedModel& m, const std::vector<int32_t>& ids, const nlohmann::json& rope_scaling = nullptr) {
+// Each linear's input, by weight name (the imatrix test sums its squares).
+using LinearTap = std::function<void(const std::string& weight, const torch::Tensor& input)>;
+
+torch::Tensor torch_forward(const LoadedModel& m, const std::vector<int32_t>& ids, const nlohmann::json& rope_scaling = nullptr,
+                            const LinearTap& tap = {}) {
   const auto& c = m.config;
   const int64_t T = static_cast<int64_t>(ids.size()), hd = c.head_dim();
   auto idx = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kLong);
@@ -64,8 +72,12 @@ torch::Tensor torch_forward(const LoadedModel& m, const std::vector<int32_t>& id
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     auto h = rms_norm(x, tensor_of(m, b + "attn_norm.weight"), c.norm_eps);
+    auto linear = [&](const torch::Tensor& in, const std::string& n) {
+      if (tap) tap(b + n + ".weight", in);
+      return torch::matmul(in, tensor_of(m, b + n + ".weight").t());
+    };
     auto proj = [&](const char* n) {
-      auto y = torch::matmul(h, tensor_of(m, b + n + ".weight").t());
+      auto y = linear(h, n);
       return c.qkv_bias ? y + tensor_of(m, b + n + ".bias") : y;
     };
     auto q = proj("attn_q").view({T, c.n_heads, hd}).transpose(0, 1);
@@ -77,11 +89,11 @@ torch::Tensor torch_forward(const LoadedModel& m, const std::vector<int32_t>& id
     v = v.repeat_interleave(c.n_heads / c.n_kv_heads, 0);
     auto att = torch::softmax(torch::matmul(q, k.transpose(1, 2)) / std::sqrt(static_cast<double>(hd)) + mask, -1);
     auto o = torch::matmul(att, v).transpose(0, 1).reshape({T, c.dim});
-    x = x + torch::matmul(o, tensor_of(m, b + "attn_output.weight").t());
+    x = x + linear(o, "attn_output");
     h = rms_norm(x, tensor_of(m, b + "ffn_norm.weight"), c.norm_eps);
-    auto g = torch::matmul(h, tensor_of(m, b + "ffn_gate.weight").t());
-    auto u = torch::matmul(h, tensor_of(m, b + "ffn_up.weight").t());
-    x = x + torch::matmul(torch::silu(g) * u, tensor_of(m, b + "ffn_down.weight").t());
+    auto g = linear(h, "ffn_gate");
+    auto u = linear(h, "ffn_up");
+    x = x + linear(torch::silu(g) * u, "ffn_down");
   }
   x = rms_norm(x, tensor_of(m, "output_norm.weight"), c.norm_eps);
   return torch::matmul(x, tensor_of(m, c.tied_embeddings ? "token_embd.weight" : "output.weight").t());
@@ -266,4 +278,42 @@ TEST_CASE("GPTQ matches a direct LibTorch implementation of gptq.py", "[torch][g
       CHECK(agree >= 0.995);
       CHECK(e_ours == Approx(e_ref).epsilon(0.01));
     }
+}
+
+TEST_CASE("imatrix: quant calibrate's Σx² per input column is LibTorch's on the same windows", "[torch][imatrix]") {
+  torch::set_num_threads(2);
+  qt::TempDir tmp;
+  const LoadedModel m = load_model(qt::bundled_model());
+  CalibSpec spec;
+  spec.file = qt::kjv_calib();
+  spec.nsamples = 4;
+  spec.seqlen = 128;
+  const auto r = qt::run(qt::quant_bin() + " calibrate " + qt::bundled_model() + " --calib " + spec.file +
+                         " --nsamples 4 --seqlen 128 --quiet --imatrix " + (tmp / "im.gguf"));
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const Imatrix im = read_imatrix(tmp / "im.gguf");
+  CHECK(im.entries.size() == static_cast<size_t>(7 * m.config.n_layers));
+  CHECK(im.chunk_count == 4);
+  CHECK(im.chunk_size == 128);
+  std::map<std::string, torch::Tensor> sums;
+  const auto windows = calibration_windows(*m.tokenizer, spec, m.config.max_ctx);
+  for (const auto& w : windows)
+    torch_forward(m, w, nullptr, [&](const std::string& name, const torch::Tensor& x) {
+      auto s2 = x.to(torch::kFloat64).pow(2).sum(0);
+      auto [it, fresh] = sums.try_emplace(name, s2);
+      if (!fresh) it->second += s2;
+    });
+  REQUIRE(sums.size() == im.entries.size());
+  double worst = 0;
+  for (const auto& [name, ref] : sums) {
+    const ImatrixEntry& e = im.entries.at(name);
+    CAPTURE(name);
+    CHECK(e.count == 4 * 128);
+    REQUIRE(static_cast<int64_t>(e.sums.size()) == ref.size(0));
+    const double* want = ref.data_ptr<double>();
+    for (size_t i = 0; i < e.sums.size(); ++i) worst = std::max(worst, std::fabs(e.sums[i] - want[i]) / std::max(want[i], 1e-30));
+  }
+  std::cout << fmt::format("imatrix vs LibTorch: worst relative difference {:.2e} over {} entries\n", worst, sums.size());
+  CHECK(worst < 1e-4);  // fp32 forward passes and an fp32 file; sums in double on both sides
 }

@@ -180,3 +180,36 @@ TEST_CASE("MSE grid search: never a larger |q(w) - w|^2.4 than min-max, same sto
     CHECK_FALSE(QuantSpec::parse(base.str()).grid.mse);
   }
 }
+
+#include "quant/kquants.h"
+
+TEST_CASE("GPTQ onto super-block grids: lower output error than ggml's rounding, blocks hold its codes", "[unit][gptq][kquant]") {
+  const int64_t rows = 32, cols = 512;
+  const MatF X = make_inputs(2048, cols, 11), W = make_weights(rows, cols, 111);
+  const auto H = hessian_of(X);
+  std::vector<float> imp(static_cast<size_t>(cols));  // the imatrix of these inputs: mean x² per column
+  for (int64_t c = 0; c < cols; ++c) imp[static_cast<size_t>(c)] = X.col(c).squaredNorm() / static_cast<float>(X.rows());
+  for (TType t : {TType::Q2_K, TType::Q3_K, TType::Q4_K, TType::Q5_K, TType::Q6_K, TType::IQ4_NL, TType::IQ4_XS})
+    for (int variant = 0; variant < 2; ++variant) {
+      CAPTURE(ttype_name(t), variant);
+      GptqOptions o;
+      o.ktype = t;
+      o.act_order = variant == 1;
+      const GptqResult r = gptq_quantize(W.data(), rows, cols, H, o, "test");
+      // The blocks are the grid: packing writes them, and they decode to what GPTQ computed with.
+      const PackedTensor p = pack(r.q, t);
+      REQUIRE(p.data == r.q.kblocks);
+      const QuantWeight back = unpack(p);
+      CHECK(back.codes == r.q.codes);
+      std::vector<float> a(static_cast<size_t>(rows * cols)), b(a.size());
+      r.q.dequantize(a.data());
+      for (int64_t i = 0; i < rows; ++i) dequantize_row(t, p.data.data() + i * row_bytes(t, cols), b.data() + i * cols, cols);
+      CHECK(a == b);
+      // Better than the rounding llama.cpp does with the importance matrix of the same inputs.
+      const double e_gptq = output_error(W, r.q, X);
+      const double e_imat = output_error(W, quantize_ggml(t, W.data(), rows, cols, imp.data()), X);
+      const double e_ref = output_error(W, quantize_ggml(t, W.data(), rows, cols), X);
+      CHECK(e_gptq < e_imat);
+      CHECK(e_gptq < e_ref);
+    }
+}

@@ -21,10 +21,16 @@ struct GptqOptions {
   // fit when the group's first column is reached, on the error-updated weights; measured on
   // random correlated layers that loses to RTN at 2 bits (docs/algorithms.md).
   bool static_groups = true;
+  // A super-block type (Q2_K .. Q6_K, IQ4_NL, IQ4_XS): GPTQ onto its grid instead of `grid`.
+  // Each super-block's scales are fitted by ggml's importance-weighted quantizer on the weights
+  // as the sweep reaches it (act-order: up front, static), the columns are then quantized onto
+  // that stored grid and their error propagated; the blocks hold exactly those codes.
+  TType ktype = TType::F32;
+  const float* importance = nullptr;  // per input column for the fits (an imatrix); null: diag(H)
 };
 
 struct GptqResult {
-  QuantWeight q;             // natural column order, group = column / group_size
+  QuantWeight q;             // natural column order, group = column / group_size (k-grids: their blocks too)
   double loss = 0;           // sum over columns of (w - q)^2 / Hinv_jj^2, halved as gptq.py reports it
   double damp_used = 0;      // the damping that succeeded
   int retries = 0;           // Cholesky failures before it

@@ -95,13 +95,18 @@ inline void get_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
 
 // n weights (a multiple of the type's block) to fp32, as ggml's dequantize_row_* computes them.
 void dequantize_kquant(TType t, const void* src, float* y, int64_t n);
-// What llama.cpp's quantizer (ggml_quantize_chunk) writes for one row without an importance
-// matrix: quantize_row_*_ref for the k-quants, quantize_iq4_* (7 scale tries) for IQ4.
-void quantize_kquant_ref(TType t, const float* x, void* dst, int64_t n);
+// What llama.cpp's quantizer (ggml_quantize_chunk) writes for one row of n weights: without an
+// importance matrix quantize_row_*_ref for the k-quants, quantize_iq4_* (7 scale tries) for
+// IQ4; with one (`importance`: n values, llama-quantize's per-column mean x²) the
+// quantize_row_*_impl variants.
+void quantize_kquant(TType t, const float* x, void* dst, int64_t n, const float* importance = nullptr);
 // Code, scale and min of every weight of one row as a grid, value = scale·code + min (for IQ4:
 // scale·level[code], min 0), in sub-blocks of kquant_group: the values dequantize gives.
 void kquant_grid(TType t, const void* src, int64_t n, uint8_t* codes, float* scales, float* mins);
 int kquant_group(TType t);
 int kquant_bits(TType t);
+// Replaces the codes of one block (kquant_grid's codes, for one block's weights) and keeps its
+// scales: GPTQ's codes on the grid it fitted.
+void kquant_set_codes(TType t, void* block, const uint8_t* codes);
 
 }  // namespace quant

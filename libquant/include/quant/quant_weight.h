@@ -86,10 +86,11 @@ inline float quant_code(float w, const GridParams& p, int maxq) {
 // w: [rows][cols] row-major. A group that does not divide cols leaves a shorter last group.
 QuantWeight rtn_grid(const float* w, int64_t rows, int64_t cols, const GridSpec& spec);
 
-// ggml's reference quantizers (quantize_row_*_ref): the bytes llama.cpp's own quantizer
-// writes. Scales are returned already rounded to fp16, as stored. t in {Q4_0, Q4_1, Q5_0,
-// Q5_1, Q8_0}; cols a multiple of 32.
-QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols);
+// ggml's quantizers: the bytes llama.cpp's own quantizer writes, quantize_row_*_ref without an
+// importance matrix, its quant_weights variants with one (`importance`: cols values, the
+// imatrix entry of this tensor). Scales are returned already rounded to fp16, as stored. t a
+// legacy or super-block type; cols a multiple of its block.
+QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols, const float* importance = nullptr);
 
 // Tensor data as stored: bytes of `type`, ggml layout, rows of `cols` elements.
 struct PackedTensor {

@@ -3,6 +3,7 @@
 // serializes what it gets (the algorithms stay on this side of the interface).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,15 +37,25 @@ struct TensorReport {
 // tile the rows) or is stored as float values.
 bool plan_quantizes(const TensorPlan& p);
 
-// Round-to-nearest per the plan: its integer grid, or ggml's reference quantizer. Throws naming
-// the tensor when a weight is not finite. w: [rows][cols] in the row order to be stored.
-QuantWeight quantize_rtn(const TensorPlan& p, const float* w);
+// Per-column importance of each weight by tensor name (llama.cpp's imatrix: mean x² of the input
+// column), for ggml's importance-weighted quantizers.
+using Importance = std::map<std::string, std::vector<float>>;
+
+// Round-to-nearest per the plan: its integer grid, or ggml's quantizer (importance-weighted when
+// `importance` holds the tensor's columns). Throws naming the tensor when a weight is not
+// finite. w: [rows][cols] in the row order to be stored.
+QuantWeight quantize_rtn(const TensorPlan& p, const float* w, const float* importance = nullptr);
+// importance's entry for the plan's tensor, or null.
+const float* importance_of(const Importance* importance, const TensorPlan& p);
 
 // The grid the weight store already holds for the plan's tensor (read_grid), when it is the
 // plan's grid (bits, group, symmetry): a quantized checkpoint's codes pass through unchanged
 // instead of being rounded again. nullopt otherwise.
 // A grid with act-order g_idx is kept only where `with_g_idx` says the container holds one.
 std::optional<QuantWeight> kept_grid(const WeightStore& weights, const TensorPlan& p, bool with_g_idx);
+
+// Whether GPTQ can quantize onto `s`: an integer grid, or a ggml super-block type (k-quants, IQ4).
+bool gptq_quantizable(const QuantSpec& s);
 
 // GPTQ of w [rows][cols] onto the plan's grid given the Hessian H [cols][cols] of its input;
 // `opts` gives damping, act-order and lazy batch. The report gets loss, damping and timing.
@@ -75,8 +86,9 @@ class TensorSource {
 // Every tensor by RTN when taken, from a weight store: one tensor in memory at a time.
 class RtnTensors final : public TensorSource {
  public:
-  RtnTensors(const WeightStore& weights, std::vector<TensorPlan> plans, bool keep_g_idx = false)
-      : weights_(weights), plans_(std::move(plans)), keep_g_idx_(keep_g_idx) {}
+  RtnTensors(const WeightStore& weights, std::vector<TensorPlan> plans, bool keep_g_idx = false,
+             const Importance* importance = nullptr)
+      : weights_(weights), plans_(std::move(plans)), keep_g_idx_(keep_g_idx), importance_(importance) {}
   const std::vector<TensorPlan>& plans() const override { return plans_; }
   QuantizedTensor take(const TensorPlan& plan) override;
 
@@ -84,6 +96,7 @@ class RtnTensors final : public TensorSource {
   const WeightStore& weights_;
   std::vector<TensorPlan> plans_;
   bool keep_g_idx_ = false;
+  const Importance* importance_ = nullptr;
 };
 
 }  // namespace quant

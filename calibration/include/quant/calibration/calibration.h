@@ -38,6 +38,7 @@ class InputStats {
   int64_t width() const { return width_; }
   int64_t count() const { return n_; }
   std::vector<double> hessian() const;   // H = 2 X^T X / n, [width][width]
+  std::vector<double> sum_squares() const;  // diag(X^T X): llama.cpp's imatrix Σx² per channel
   std::vector<double> mean_abs() const;  // AWQ's per-channel mean |x|
   std::vector<double> max_abs() const;   // SmoothQuant's per-channel max |x|
   void merge(const InputStats& other);

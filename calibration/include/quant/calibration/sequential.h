@@ -39,6 +39,8 @@ struct SequentialOptions {
   std::function<void(const std::string& what, int64_t done, int64_t total)> progress;
   // Receives each quantized linear (may be empty: the grids are then dropped).
   std::function<void(const TensorPlan& plan, QuantWeight&& q, const TensorReport& report)> sink;
+  // An imatrix's importance for fitting super-block grids (else each linear's diag(H)).
+  const Importance* importance = nullptr;
 };
 
 struct SequentialResult {

@@ -35,6 +35,7 @@ struct StageSpec {
   CalibSpec calib;                           // recorded; `windows` were drawn by it
   std::vector<std::vector<int32_t>> windows;
   const StatsDir* stats = nullptr;           // GPTQ (and SmoothQuant with a fixed alpha) from saved statistics
+  const Importance* importance = nullptr;    // an imatrix's per-column importance for ggml's quantizers (RTN)
   std::function<void(const std::string& step, const std::string& what, int64_t done, int64_t total)> progress;
 };
 

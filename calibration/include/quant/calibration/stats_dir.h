@@ -17,9 +17,14 @@
 
 namespace quant {
 
+struct Imatrix;
+// Statistics of the FP model on `windows` to `dir` (skipped when empty) and, when `imatrix` is
+// given, llama.cpp's importance matrix of the same pass into it: Σx² of every decoder linear's
+// input per column (q/k/v share attn_in, gate/up share mlp_in), counts = tokens, one chunk per
+// window.
 void calibrate_to_dir(const LlamaConfig& cfg, const WeightStore& weights, const std::vector<std::vector<int32_t>>& windows,
                       const CalibSpec& spec, const std::string& dir,
-                      const std::function<void(int64_t done, int64_t total)>& progress = {});
+                      const std::function<void(int64_t done, int64_t total)>& progress = {}, Imatrix* imatrix = nullptr);
 
 class StatsDir {
  public:

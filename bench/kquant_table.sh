@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Issue 17's table: llama.cpp's own presets with its importance matrix (llama_model_quantize from
+# node-llama-cpp's libllama, run on our F32 GGUF with an imatrix of the same calibration windows)
+# against ours at the same sizes: the same RTN (identical bytes), GPTQ onto the super-block grids,
+# GPTQ with the imatrix for the super-block fits. Calibration kjv_train.txt 128 x 512 (seed 0);
+# perplexity, mean KL vs FP16 and top-1, llamacpp protocol, ctx 512, on kjv_heldout.txt (all
+# windows) and the first WIKI_CHUNKS (100) windows of wiki.test.raw. Markdown on stdout, JSON
+# lines in $OUT/results.jsonl.
+#   bash bench/kquant_table.sh   (Q=path/to/quant, OUT=dir, WIKI_CHUNKS=100, ROWS=regex)
+# Needs the peers the tests install (build/peers/llama) and build/bin/llama_quantize_shim.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z ${Q:-} ]]; then bash scripts/build.sh >/dev/null; fi
+q=${Q:-build/bin/quant}
+shim=$(dirname "$q")/llama_quantize_shim
+lib=build/peers/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so
+[[ -f $lib ]] || bash tests/peers/install.sh "$PWD/build" llama >/dev/null
+model=models/kjvwiki-9m
+out=${OUT:-build/bench/kquant}
+mkdir -p "$out"
+: > "$out/results.jsonl"
+calib=data/kjv/kjv_train.txt
+cal="--calib $calib --nsamples 128 --seqlen 512"
+heldout=data/kjv/kjv_heldout.txt
+wiki_test=../shared/data/wikitext-2-raw/wiki.test.raw
+wiki_chunks=${WIKI_CHUNKS:-100}
+field() { sed -n "s/^  \"$1\": \(.*\)$/\1/p" "$2" | tr -d ',"'; }
+
+# The calibration pass once: our imatrix (which llama.cpp's quantizer reads) and the F32 GGUF.
+t0=$(date +%s.%N)
+$q calibrate "$model" $cal --imatrix "$out/imatrix.gguf" --quiet > /dev/null
+imatrix_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+$q convert "$model" --qtype F32 -o "$out/f32.gguf" --quiet > /dev/null
+
+# name | how: "fp" (the model), "llama FTYPE" (llama.cpp's preset + imatrix), or convert args
+rows=("FP16|fp")
+for p in "Q4_K_M 15" "Q3_K_M 12" "Q2_K 10" "IQ4_XS 30"; do
+  n=${p% *} ft=${p#* }
+  rows+=("llama.cpp $n + imatrix|llama $ft")
+  rows+=("ours $n RTN + imatrix|--qtype $n --imatrix $out/imatrix.gguf")
+  rows+=("ours $n GPTQ|--qtype $n --method gptq $cal")
+  rows+=("ours $n GPTQ + imatrix|--qtype $n --method gptq --imatrix $out/imatrix.gguf $cal")
+done
+rows+=("ours W4 g32 asym (Q4_1) GPTQ|--bits 4 --group-size 32 --asym --method gptq $cal")
+
+texts=("$heldout")
+[[ -f $wiki_test ]] && texts+=("$wiki_test")
+params=$($q inspect "$out/f32.gguf" --json | sed -n 's/^  "params": \([0-9]*\).*/\1/p')
+echo "imatrix: $imatrix_s s (128 x 512 tokens); CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) threads"
+echo
+echo "| file | bytes | bpw | kjv ppl (Δ) | kjv KL | kjv top-1 | wiki ppl (Δ) | wiki KL | wiki top-1 | convert s |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+declare -A fp
+for r in "${rows[@]}"; do
+  IFS='|' read -r name how <<< "$r"
+  [[ $name == FP16 || $name =~ ${ROWS:-.} ]] || continue
+  f=$model secs=""
+  if [[ $how == llama* ]]; then
+    f="$out/$(echo "$name" | tr ' +.' '___').gguf"
+    t0=$(date +%s.%N)
+    "$shim" "$lib" "$out/f32.gguf" "$f" "${how#llama }" -1 0 "$out/imatrix.gguf" > "$out/shim.log" 2>&1
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  elif [[ $how != fp ]]; then
+    f="$out/$(echo "$name" | tr ' +.()' '_____').gguf"
+    # shellcheck disable=SC2086
+    $q convert "$model" $how -o "$f" --quiet --json > "$out/convert.json"
+    secs=$(field seconds "$out/convert.json")
+  fi
+  bytes=$(stat -c %s "$f" 2>/dev/null || du -sb "$f" | cut -f1)
+  [[ $how == fp ]] && bytes=$(du -sb "$model"/*.safetensors | awk '{ s += $1 } END { print s }')
+  bpw=$(awk -v b="$bytes" -v p="$params" 'BEGIN { printf "%.3f", 8 * b / p }')
+  line="| $name | $bytes | $bpw"
+  for t in "${texts[@]}"; do
+    c=""; [[ $t == "$wiki_test" ]] && c=$wiki_chunks
+    j="$out/eval.json"
+    # shellcheck disable=SC2086
+    $q ppl "$f" --text "$t" --kl-base "$model" ${c:+--chunks $c} --json --quiet > "$j"
+    ppl=$(field ppl "$j") kl=$(field kl_mean "$j") top=$(field top1_agreement "$j")
+    [[ $name == FP16 ]] && fp[$t]=$ppl
+    rel=$(awk -v a="$ppl" -v b="${fp[$t]}" 'BEGIN { printf "%+.3f%%", 100 * (a / b - 1) }')
+    line+=" | $(printf '%.4f' "$ppl") ($rel) | $(printf '%.6f' "$kl") | $(awk -v x="$top" 'BEGIN { printf "%.2f%%", 100 * x }')"
+    echo "{\"name\": \"$name\", \"text\": \"$t\", \"bytes\": $bytes, \"ppl\": $ppl, \"kl\": $kl, \"top1\": $top, \"convert_seconds\": \"$secs\"}" >> "$out/results.jsonl"
+  done
+  echo "$line | $secs |"
+done
