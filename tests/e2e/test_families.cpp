@@ -262,3 +262,33 @@ TEST_CASE("families: GPTQ-format checkpoint out (gptq-safetensors) and back in, 
     }
   }
 }
+
+TEST_CASE("families: llama-quantize's presets, with and without an imatrix, give our tensor types and bytes",
+          "[e2e][peers][families][presets]") {
+  REQUIRE_SHARED("models/ggml-vocab/ggml-vocab-gpt-2.gguf");
+  if (!qt::install_llama_cpp()) return;
+  qt::TempDir tmp;
+  // Rows of 64 and 96 tile no super-block: every k-type falls back; the tied families' token_embd
+  // is their head (Q8_0 where Q6_K does not tile), Qwen2's q/k/v biases stay F32.
+  for (const auto& fam : qt::families()) {
+    CAPTURE(fam.name);
+    const std::string dir = family_dir(tmp, fam), f32 = tmp / (fam.name + "-f32.gguf"), im = tmp / (fam.name + "-im.gguf");
+    auto r = qt::run(fmt::format("{} convert {} --qtype F32 --quiet -o {}", qt::quant_bin(), dir, f32));
+    REQUIRE(r.code == 0);
+    r = qt::run(fmt::format("{} calibrate {} --calib {} --nsamples 4 --seqlen 64 --quiet --imatrix {}", qt::quant_bin(), dir,
+                            qt::kjv_calib(), im));
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    for (const auto& [preset, ftype] : std::vector<std::pair<std::string, int>>{{"Q4_K_M", 15}, {"Q3_K_M", 12}, {"Q2_K", 10}, {"IQ4_XS", 30}})
+      for (bool with_im : {false, true}) {
+        CAPTURE(preset, with_im);
+        const std::string theirs = tmp / (fam.name + "-llama-" + preset + ".gguf"), ours = tmp / (fam.name + "-ours-" + preset + ".gguf");
+        qt::llama_quantize(f32, theirs, ftype, -1, false, with_im ? im : "");
+        r = qt::run(fmt::format("{} convert {} --qtype {} {} --quiet -o {}", qt::quant_bin(), dir, preset,
+                                with_im ? "--imatrix " + im : std::string(), ours));
+        INFO(r.out);
+        REQUIRE(r.code == 0);
+        CHECK(qt::require_same_tensors(theirs, ours) == static_cast<int64_t>(GgufFile(ours).tensors().size()));
+      }
+  }
+}

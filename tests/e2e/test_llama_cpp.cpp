@@ -89,38 +89,6 @@ TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime
 
 namespace {
 
-std::string libllama() {
-  return std::string(QUANT_BUILD_DIR) + "/peers/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so";
-}
-
-// llama.cpp's quantizer on `in`: llama_ftype, output.weight's ggml type (-1: its own rule), pure.
-void llama_quantize(const std::string& in, const std::string& out, int ftype, int out_type, bool pure,
-                    const std::string& imatrix = "") {
-  const auto r = qt::run(std::string(QUANT_BIN_DIR) + "/llama_quantize_shim " + libllama() + " " + in + " " + out + " " +
-                         std::to_string(ftype) + " " + std::to_string(out_type) + (pure ? " 1" : " 0") +
-                         (imatrix.empty() ? "" : " " + imatrix));
-  INFO(r.out);
-  REQUIRE(r.code == 0);
-}
-
-// Same tensors, types and bytes; returns how many tensors were compared.
-int64_t require_same_tensors(const std::string& theirs, const std::string& ours) {
-  GgufFile a(theirs), b(ours);
-  REQUIRE(a.tensors().size() == b.tensors().size());
-  int64_t same = 0;
-  for (const auto& t : a.tensors()) {
-    const auto it = std::find_if(b.tensors().begin(), b.tensors().end(), [&](const auto& u) { return u.name == t.name; });
-    REQUIRE(it != b.tensors().end());
-    CAPTURE(t.name);
-    REQUIRE(ttype_name(it->type) == ttype_name(t.type));
-    REQUIRE(it->nbytes == t.nbytes);
-    const bool eq = std::memcmp(it->data, t.data, t.nbytes) == 0;
-    CHECK(eq);
-    same += eq;
-  }
-  return same;
-}
-
 uint32_t file_type(const std::string& gguf) {
   GgufFile f(gguf);
   const GgufValue* v = f.find("general.file_type");
@@ -132,7 +100,7 @@ uint32_t file_type(const std::string& gguf) {
 
 TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run its files", "[e2e][peers][llama.cpp]") {
   if (!qt::install_llama_cpp()) return;
-  REQUIRE(std::filesystem::exists(libllama()));
+  REQUIRE(std::filesystem::exists(qt::libllama()));
   qt::TempDir tmp;
   LoadedModel m = load_model(qt::bundled_model());
   const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
@@ -148,7 +116,7 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
            {"Q4_K", 14}, {"Q5_K", 16}, {"Q6_K", 18}, {"IQ4_NL", 25}, {"IQ4_XS", 30}}) {
     CAPTURE(qtype);
     const std::string theirs = tmp / ("llama-" + qtype + ".gguf"), ours = tmp / ("ours-" + qtype + ".gguf");
-    llama_quantize(tmp / "f32.gguf", theirs, ftype, (qtype == "F16" || qtype == "Q8_0") ? -1 : 8, true);
+    qt::llama_quantize(tmp / "f32.gguf", theirs, ftype, (qtype == "F16" || qtype == "Q8_0") ? -1 : 8, true);
     const Policy p = Policy::defaults(QuantSpec::parse(qtype));
     {
       RtnTensors src(*m.weights, resolve_policy(p, m.weights->tensors()));
@@ -157,7 +125,7 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
     // Identical bytes, tensor for tensor, every type. (Our quantizers are compiled without fused
     // multiply-add, as llama.cpp's ggml-base is: with it, ~5% of k-quant blocks chose another
     // sub-block scale and a few Q4_0/Q5_0 codes rounded the other way.)
-    CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
+    CHECK(qt::require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
     // Our runtime evaluates llama.cpp's file exactly as it evaluates ours.
     const LoadedModel lm = load_model(theirs);
     LlamaRuntime rt(lm.config, *lm.weights);
@@ -185,11 +153,11 @@ TEST_CASE("quant convert --qtype PRESET writes llama-quantize's tensor-type mix,
            {"Q5_K_M", 17}, {"Q6_K", 18}, {"IQ4_NL", 25}, {"IQ4_XS", 30}}) {
     CAPTURE(preset);
     const std::string theirs = tmp / ("llama-" + preset + ".gguf"), ours = tmp / ("ours-" + preset + ".gguf");
-    llama_quantize(tmp / "f32.gguf", theirs, ftype, -1, false);
+    qt::llama_quantize(tmp / "f32.gguf", theirs, ftype, -1, false);
     const auto r = qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " --qtype " + preset + " --quiet -o " + ours);
     INFO(r.out);
     REQUIRE(r.code == 0);
-    CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
+    CHECK(qt::require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
     CHECK(file_type(ours) == file_type(theirs));
     CHECK(file_type(ours) == static_cast<uint32_t>(ftype));
   }
@@ -203,11 +171,11 @@ TEST_CASE("quant convert --qtype PRESET writes llama-quantize's tensor-type mix,
            {"Q2_K", 10}, {"Q3_K_M", 12}, {"Q4_K_M", 15}, {"Q6_K", 18}, {"IQ4_XS", 30}}) {
     CAPTURE(preset);
     const std::string theirs = tmp / ("s-llama-" + preset + ".gguf"), ours = tmp / ("s-ours-" + preset + ".gguf");
-    llama_quantize(tmp / "s-f32.gguf", theirs, ftype, -1, false);
+    qt::llama_quantize(tmp / "s-f32.gguf", theirs, ftype, -1, false);
     r = qt::run(qt::quant_bin() + " convert " + stories + " --qtype " + preset + " --quiet -o " + ours);
     INFO(r.out);
     REQUIRE(r.code == 0);
-    CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(GgufFile(ours).tensors().size()));
+    CHECK(qt::require_same_tensors(theirs, ours) == static_cast<int64_t>(GgufFile(ours).tensors().size()));
   }
 }
 
@@ -244,12 +212,12 @@ TEST_CASE("imatrix: llama-quantize reads ours, and its importance-weighted quant
       if (std::string(im) == "im.dat" && c.qtype != "Q4_K_M" && c.qtype != "Q4_0") continue;  // one k-quant, one legacy
       CAPTURE(c.qtype, im);
       const std::string theirs = tmp / ("llama-" + c.qtype + ".gguf"), ours = tmp / ("ours-" + c.qtype + ".gguf");
-      llama_quantize(tmp / "f32.gguf", theirs, c.ftype, c.out_type, c.pure, tmp / im);
+      qt::llama_quantize(tmp / "f32.gguf", theirs, c.ftype, c.out_type, c.pure, tmp / im);
       r = qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " --qtype " + c.qtype + " --imatrix " + (tmp / im) +
                   " --quiet -o " + ours);
       INFO(r.out);
       REQUIRE(r.code == 0);
-      CHECK(require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
+      CHECK(qt::require_same_tensors(theirs, ours) == static_cast<int64_t>(m.weights->tensors().size()));
     }
   }
   // The importance changes what is written: Q4_K_M with and without it differ.

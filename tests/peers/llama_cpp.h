@@ -2,6 +2,8 @@
 // next-token log-probabilities with our runtime's on the same files.
 #pragma once
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "quant/formats/gguf.h"
 #include "quant/formats/loader.h"
 #include "quant/runtime.h"
 
@@ -145,6 +148,38 @@ inline void check_llama_agreement(const std::vector<std::string>& names, const s
     CHECK(res[i].positions >= 512);
     CHECK(res[i].top1 >= min_top1);
   }
+}
+
+inline std::string libllama() {
+  return std::string(QUANT_BUILD_DIR) + "/peers/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so";
+}
+
+// llama.cpp's quantizer on `in`: llama_ftype, output.weight's ggml type (-1: its own rule), pure.
+inline void llama_quantize(const std::string& in, const std::string& out, int ftype, int out_type, bool pure,
+                    const std::string& imatrix = "") {
+  const auto r = qt::run(std::string(QUANT_BIN_DIR) + "/llama_quantize_shim " + libllama() + " " + in + " " + out + " " +
+                         std::to_string(ftype) + " " + std::to_string(out_type) + (pure ? " 1" : " 0") +
+                         (imatrix.empty() ? "" : " " + imatrix));
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+}
+
+// Same tensors, types and bytes; returns how many tensors were compared.
+inline int64_t require_same_tensors(const std::string& theirs, const std::string& ours) {
+  quant::GgufFile a(theirs), b(ours);
+  REQUIRE(a.tensors().size() == b.tensors().size());
+  int64_t same = 0;
+  for (const auto& t : a.tensors()) {
+    const auto it = std::find_if(b.tensors().begin(), b.tensors().end(), [&](const auto& u) { return u.name == t.name; });
+    REQUIRE(it != b.tensors().end());
+    CAPTURE(t.name);
+    REQUIRE(quant::ttype_name(it->type) == quant::ttype_name(t.type));
+    REQUIRE(it->nbytes == t.nbytes);
+    const bool eq = std::memcmp(it->data, t.data, t.nbytes) == 0;
+    CHECK(eq);
+    same += eq;
+  }
+  return same;
 }
 
 }  // namespace qt
