@@ -51,6 +51,7 @@ echo
 echo "| file | bytes | bpw | kjv ppl (Δ) | kjv KL | kjv top-1 | wiki ppl (Δ) | wiki KL | wiki top-1 | convert s |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 declare -A fp
+labels=()
 for r in "${rows[@]}"; do
   IFS='|' read -r name how <<< "$r"
   [[ $name == FP16 || $name =~ ${ROWS:-.} ]] || continue
@@ -75,6 +76,7 @@ for r in "${rows[@]}"; do
     j="$out/eval.json"
     # shellcheck disable=SC2086
     $q ppl "$f" --text "$t" --kl-base "$model" ${c:+--chunks $c} --json --quiet > "$j"
+    if [[ $t == "$heldout" && $how != fp ]]; then cp "$j" "$out/eval-${#labels[@]}.json"; labels+=("$name"); fi
     ppl=$(field ppl "$j") kl=$(field kl_mean "$j") top=$(field top1_agreement "$j")
     [[ $name == FP16 ]] && fp[$t]=$ppl
     rel=$(awk -v a="$ppl" -v b="${fp[$t]}" 'BEGIN { printf "%+.3f%%", 100 * (a / b - 1) }')
@@ -83,3 +85,10 @@ for r in "${rows[@]}"; do
   done
   echo "$line | $secs |"
 done
+
+# One page with every file on kjv_heldout: perplexity and KL against size, Pareto fronts.
+imports=()
+for i in "${!labels[@]}"; do imports+=("$out/eval-$i.json"); done
+$q compare "$model" "${imports[@]}" --text "$heldout" --label FP16 "${labels[@]}" -o "$out/report" --quiet > /dev/null
+echo
+echo "report: $out/report/report.html"

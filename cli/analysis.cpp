@@ -321,6 +321,15 @@ figcaption { font-size: 13px; color: #555; max-width: 720px; }
   sc.x_label = "logical size, MB (codes + scales + zeros: what a budget counts; file sizes in the table)";
   sc.y_label = "perplexity";
   sc.pareto = true;
+  // KL against the file each runtime loads (k-quant and IQ4 files differ in size by type; llama.cpp's
+  // own files, imported by their ppl --json, sit on the same axes).
+  ScatterSpec kls;
+  kls.id = "pareto-kl";
+  kls.title = "Mean KL vs file size";
+  kls.x_label = "file size, MB";
+  kls.y_label = "mean KL(base || model) per token";
+  kls.pareto = true;
+  kls.log_y = true;
   for (const auto& m : r["models"]) {
     const bool kl = m.contains("kl_mean");
     o += fmt::format("<tr><td>{}{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.4f}</td><td>{}</td>"
@@ -333,10 +342,16 @@ figcaption { font-size: 13px; color: #555; max-width: 720px; }
                      kl ? fmt::format("{:.2f}%", 100 * m["top1"].get<double>()) : "-");
     sc.points.push_back({m.value("logical_bytes", 0.0) / 1e6, m["ppl"].get<double>(), m["label"].get<std::string>(),
                          m.value("base", false)});
+    if (kl && !m.value("base", false) && m["kl_mean"].get<double>() > 0)
+      kls.points.push_back({m["file_bytes"].get<double>() / 1e6, m["kl_mean"].get<double>(), m["label"].get<std::string>(), false});
   }
   o += "</table>\n<figure>\n" + scatter_svg(sc) +
        "<figcaption>Each model's perplexity against its logical size; the dashed line joins the models no other model beats on "
        "both (the Pareto front). Grids of 2 to 4 bits are all stored in 4-bit GGUF blocks, so their files are alike in size.</figcaption></figure>\n";
+  if (kls.points.size() >= 2)
+    o += "<figure>\n" + scatter_svg(kls) +
+         "<figcaption>Mean KL divergence from the base model against the file's size, the models the base was compared with; the "
+         "line joins those no other beats on both.</figcaption></figure>\n";
   if (r.contains("sweep")) {
     const auto& s = r["sweep"];
     HeatmapSpec hm;

@@ -185,7 +185,8 @@ TEST_CASE("compare: one run over the same tokens, Markdown / JSON / HTML, warnin
   REQUIRE(dom.code == 0);
   size_t ok = 0;
   for (size_t p = dom.out.find("data-rendered=\"ok\""); p != std::string::npos; p = dom.out.find("data-rendered=\"ok\"", p + 1)) ++ok;
-  CHECK(ok == 3);  // Pareto scatter, sweep heatmap, proxy-vs-KL scatter
+  CHECK(ok == 4);  // Pareto scatter, KL-vs-file-size Pareto scatter, sweep heatmap, proxy-vs-KL scatter
+  CHECK(dom.out.find("id=\"pareto-kl\"") != std::string::npos);
   CHECK(dom.out.find("data-rendered=\"empty\"") == std::string::npos);
   const auto shot = qt::run(fmt::format("chromium {} --window-size=1100,1800 --screenshot={} file://{}/report.html", flags, tmp / "shot.png", out));
   INFO(shot.out);
