@@ -347,7 +347,8 @@ figcaption { font-size: 13px; color: #555; max-width: 720px; }
   }
   o += "</table>\n<figure>\n" + scatter_svg(sc) +
        "<figcaption>Each model's perplexity against its logical size; the dashed line joins the models no other model beats on "
-       "both (the Pareto front). Grids of 2 to 4 bits are all stored in 4-bit GGUF blocks, so their files are alike in size.</figcaption></figure>\n";
+       "both (the Pareto front). Plain integer grids of 2 to 4 bits are stored in 4-bit legacy GGUF blocks, so their files are alike "
+       "in size; k-quant and IQ4 files are not.</figcaption></figure>\n";
   if (kls.points.size() >= 2)
     o += "<figure>\n" + scatter_svg(kls) +
          "<figcaption>Mean KL divergence from the base model against the file's size, the models the base was compared with; the "
