@@ -71,9 +71,9 @@ class KGrid final : public SweepGrid {
     QUANT_CHECK(n == span_ && c % span_ == 0, "k-grid fit of {} columns at {}", n, c);
     uint8_t* block = blocks_.data() + r * row_bytes_ + (c / span_) * block_bytes_;
     quantize_kquant(t_, x, block, span_, imp_.data() + c);
-    std::vector<uint8_t> codes(static_cast<size_t>(span_));
+    uint8_t codes[kQK_K];  // ggml's own codes: GPTQ chooses its own on this grid
     const size_t at = static_cast<size_t>((r * cols_ + c) / sub_);
-    kquant_grid(t_, block, span_, codes.data(), scales_.data() + at, mins_.data() + at);
+    kquant_grid(t_, block, span_, codes, scales_.data() + at, mins_.data() + at);
   }
   uint8_t quantize(int64_t r, int64_t c, float w, float& value) const override {
     const size_t g = static_cast<size_t>((r * cols_ + c) / sub_);

@@ -146,19 +146,12 @@ void dequantize_row(TType t, const void* src, float* y, int64_t n) {
 // --- ggml reference quantizers (quantize_row_*_ref), into the logical form ---
 
 QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols, const float* importance) {
-  if (importance && t == TType::Q8_0) importance = nullptr;  // ggml's quantize_q8_0 ignores it
-  if (is_kquant(t) || importance) {
-    QUANT_CHECK(cols % traits(t).block == 0, "{}: row of {} does not tile {}-blocks", ttype_name(t), cols, traits(t).block);
+  if (is_kquant(t)) {
     PackedTensor p{t, rows, cols, std::vector<uint8_t>(static_cast<size_t>(rows * row_bytes(t, cols)))};
-    for (int64_t r = 0; r < rows; ++r) {
-      uint8_t* dst = p.data.data() + r * row_bytes(t, cols);
-      if (is_kquant(t))
-        quantize_kquant(t, w + r * cols, dst, cols, importance);
-      else
-        detail::quantize_row_imatrix(t, w + r * cols, dst, cols, importance);
-    }
+    for (int64_t r = 0; r < rows; ++r) quantize_kquant(t, w + r * cols, p.data.data() + r * row_bytes(t, cols), cols, importance);
     return unpack(p);
   }
+  if (t == TType::Q8_0) importance = nullptr;  // ggml's quantize_q8_0 ignores it
   QUANT_CHECK(cols % kQK == 0, "{}: row of {} does not tile 32-blocks", ttype_name(t), cols);
   QuantWeight q;
   q.rows = rows;
@@ -174,11 +167,18 @@ QuantWeight quantize_ggml(TType t, const float* w, int64_t rows, int64_t cols, c
   q.scales.resize(static_cast<size_t>(rows * nb));
   q.mins.resize(static_cast<size_t>(rows * nb));
   for (int64_t r = 0; r < rows; ++r) {
+    float sigma2 = 0;  // quantize_row_*_impl's mean square of the row, in float as ggml sums it
+    if (importance) {
+      for (int64_t j = 0; j < cols; ++j) sigma2 += w[r * cols + j] * w[r * cols + j];
+      sigma2 /= static_cast<float>(cols);
+    }
     for (int64_t b = 0; b < nb; ++b) {
       const float* x = w + r * cols + b * kQK;
       uint8_t* c = q.codes.data() + r * cols + b * kQK;
       float d = 0.0f, mn = 0.0f;
-      if (t == TType::Q4_0 || t == TType::Q5_0) {
+      if (importance) {
+        detail::legacy_block_imatrix(t, x, importance + b * kQK, sigma2, c, d, mn);
+      } else if (t == TType::Q4_0 || t == TType::Q5_0) {
         // d = (signed value of largest magnitude) / -2^(bits-1): that value maps to code 0.
         float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < kQK; ++j)

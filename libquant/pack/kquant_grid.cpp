@@ -30,9 +30,7 @@ void decode_q2_k(const BlockQ2_K& x, Decoded& o) {
 void decode_q3_k(const BlockQ3_K& x, Decoded& o) {
   const float d_all = fp16_to_f32(x.d);
   for (int j = 0; j < 16; ++j) {
-    int sc = j < 8 ? x.scales[j] & 0xF : x.scales[j - 8] >> 4;
-    sc |= ((x.scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
-    o.a[j] = d_all * (sc - 32);
+    o.a[j] = d_all * (get_q3_scale(j, x.scales) - 32);
     o.b[j] = 0;  // x = dl·(code − 4): offset applied in value()
   }
   for (int w = 0; w < kQK_K; ++w) {

@@ -70,6 +70,22 @@ inline void pack_2bit(const uint8_t* L, uint8_t* qs) {
       qs[j / 4 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
 }
 
+// Q3_K's 6-bit scale code l (0..63, the scale is d·(l − 32)) of sub-block j into its 12 bytes
+// (which start zeroed).
+inline void put_q3_scale(int j, int l, uint8_t* s) {
+  if (j < 8)
+    s[j] = static_cast<uint8_t>(s[j] | (l & 0xF));
+  else
+    s[j - 8] = static_cast<uint8_t>(s[j - 8] | ((l & 0xF) << 4));
+  s[j % 4 + 8] = static_cast<uint8_t>(s[j % 4 + 8] | ((l >> 4) << (2 * (j / 4))));
+}
+
+// The codes again on the block's stored (fp16-rounded) scales, as every ggml k-quantizer ends:
+// Q2_K 0..3, Q3_K 0..7 (stored + 4), Q4_K / Q5_K 0..nmax.
+void requantize_q2_k(const float* x, const BlockQ2_K& y, uint8_t* L);
+void requantize_q3_k(const float* x, const BlockQ3_K& y, int8_t* L);
+void requantize_q45_k(const float* x, uint16_t d, uint16_t dmin, const uint8_t* scales, int nmax, uint8_t* L);
+
 // Block layouts shared by both quantizers (kquants.cpp): codes L (Q3_K: 0..7, Q4_K: 0..15,
 // Q5_K: 0..31) into the block; Q6_K from its sub-block scales on (the codes are redone on the
 // stored scales).
@@ -81,7 +97,11 @@ void pack_iq4(const uint8_t* L, int n, uint8_t* q4);  // n level indices, nibble
 void finish_q6_k(const float* x, int8_t* L, const float* scales, float max_scale, float max_abs_scale, BlockQ6_K& y);
 
 // One row of n weights under an importance matrix (qw: one value per weight of the row):
-// ggml's quantize_* with quant_weights, for the k-quants, IQ4 and Q4_0 / Q4_1 / Q5_0 / Q5_1.
+// ggml's quantize_* with quant_weights, for the k-quants and IQ4.
 void quantize_row_imatrix(TType t, const float* x, void* dst, int64_t n, const float* qw);
+// One 32-block of Q4_0 / Q4_1 / Q5_0 / Q5_1 as quantize_row_*_impl fits it under the importance
+// qw (sigma2: the row's mean square): the codes it stores, its fp16-rounded scale, and the min
+// (Q4_0 / Q5_0: −8 / −16 times the scale; Q4_1 / Q5_1: the fp16-rounded m).
+void legacy_block_imatrix(TType t, const float* x, const float* qw, float sigma2, uint8_t* codes, float& scale, float& min);
 
 }  // namespace quant::detail

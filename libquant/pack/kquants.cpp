@@ -43,13 +43,7 @@ void quantize_q2_k(const float* x, BlockQ2_K& y) {
   } else {
     y.dmin = f32_to_fp16(0.f);
   }
-  for (int j = 0; j < 16; ++j) {
-    const float d = fp16_to_f32(y.d) * (y.scales[j] & 0xF);
-    if (!d) continue;
-    const float dm = fp16_to_f32(y.dmin) * (y.scales[j] >> 4);
-    for (int ii = 0; ii < 16; ++ii)
-      L[16 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(3, nearest_int((x[16 * j + ii] + dm) / d))));
-  }
+  requantize_q2_k(x, y, L);
   pack_2bit(L, y.qs);
 }
 
@@ -69,27 +63,14 @@ void quantize_q3_k(const float* x, BlockQ3_K& y) {
   if (max_scale) {
     const float iscale = -32.f / max_scale;
     for (int j = 0; j < 16; ++j) {
-      int8_t l = static_cast<int8_t>(nearest_int(iscale * scales[j]));
-      l = static_cast<int8_t>(std::max<int>(-32, std::min<int>(31, l)) + 32);
-      if (j < 8)
-        y.scales[j] = l & 0xF;
-      else
-        y.scales[j - 8] = static_cast<uint8_t>(y.scales[j - 8] | ((l & 0xF) << 4));
-      l = static_cast<int8_t>(l >> 4);
-      y.scales[j % 4 + 8] = static_cast<uint8_t>(y.scales[j % 4 + 8] | (l << (2 * (j / 4))));
+      const int8_t l = static_cast<int8_t>(nearest_int(iscale * scales[j]));
+      put_q3_scale(j, std::max<int>(-32, std::min<int>(31, l)) + 32, y.scales);
     }
     y.d = f32_to_fp16(1 / iscale);
   } else {
     y.d = f32_to_fp16(0.f);
   }
-  for (int j = 0; j < 16; ++j) {
-    int sc = j < 8 ? y.scales[j] & 0xF : y.scales[j - 8] >> 4;
-    sc = (sc | (((y.scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-    const float d = fp16_to_f32(y.d) * sc;
-    if (!d) continue;
-    for (int ii = 0; ii < 16; ++ii)
-      L[16 * j + ii] = static_cast<int8_t>(std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / d))) + 4);
-  }
+  requantize_q3_k(x, y, L);
   pack_q3_k(L, y);
 }
 
@@ -116,15 +97,7 @@ void quantize_q45_k(const float* x, Block& y, int nmax, float rmin, int nstep, u
                   static_cast<uint8_t>(std::min(63, nearest_int(inv_min * mins[j]))), y.scales);
   y.d = f32_to_fp16(max_scale / 63.f);
   y.dmin = f32_to_fp16(max_min / 63.f);
-  for (int j = 0; j < 8; ++j) {
-    uint8_t sc, m;
-    get_scale_min(j, y.scales, sc, m);
-    const float d = fp16_to_f32(y.d) * sc;
-    if (!d) continue;
-    const float dm = fp16_to_f32(y.dmin) * m;
-    for (int ii = 0; ii < 32; ++ii)
-      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int((x[32 * j + ii] + dm) / d))));
-  }
+  requantize_q45_k(x, y.d, y.dmin, y.scales, nmax, L);
 }
 
 void quantize_q4_k(const float* x, BlockQ4_K& y) {
@@ -166,6 +139,37 @@ void each_block(const float* x, void* dst, int64_t n, int64_t per, F f) {
 }  // namespace
 
 namespace detail {
+
+void requantize_q2_k(const float* x, const BlockQ2_K& y, uint8_t* L) {
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16_to_f32(y.d) * (y.scales[j] & 0xF);
+    if (!d) continue;
+    const float dm = fp16_to_f32(y.dmin) * (y.scales[j] >> 4);
+    for (int ii = 0; ii < 16; ++ii)
+      L[16 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(3, nearest_int((x[16 * j + ii] + dm) / d))));
+  }
+}
+
+void requantize_q3_k(const float* x, const BlockQ3_K& y, int8_t* L) {
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16_to_f32(y.d) * (get_q3_scale(j, y.scales) - 32);
+    if (!d) continue;
+    for (int ii = 0; ii < 16; ++ii)
+      L[16 * j + ii] = static_cast<int8_t>(std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / d))) + 4);
+  }
+}
+
+void requantize_q45_k(const float* x, uint16_t dd, uint16_t dmin, const uint8_t* scales, int nmax, uint8_t* L) {
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    get_scale_min(j, scales, sc, m);
+    const float d = fp16_to_f32(dd) * sc;
+    if (!d) continue;
+    const float dm = fp16_to_f32(dmin) * m;
+    for (int ii = 0; ii < 32; ++ii)
+      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int((x[32 * j + ii] + dm) / d))));
+  }
+}
 
 void pack_q3_k(const int8_t* L, BlockQ3_K& y) {
   std::memset(y.hmask, 0, sizeof(y.hmask));

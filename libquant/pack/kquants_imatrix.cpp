@@ -2,7 +2,7 @@
 // quantize_row_iq4_nl_impl with quant_weights, and quantize_row_q{4,5}_{0,1}_impl. Each weight's
 // importance is qw[col] (llama-quantize's imatrix value: mean x² of that input column) times
 // sqrt(σ² + x²), σ² the row's (or super-block's) mean square, except Q6_K, which uses qw alone.
-// Q8_0 ignores the importance in ggml, so it has no entry here.
+// The legacy types give their grid (pack() writes the blocks); Q8_0 ignores the importance in ggml.
 #include <cmath>
 #include <cstring>
 
@@ -31,20 +31,12 @@ void q2_k(const float* x, const float* qw, BlockQ2_K& y) {
     for (int l = 0; l < 16; ++l) sw[j] += weight[l];
     scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
   }
-  float dm = make_qp_quants(16, 15, scales, Ls, sw);
-  float mm = make_qp_quants(16, 15, mins, Lm, sw);
+  const float dm = make_qp_quants(16, 15, scales, Ls, sw);
+  const float mm = make_qp_quants(16, 15, mins, Lm, sw);
   y.d = f32_to_fp16(dm);
   y.dmin = f32_to_fp16(mm);
-  dm = fp16_to_f32(y.d);
-  mm = fp16_to_f32(y.dmin);
   for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<uint8_t>(Ls[j] | (Lm[j] << 4));
-  for (int j = 0; j < 16; ++j) {
-    const float d = dm * (y.scales[j] & 0xF);
-    if (!d) continue;
-    const float m = mm * (y.scales[j] >> 4);
-    for (int ii = 0; ii < 16; ++ii)
-      L[16 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(3, nearest_int((x[16 * j + ii] + m) / d))));
-  }
+  requantize_q2_k(x, y, L);  // on the fp16-rounded d and dmin
   pack_2bit(L, y.qs);
 }
 
@@ -61,24 +53,9 @@ void q3_k(const float* x, const float* qw, BlockQ3_K& y) {
   }
   std::memset(y.scales, 0, 12);
   const float d_block = make_qx_quants(16, 32, scales, Ls, sw);
-  for (int j = 0; j < 16; ++j) {
-    int l = Ls[j];
-    if (j < 8)
-      y.scales[j] = l & 0xF;
-    else
-      y.scales[j - 8] = static_cast<uint8_t>(y.scales[j - 8] | ((l & 0xF) << 4));
-    l >>= 4;
-    y.scales[j % 4 + 8] = static_cast<uint8_t>(y.scales[j % 4 + 8] | (l << (2 * (j / 4))));
-  }
+  for (int j = 0; j < 16; ++j) put_q3_scale(j, Ls[j], y.scales);
   y.d = f32_to_fp16(d_block);
-  for (int j = 0; j < 16; ++j) {
-    int sc = j < 8 ? y.scales[j] & 0xF : y.scales[j - 8] >> 4;
-    sc = (sc | (((y.scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
-    const float d = fp16_to_f32(y.d) * static_cast<int8_t>(sc);
-    if (!d) continue;
-    for (int ii = 0; ii < 16; ++ii)
-      L[16 * j + ii] = static_cast<int8_t>(std::max(-4, std::min(3, nearest_int(x[16 * j + ii] / d))) + 4);
-  }
+  requantize_q3_k(x, y, L);
   pack_q3_k(L, y);
 }
 
@@ -101,15 +78,7 @@ void q45_k(const float* x, const float* qw, Block& y, int nmax, uint8_t* L) {
   for (int j = 0; j < 8; ++j) put_scale_min(j, std::min<uint8_t>(63, Ls[j]), std::min<uint8_t>(63, Lm[j]), y.scales);
   y.d = f32_to_fp16(d_block);
   y.dmin = f32_to_fp16(m_block);
-  for (int j = 0; j < 8; ++j) {
-    uint8_t sc, m;
-    get_scale_min(j, y.scales, sc, m);
-    const float d = fp16_to_f32(y.d) * sc;
-    if (!d) continue;
-    const float dm = fp16_to_f32(y.dmin) * m;
-    for (int ii = 0; ii < 32; ++ii)
-      L[32 * j + ii] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int((x[32 * j + ii] + dm) / d))));
-  }
+  requantize_q45_k(x, y.d, y.dmin, y.scales, nmax, L);
 }
 
 void q4_k(const float* x, const float* qw, BlockQ4_K& y) {
@@ -136,79 +105,6 @@ void q6_k(const float* x, const float* qw, BlockQ6_K& y) {
     }
   }
   finish_q6_k(x, L, scales, max_scale, max_abs_scale, y);
-}
-
-// Q4_0 (nmax 8) and Q5_0 (nmax 16): make_qx_quants under the importance; codes 0..2·nmax−1.
-float legacy_sym(const float* x, const float* qw, float sigma2, int nmax, int8_t* L) {
-  float weight[kQK];
-  for (int j = 0; j < kQK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
-  return make_qx_quants(kQK, nmax, x, L, weight);
-}
-// Q4_1 (nmax 15) and Q5_1 (nmax 31): make_qkx3_quants under the importance; returns the scale, min in *m.
-float legacy_asym(const float* x, const float* qw, float sigma2, int nmax, uint8_t* L, float* m) {
-  float weight[kQK];
-  uint8_t Laux[kQK];
-  for (int j = 0; j < kQK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
-  return make_qkx2_quants(kQK, nmax, x, weight, L, m, Laux, -0.9f, 0.05f, 36, false);
-}
-template <class Code>
-uint32_t high_bits(const Code* L) {
-  uint32_t qh = 0;
-  for (int j = 0; j < kQK / 2; ++j) {
-    qh |= ((static_cast<uint32_t>(L[j]) & 0x10u) >> 4) << j;
-    qh |= ((static_cast<uint32_t>(L[j + kQK / 2]) & 0x10u) >> 4) << (j + kQK / 2);
-  }
-  return qh;
-}
-
-void legacy_row(TType t, const float* x, uint8_t* dst, int64_t n, const float* qw) {
-  float sum_x2 = 0;
-  for (int64_t j = 0; j < n; ++j) sum_x2 += x[j] * x[j];
-  const float sigma2 = sum_x2 / static_cast<float>(n);
-  for (int64_t ib = 0; ib < n / kQK; ++ib) {
-    const float* xb = x + kQK * ib;
-    const float* w = qw + kQK * ib;
-    int8_t Ls[kQK];
-    uint8_t La[kQK];
-    float m = 0;
-    switch (t) {
-      case TType::Q4_0: {
-        BlockQ4_0 b{};
-        b.d = f32_to_fp16(legacy_sym(xb, w, sigma2, 8, Ls));
-        put_nibbles(b.qs, Ls);
-        std::memcpy(dst + ib * sizeof b, &b, sizeof b);
-        break;
-      }
-      case TType::Q5_0: {
-        BlockQ5_0 b{};
-        b.d = f32_to_fp16(legacy_sym(xb, w, sigma2, 16, Ls));
-        put_nibbles(b.qs, Ls);
-        const uint32_t qh = high_bits(Ls);
-        std::memcpy(b.qh, &qh, 4);
-        std::memcpy(dst + ib * sizeof b, &b, sizeof b);
-        break;
-      }
-      case TType::Q4_1: {
-        BlockQ4_1 b{};
-        b.d = f32_to_fp16(legacy_asym(xb, w, sigma2, 15, La, &m));
-        b.m = f32_to_fp16(-m);
-        put_nibbles(b.qs, La);
-        std::memcpy(dst + ib * sizeof b, &b, sizeof b);
-        break;
-      }
-      case TType::Q5_1: {
-        BlockQ5_1 b{};
-        b.d = f32_to_fp16(legacy_asym(xb, w, sigma2, 31, La, &m));
-        b.m = f32_to_fp16(-m);
-        put_nibbles(b.qs, La);
-        const uint32_t qh = high_bits(La);
-        std::memcpy(b.qh, &qh, 4);
-        std::memcpy(dst + ib * sizeof b, &b, sizeof b);
-        break;
-      }
-      default: fail("{} has no importance-weighted quantizer", ttype_name(t));
-    }
-  }
 }
 
 template <class Block, class F>
@@ -240,13 +136,27 @@ void quantize_row_imatrix(TType t, const float* x, void* dst, int64_t n, const f
       return each_block<BlockIQ4_XS>(x, qw, dst, n, per, [](const float* v, const float* w, BlockIQ4_XS& b) {
         quantize_iq4(v, kQK_K, w, &b.d, b.qs, &b.scales_h, b.scales_l);
       });
-    case TType::Q4_0:
-    case TType::Q4_1:
-    case TType::Q5_0:
-    case TType::Q5_1: return legacy_row(t, x, static_cast<uint8_t*>(dst), n, qw);
     default: break;
   }
   fail("{} has no importance-weighted quantizer", ttype_name(t));
+}
+
+void legacy_block_imatrix(TType t, const float* x, const float* qw, float sigma2, uint8_t* codes, float& scale, float& min) {
+  float weight[kQK];
+  for (int j = 0; j < kQK; ++j) weight[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+  if (t == TType::Q4_0 || t == TType::Q5_0) {  // quantize_row_q{4,5}_0_impl: make_qx_quants, codes 0..2·nmax−1
+    const int nmax = t == TType::Q4_0 ? 8 : 16;
+    int8_t L[kQK];
+    scale = round_fp16(make_qx_quants(kQK, nmax, x, L, weight));
+    for (int j = 0; j < kQK; ++j) codes[j] = static_cast<uint8_t>(L[j]);
+    min = -static_cast<float>(nmax) * scale;
+    return;
+  }
+  QUANT_CHECK(t == TType::Q4_1 || t == TType::Q5_1, "{} has no importance-weighted quantizer", ttype_name(t));
+  uint8_t Laux[kQK];  // quantize_row_q{4,5}_1_impl: make_qkx3_quants, rmin −0.9, 36 steps of 0.05
+  float neg_min = 0;
+  scale = round_fp16(make_qkx2_quants(kQK, t == TType::Q4_1 ? 15 : 31, x, weight, codes, &neg_min, Laux, -0.9f, 0.05f, 36, false));
+  min = round_fp16(-neg_min);
 }
 
 }  // namespace quant::detail

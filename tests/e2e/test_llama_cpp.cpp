@@ -89,6 +89,13 @@ TEST_CASE("llama.cpp runs the GGUF files GPTQ writes and agrees with our runtime
 
 namespace {
 
+// The model as F32 GGUF: llama.cpp's quantizer's input.
+void write_f32_gguf(const LoadedModel& m, const std::string& path) {
+  const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
+  RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
+  write_gguf_model(m, f32, src, path, {});
+}
+
 uint32_t file_type(const std::string& gguf) {
   GgufFile f(gguf);
   const GgufValue* v = f.find("general.file_type");
@@ -103,11 +110,7 @@ TEST_CASE("llama.cpp's own quantizer writes the same bytes as ours, and we run i
   REQUIRE(std::filesystem::exists(qt::libllama()));
   qt::TempDir tmp;
   LoadedModel m = load_model(qt::bundled_model());
-  const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
-  {
-    RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
-    write_gguf_model(m, f32, src, tmp / "f32.gguf", {});
-  }
+  write_f32_gguf(m, tmp / "f32.gguf");
   // llama_ftype (llama.h): F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9, Q2_K 10, Q3_K_S 11, Q4_K_S 14,
   // Q5_K_S 16, Q6_K 18, IQ4_NL 25, IQ4_XS 30; pure: every tensor that type. Below 8 bits our default
   // policy keeps output.weight at Q8_0: llama.cpp is told the same (ggml type 8).
@@ -143,11 +146,7 @@ TEST_CASE("quant convert --qtype PRESET writes llama-quantize's tensor-type mix,
   if (!qt::install_llama_cpp()) return;
   qt::TempDir tmp;
   LoadedModel m = load_model(qt::bundled_model());
-  const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
-  {
-    RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
-    write_gguf_model(m, f32, src, tmp / "f32.gguf", {});
-  }
+  write_f32_gguf(m, tmp / "f32.gguf");
   for (const auto& [preset, ftype] : std::vector<std::pair<std::string, int>>{
            {"Q2_K", 10}, {"Q3_K_S", 11}, {"Q3_K_M", 12}, {"Q3_K_L", 13}, {"Q4_K_S", 14}, {"Q4_K_M", 15}, {"Q5_K_S", 16},
            {"Q5_K_M", 17}, {"Q6_K", 18}, {"IQ4_NL", 25}, {"IQ4_XS", 30}}) {
@@ -183,11 +182,7 @@ TEST_CASE("imatrix: llama-quantize reads ours, and its importance-weighted quant
   if (!qt::install_llama_cpp()) return;
   qt::TempDir tmp;
   LoadedModel m = load_model(qt::bundled_model());
-  const Policy f32 = Policy::defaults(QuantSpec::parse("F32"));
-  {
-    RtnTensors src(*m.weights, resolve_policy(f32, m.weights->tensors()));
-    write_gguf_model(m, f32, src, tmp / "f32.gguf", {});
-  }
+  write_f32_gguf(m, tmp / "f32.gguf");
   // One calibration pass, both of llama.cpp's file formats.
   auto r = qt::run(qt::quant_bin() + " calibrate " + qt::bundled_model() + " --calib " + qt::kjv_calib() +
                    " --nsamples 16 --seqlen 256 --quiet --imatrix " + (tmp / "im.gguf"));

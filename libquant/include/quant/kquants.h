@@ -82,6 +82,12 @@ inline bool is_kquant(TType t) {
 }
 inline bool is_nonlinear(TType t) { return t == TType::IQ4_NL || t == TType::IQ4_XS; }
 
+// Q3_K's 6-bit scale code of sub-block j (0..15) from its 12 packed bytes: the scale is d·(code − 32).
+inline int get_q3_scale(int j, const uint8_t* q) {
+  const int lo = j < 8 ? q[j] & 0xF : q[j - 8] >> 4;
+  return lo | (((q[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
+}
+
 // Scale and min code j (0..7) of a Q4_K/Q5_K block's 12 packed bytes.
 inline void get_scale_min(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
   if (j < 4) {
