@@ -10,6 +10,7 @@
 
 #include "quant/error.h"
 #include "quant/gemm.h"
+#include "quant/kquants.h"
 #include "quant/runtime.h"
 #include "quant/calibration/sequential.h"
 
@@ -352,6 +353,67 @@ ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int
   return ce;
 }
 
+ClipEntry clip_search_blocks(const std::string& name, const float* w, int64_t rows, int64_t in, TType t, const float* x,
+                             int64_t nt) {
+  QUANT_CHECK(is_kquant(t), "clip search: {} is not a super-block type", ttype_name(t));
+  const int64_t group = kquant_group(t), sb = traits(t).block, nsb = in / sb, ng = in / group, per = sb / group;
+  QUANT_CHECK(in % sb == 0, "clip search: {} has {} columns, not whole {}-blocks of {}", name, in, sb, ttype_name(t));
+  using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
+  std::vector<MatF> gram(static_cast<size_t>(nsb));  // per super-block: Σ_t x_tᵀ x_t over its columns
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < nsb; ++s) {
+    Eigen::MatrixXd xs(nt, sb);
+    for (int64_t i = 0; i < nt; ++i)
+      for (int64_t j = 0; j < sb; ++j) xs(i, j) = x[i * in + s * sb + j];
+    gram[static_cast<size_t>(s)] = (xs.transpose() * xs).cast<float>();
+  }
+  // Types with mins (Q2_K, Q4_K, Q5_K) shrink both ends of the range together, the others ±max.
+  const bool sym = !(t == TType::Q2_K || t == TType::Q4_K || t == TType::Q5_K);
+  ClipEntry ce{name, group, std::vector<float>(static_cast<size_t>(rows * ng)), {}};
+  if (!sym) ce.min.resize(ce.max.size());
+  const int64_t block_bytes = row_bytes(t, sb);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<float> wc(static_cast<size_t>(sb)), deq(static_cast<size_t>(sb));
+    std::vector<uint8_t> buf(static_cast<size_t>(block_bytes));
+    Eigen::VectorXf d(sb);
+    for (int64_t s = 0; s < nsb; ++s) {
+      const float* ws = w + r * in + s * sb;
+      std::copy_n(ws, sb, wc.data());
+      const MatF& G = gram[static_cast<size_t>(s)];
+      for (int64_t g = 0; g < per; ++g) {  // coordinate descent over the sub-blocks, left to right
+        const float* wg = ws + g * group;
+        float lo0 = 0, hi0 = 0;
+        for (int64_t j = 0; j < group; ++j) {
+          lo0 = std::min(lo0, wg[j]);
+          hi0 = std::max(hi0, wg[j]);
+        }
+        if (sym) hi0 = std::max(hi0, -lo0), lo0 = -hi0;
+        double best = INFINITY;
+        float best_lo = lo0, best_hi = hi0;
+        for (int i = 0; i < 10; ++i) {
+          const float f = 1.0f - static_cast<float>(i) / 20.0f, hi = hi0 * f, lo = lo0 * f;
+          for (int64_t j = 0; j < group; ++j) wc[static_cast<size_t>(g * group + j)] = std::clamp(wg[j], lo, hi);
+          quantize_kquant(t, wc.data(), buf.data(), sb);
+          dequantize_kquant(t, buf.data(), deq.data(), sb);
+          for (int64_t j = 0; j < sb; ++j) d(j) = deq[static_cast<size_t>(j)] - ws[j];
+          const double err = static_cast<double>(d.dot(G * d));
+          if (err < best) {  // ties keep the wider range (the earlier candidate)
+            best = err;
+            best_lo = lo;
+            best_hi = hi;
+          }
+        }
+        for (int64_t j = 0; j < group; ++j) wc[static_cast<size_t>(g * group + j)] = std::clamp(wg[j], best_lo, best_hi);
+        const size_t e = static_cast<size_t>(r * ng + s * per + g);
+        ce.max[e] = best_hi;
+        if (!sym) ce.min[e] = best_lo;
+      }
+    }
+  }
+  return ce;
+}
+
 namespace {
 
 // AWQ on one decoder block, on inputs X from the already-quantized blocks before it: the scale
@@ -417,7 +479,9 @@ class AwqBlock {
     for (const char* nm : decoder_linear_names()) {
       if (nm == std::string_view("attn_q") || nm == std::string_view("attn_k")) continue;
       const TensorPlan& tp = plan_of_(l_, nm);
-      if (tp.requested.kind != QuantSpec::Kind::Grid) continue;  // clip searches the plain grid only
+      const bool grid = tp.requested.kind == QuantSpec::Kind::Grid;
+      const bool blocks = tp.requested.kind == QuantSpec::Kind::Ggml && is_kquant(tp.requested.type);
+      if (!grid && !blocks) continue;  // legacy 32-blocks: ggml's own scale search, no clip
       const Tap tap = tap_of_linear(nm);
       const bool mlp = tap_in_mlp(tap);
       auto xi = inputs.find(tap);
@@ -428,7 +492,8 @@ class AwqBlock {
       std::vector<float> xs(static_cast<size_t>(nt * in));  // every stride-th token
       for (int64_t t = 0; t < nt; ++t) std::copy_n(x.data() + t * stride * in, in, xs.data() + t * in);
       std::vector<float>& w = W()[nm];
-      ClipEntry ce = clip_search(tname(l_, nm), w.data(), tp.rows, in, tp.requested.grid, xs.data(), nt, o_.clip_mode);
+      ClipEntry ce = grid ? clip_search(tname(l_, nm), w.data(), tp.rows, in, tp.requested.grid, xs.data(), nt, o_.clip_mode)
+                          : clip_search_blocks(tname(l_, nm), w.data(), tp.rows, in, tp.requested.type, xs.data(), nt);
       ce.apply(w.data(), tp.rows, in);
       plan_.clips.push_back(std::move(ce));
     }

@@ -81,11 +81,40 @@ void check_model_identity(const nlohmann::json& recorded, const LlamaConfig& cfg
 
 GridSpec SweepSettings::grid_for(int b) const { return {b, group, b == 8 ? true : sym}; }
 
+QuantSpec SweepSettings::spec_at(size_t k) const {
+  if (typed()) return QuantSpec::parse(qtypes[k]);
+  QuantSpec s;
+  s.kind = QuantSpec::Kind::Grid;
+  s.grid = grid_for(bits[k]);
+  return s;
+}
+
+std::string SweepSettings::option_name(size_t k) const { return typed() ? qtypes[k] : fmt::format("{} bits", bits[k]); }
+
+std::vector<int> SweepSettings::nominal_bits(const std::vector<std::string>& types) {
+  std::vector<int> out;
+  for (const auto& q : types) {
+    const auto t = ttype_from_name(q);
+    out.push_back(t && is_quantized(*t) ? static_cast<int>(std::floor(type_bpw(*t))) : 0);
+  }
+  return out;
+}
+
 void SweepSettings::check() const {
   QUANT_CHECK(method == Method::Rtn || method == Method::Gptq || method == Method::Awq, "sweep --method {} (rtn, gptq or awq)",
               method_name(method));
   QUANT_CHECK(granularity == "tensor" || granularity == "block" || granularity == "kind",
               "--granularity {} (tensor, block or kind)", granularity);
+  if (typed()) {
+    for (const auto& q : qtypes) {
+      const auto t = ttype_from_name(q);
+      QUANT_CHECK(t && is_quantized(*t), "sweep --qtypes: {} is not a quantized GGUF type (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, ...)",
+                  q);
+    }
+    QUANT_CHECK(std::set<std::string>(qtypes.begin(), qtypes.end()).size() == qtypes.size(), "sweep --qtypes: a type is repeated");
+    QUANT_CHECK(bits.size() == qtypes.size(), "sweep: {} nominal widths for {} types", bits.size(), qtypes.size());
+    return;
+  }
   QUANT_CHECK(!bits.empty(), "sweep needs at least one bit-width");
   for (int b : bits) QUANT_CHECK(GridSpec::valid_bits(b), "sweep --bits: {} outside 2..8", b);
   QUANT_CHECK(std::set<int>(bits.begin(), bits.end()).size() == bits.size(), "sweep --bits: a width is repeated");
@@ -113,12 +142,16 @@ nlohmann::json Sweep::to_json() const {
       }
       opts.push_back(oj);
     }
-    units_j.push_back({{"name", u.name}, {"tensors", u.tensors}, {"match", u.match}, {"params", u.params},
-                       {"first_block", u.first_block}, {"fp16_bytes", 2 * u.params}, {"options", opts}});
+    nlohmann::json uj = {{"name", u.name}, {"tensors", u.tensors}, {"match", u.match}, {"params", u.params},
+                         {"first_block", u.first_block}, {"fp16_bytes", 2 * u.params}, {"options", opts}};
+    if (u.outer) uj["outer"] = true;
+    units_j.push_back(uj);
   }
+  nlohmann::json settings_j = {{"method", method_name(settings.method)}, {"granularity", settings.granularity}, {"bits", settings.bits},
+                               {"group", settings.group}, {"sym", settings.sym}};
+  if (settings.typed()) settings_j["qtypes"] = settings.qtypes;
   return {{"format", "quant-sweep"}, {"version", kVersion},
-          {"settings", {{"method", method_name(settings.method)}, {"granularity", settings.granularity}, {"bits", settings.bits},
-                        {"group", settings.group}, {"sym", settings.sym}}},
+          {"settings", settings_j},
           {"proxy_only", proxy_only}, {"model", model}, {"calibration", calibration}, {"recipe", recipe}, {"eval", eval},
           {"fp", fp}, {"cost", cost}, {"rank", rank}, {"units", units_j}};
 }
@@ -140,6 +173,7 @@ Sweep Sweep::from_json(const nlohmann::json& j, const std::string& source) {
     s.settings.bits = st.at("bits").get<std::vector<int>>();
     s.settings.group = st.at("group").get<int64_t>();
     s.settings.sym = st.at("sym").get<bool>();
+    s.settings.qtypes = st.value("qtypes", std::vector<std::string>{});
     s.proxy_only = j.at("proxy_only").get<bool>();
     s.model = j.at("model");
     s.calibration = j.value("calibration", nlohmann::json());
@@ -155,6 +189,7 @@ Sweep Sweep::from_json(const nlohmann::json& j, const std::string& source) {
       u.match = uj.at("match").get<std::vector<std::string>>();
       u.params = uj.at("params").get<int64_t>();
       u.first_block = uj.at("first_block").get<int64_t>();
+      u.outer = uj.value("outer", false);
       for (const auto& oj : uj.at("options")) {
         SweepOption o;
         o.bits = oj.at("bits").get<int>();
@@ -181,12 +216,19 @@ Sweep Sweep::from_json(const nlohmann::json& j, const std::string& source) {
     fail("{}: malformed sweep file: {}", source, e.what());
   }
   QUANT_CHECK(!s.units.empty(), "{}: the sweep has no units", source);
+  try {
+    s.settings.check();
+  } catch (const Error& e) {
+    fail("{}: {}", source, e.what());
+  }
   for (const auto& u : s.units) {
-    QUANT_CHECK(u.options.size() == s.settings.bits.size() && u.params > 0, "{}: unit {} has {} options for {} widths", source, u.name,
-                u.options.size(), s.settings.bits.size());
+    QUANT_CHECK(u.options.size() == s.settings.options() && u.params > 0, "{}: unit {} has {} options for {} widths", source, u.name,
+                u.options.size(), s.settings.options());
+    QUANT_CHECK(!u.outer || s.settings.typed(), "{}: unit {} is outside the decoder in a sweep of integer grids", source, u.name);
     for (size_t k = 0; k < u.options.size(); ++k) {
       const auto& o = u.options[k];
-      QUANT_CHECK(o.bits == s.settings.bits[k] && o.logical_bits > 0 && std::isfinite(o.proxy) &&
+      QUANT_CHECK(o.bits == s.settings.bits[k] && (!s.settings.typed() || o.spec == s.settings.qtypes[k]) && o.logical_bits > 0 &&
+                      std::isfinite(o.proxy) &&
                       (!o.measured || (std::isfinite(o.kl_mean) && std::isfinite(o.dppl))),
                   "{}: unit {} option {} is inconsistent (bits {}, {} logical bits)", source, u.name, k, o.bits, o.logical_bits);
       QUANT_CHECK(s.proxy_only || o.measured, "{}: unit {} at {} bits was not measured", source, u.name, o.bits);
@@ -200,12 +242,24 @@ Sweep Sweep::from_json(const nlohmann::json& j, const std::string& source) {
 
 namespace {
 
-std::vector<SweepUnit> make_units(const LlamaConfig& cfg, const WeightStore& store, const std::string& gran) {
+std::vector<SweepUnit> make_units(const LlamaConfig& cfg, const WeightStore& store, const std::string& gran, bool typed) {
   std::vector<SweepUnit> units;
   auto add_tensor = [&](SweepUnit& u, const std::string& name) {
     u.tensors.push_back(name);
     u.params += store.get(name).numel();
   };
+  // A typed sweep prices the whole file: the embedding table (first: it feeds block 0) and the
+  // head (last: it reads block L's output) are units of their own; a tied table is one unit.
+  auto add_outer = [&](const char* name, int64_t first_block) {
+    SweepUnit u;
+    u.name = name;
+    u.match = {name};
+    u.first_block = first_block;
+    u.outer = true;
+    add_tensor(u, name);
+    units.push_back(std::move(u));
+  };
+  if (typed) add_outer("token_embd.weight", 0);
   if (gran == "tensor") {
     for (const auto& n : decoder_linears(cfg)) {
       SweepUnit u;
@@ -233,6 +287,7 @@ std::vector<SweepUnit> make_units(const LlamaConfig& cfg, const WeightStore& sto
       units.push_back(std::move(u));
     }
   }
+  if (typed && !cfg.tied_embeddings) add_outer("output.weight", cfg.n_layers);
   return units;
 }
 
@@ -298,6 +353,7 @@ class BlockCache {
 // and the FP hidden states at the input of block `at`.
 struct EvalCache {
   PplChunks ch;
+  std::vector<std::vector<int32_t>> windows;  // [C][ctx] tokens
   int64_t rows = 0;               // scored rows per chunk
   std::vector<int32_t> targets;   // [C][rows]
   std::vector<float> fp_logits;   // [C][rows][V]
@@ -333,20 +389,38 @@ class HessianCache {
   std::map<std::pair<int64_t, int>, Hessian> cache_;
 };
 
-// The unit's tensors quantized at width k (option k of the unit: sizes, proxy, method loss), by
+// The unit's tensors quantized at option k (the unit's option k: sizes, proxy, method loss), by
 // the same per-tensor functions as the quantization stage. Returns what the file would hold of
-// each tensor (dequantized), keyed "short_name@block", in the block's (for AWQ: scaled) weight space.
+// each tensor (dequantized), keyed "short_name@block" (outer units: the tensor's name), in the
+// block's (for AWQ: scaled) weight space.
 std::map<std::string, std::vector<float>> quantize_unit(const SweepRun& run, const WeightStore& store, BlockCache& blocks,
                                                         HessianCache& hessians, const ActPlan* ap, size_t k, SweepUnit& u) {
   const SweepSettings& st = run.settings;
   std::map<std::string, std::vector<float>> qw;
   SweepOption& o = u.options[k];
-  const GridSpec grid = st.grid_for(st.bits[k]);
+  const QuantSpec spec = st.spec_at(k);
   o.bits = st.bits[k];
-  QuantSpec spec;
-  spec.kind = QuantSpec::Kind::Grid;
-  spec.grid = grid;
   o.spec = spec.str();
+  auto account = [&](const TensorPlan& plan) {
+    const int64_t bytes = plan.rows * row_bytes(plan.stored, plan.cols);
+    o.stored_bytes += bytes;
+    o.logical_bits += st.typed() ? 8 * bytes : grid_logical_bits(spec.grid, plan.rows, plan.cols);
+    const std::string qt(ttype_name(plan.stored));
+    o.qtype = o.qtype.empty() || o.qtype == qt ? qt : "mixed";
+  };
+  if (u.outer) {  // the embedding table or the head: RTN onto the type; proxy ||W - Q||^2 (no Hessian)
+    const std::string& name = u.tensors.front();
+    const TensorDesc& d = store.get(name);
+    const std::vector<float> w = store.read_f32(name);
+    const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}, {}}, {d}).front();
+    std::vector<float> deq(w.size());
+    stored_values(plan, quantize_rtn(plan, w.data()), GridStore::Packed, deq.data());
+    account(plan);
+    for (size_t i = 0; i < w.size(); ++i) o.proxy += static_cast<double>(w[i] - deq[i]) * (w[i] - deq[i]);
+    o.method_loss = o.proxy;
+    qw[name] = std::move(deq);
+    return qw;
+  }
   for (const auto& name : u.tensors) {
     const auto [l, short_name] = split_name(name);
     const TensorDesc& d = store.get(name);
@@ -357,16 +431,13 @@ std::map<std::string, std::vector<float>> quantize_unit(const SweepRun& run, con
       for (const auto& c : ap->clips)
         if (c.tensor == name) c.apply(w.data(), d.rows, d.cols);
     const TensorPlan plan = resolve_policy(Policy{{{"*", spec}}, {}}, {d}).front();
+    // As the stage: GPTQ where it can reach the type (integer grids, super-block types), else RTN.
+    const bool gptq = st.method == Method::Gptq && gptq_quantizable(plan.requested);
     TensorReport rep;
-    const QuantWeight q = st.method == Method::Gptq ? quantize_gptq(plan, w.data(), H.d, run.gptq, rep) : quantize_rtn(plan, w.data());
-    o.method_loss += rep.loss;
+    const QuantWeight q = gptq ? quantize_gptq(plan, w.data(), H.d, run.gptq, rep) : quantize_rtn(plan, w.data());
     std::vector<float> deq(static_cast<size_t>(d.numel()));
     stored_values(plan, q, GridStore::Packed, deq.data());
-    const int64_t rb = row_bytes(plan.stored, d.cols);
-    o.logical_bits += grid_logical_bits(grid, d.rows, d.cols);
-    o.stored_bytes += d.rows * rb;
-    const std::string qt(ttype_name(plan.stored));
-    o.qtype = o.qtype.empty() || o.qtype == qt ? qt : "mixed";
+    account(plan);
     // The proxy in the FP model's own weight space: AWQ's W' = W diag(s) is compared as
     // Q' diag(1/s) against W, with the FP model's Hessian.
     std::vector<float> unscaled;
@@ -379,10 +450,11 @@ std::map<std::string, std::vector<float>> quantize_unit(const SweepRun& run, con
         }
     }
     const std::vector<float>& fp = blocks.get(l, -1, nullptr, u.first_block)->w.at(short_name);
-    o.proxy += hessian_error(fp.data(), (ap ? unscaled : deq).data(), d.rows, d.cols, H.f);
+    const double proxy = hessian_error(fp.data(), (ap ? unscaled : deq).data(), d.rows, d.cols, H.f);
+    o.proxy += proxy;
+    o.method_loss += gptq ? rep.loss : proxy;
     qw[fmt::format("{}@{}", short_name, l)] = std::move(deq);
   }
-  if (st.method != Method::Gptq) o.method_loss = o.proxy;
   return qw;
 }
 
@@ -407,7 +479,8 @@ int64_t fp_pass(const LlamaConfig& cfg, const WeightStore& store, std::span<cons
   ev.rows = T - 1 - ev.ch.first;
   const double logits_gb = static_cast<double>(C * ev.rows * V) * 4 / 1e9;
   QUANT_CHECK(logits_gb < 8, "sweep: the FP logits of {} chunks would take {:.1f} GB: give fewer --chunks", C, logits_gb);
-  std::vector<std::vector<int32_t>> windows(static_cast<size_t>(C));
+  std::vector<std::vector<int32_t>>& windows = ev.windows;
+  windows.assign(static_cast<size_t>(C), {});
   for (int64_t c = 0; c < C; ++c) {
     ev.ch.window(eval_tokens, c, windows[static_cast<size_t>(c)]);
     for (int64_t j = 0; j < ev.rows; ++j) ev.targets.push_back(windows[static_cast<size_t>(c)][static_cast<size_t>(ev.ch.first + j + 1)]);
@@ -450,14 +523,12 @@ std::vector<ActPlan> awq_plans_by_width(const LlamaConfig& cfg, const WeightStor
                                         const std::vector<std::vector<int32_t>>& calib_windows, const SweepRun& run) {
   const SweepSettings& st = run.settings;
   std::vector<ActPlan> out;
-  for (size_t k = 0; k < st.bits.size(); ++k) {
-    QuantSpec target;
-    target.kind = QuantSpec::Kind::Grid;
-    target.grid = st.grid_for(st.bits[k]);
+  for (size_t k = 0; k < st.options(); ++k) {
+    const QuantSpec target = st.spec_at(k);
     const auto plans = resolve_policy(Policy::defaults(target), store.tensors());
     AwqOptions ao = run.awq;
     ao.progress = [&](const std::string& what, int64_t d, int64_t t) {
-      if (run.progress) run.progress(fmt::format("awq search, {} bits: {}", st.bits[k], what), d, t);
+      if (run.progress) run.progress(fmt::format("awq search, {}: {}", st.option_name(k), what), d, t);
     };
     out.push_back(awq_search(cfg, store, calib_windows, plans, ao));
   }
@@ -479,9 +550,9 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
   sw.proxy_only = run.proxy_only;
   sw.model = model_identity(cfg, store);
   sw.calibration = nlohmann::json::parse(stats.calibration_json());
-  sw.units = make_units(cfg, store, st.granularity);
+  sw.units = make_units(cfg, store, st.granularity, st.typed());
   std::stable_sort(sw.units.begin(), sw.units.end(), [](const SweepUnit& a, const SweepUnit& b) { return a.first_block < b.first_block; });
-  const size_t B = st.bits.size();
+  const size_t B = st.options();
   if (st.method == Method::Gptq)
     sw.recipe = {{"damp", run.gptq.damp}, {"act_order", run.gptq.act_order}, {"block", run.gptq.block},
                  {"static_groups", run.gptq.static_groups || run.gptq.act_order}};
@@ -541,6 +612,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
     // (dequantized), in the block's (for AWQ: scaled) weight space.
     std::vector<std::map<std::string, std::vector<float>>> qw(B);
     u.options.assign(B, {});
+    const std::string head_name = cfg.tied_embeddings ? "token_embd.weight" : "output.weight";
     std::vector<double> opt_seconds(B, 0);
     for (size_t k = 0; k < B; ++k) {
       const auto tq = std::chrono::steady_clock::now();
@@ -550,6 +622,17 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
     if (!run.proxy_only) {
       const int64_t C = ev.ch.chunks, T = ev.ch.ctx;
       std::vector<std::vector<float>> h(B, ev.x);
+      // Outer units: the quantized table feeds block 0 (token_embd), the quantized head reads
+      // the last block's output (output.weight, or the tied table).
+      std::vector<const float*> head_k(B, head.data());
+      for (size_t k = 0; k < B && u.outer; ++k) {
+        const std::vector<float>& t = qw[k].at(u.tensors.front());
+        if (u.tensors.front() == head_name) head_k[k] = t.data();
+        if (u.tensors.front() == "token_embd.weight")
+          for (size_t c = 0; c < ev.windows.size(); ++c)
+            for (size_t j = 0; j < ev.windows[c].size(); ++j)
+              std::copy_n(t.data() + static_cast<int64_t>(ev.windows[c][j]) * D, D, h[k].data() + (static_cast<int64_t>(c) * T + static_cast<int64_t>(j)) * D);
+      }
       for (int64_t l = u.first_block; l < L; ++l) {
         for (size_t k = 0; k < B; ++k) {
           const auto te = std::chrono::steady_clock::now();
@@ -563,7 +646,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
           passes_done += C;
           opt_seconds[k] += seconds_since(te);
           if (run.progress)
-            run.progress(fmt::format("{} ({} bits)", u.name, st.bits[k]), passes_done, std::max(block_passes, passes_done));
+            run.progress(fmt::format("{} ({})", u.name, st.option_name(k)), passes_done, std::max(block_passes, passes_done));
         }
       }
       std::vector<float> lg(static_cast<size_t>(ev.rows * V));
@@ -571,7 +654,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
         const auto te = std::chrono::steady_clock::now();
         PplScorer sc;
         for (int64_t c = 0; c < C; ++c) {
-          run_head(cfg, h[k].data() + (c * T + ev.ch.first) * D, ev.rows, out_norm.data(), head.data(), lg.data());
+          run_head(cfg, h[k].data() + (c * T + ev.ch.first) * D, ev.rows, out_norm.data(), head_k[k], lg.data());
           for (int64_t j = 0; j < ev.rows; ++j) {
             const size_t r = static_cast<size_t>(c * ev.rows + j);
             sc.add(lg.data() + j * V, V, ev.targets[r], ev.fp_logits.data() + r * static_cast<size_t>(V), ev.fp_lse[r]);
@@ -588,6 +671,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
         o.kl_p99 = pr.kl_p99;
         o.top1 = pr.top1_agree;
         opt_seconds[k] += seconds_since(te);
+        if (u.outer) continue;  // its proxy has no Hessian: not ranked with the rest
         all_proxy.push_back(o.proxy);
         all_kl.push_back(o.kl_mean);
         by_bits[o.bits].first.push_back(o.proxy);
@@ -612,130 +696,6 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
              {"naive_full_forwards", run.proxy_only ? 0 : 2 * evals * ev.ch.chunks},
              {"estimated_seconds", est}};
   return sw;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Plans
-
-BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::string& sweep_file) {
-  std::string objective = req.objective.empty() ? (sw.proxy_only ? "proxy" : "kl") : req.objective;
-  QUANT_CHECK(objective == "kl" || objective == "dppl" || objective == "proxy", "--objective {} (kl, dppl or proxy)", objective);
-  QUANT_CHECK(objective == "proxy" || !sw.proxy_only, "{}: a --proxy-only sweep has no measured {}: use --objective proxy", sweep_file,
-              objective);
-  QUANT_CHECK(req.solver == "exact" || req.solver == "greedy", "--solver {} (exact or greedy)", req.solver);
-  QUANT_CHECK((req.target_bpw > 0) != (req.target_size_mb > 0), "give one of --target-bpw or --target-size");
-  const QuantSpec rest = QuantSpec::parse(req.rest);
-  int64_t linear_params = 0;
-  std::set<std::string> linears;
-  for (const auto& u : sw.units) {
-    linear_params += u.params;
-    linears.insert(u.tensors.begin(), u.tensors.end());
-  }
-  // Everything the budget does not choose: token_embd / output at `rest`, vectors F32.
-  double rest_bits = 0;
-  int64_t all_params = 0;
-  for (const auto& t : sw.model.at("tensors")) {
-    const std::string name = t.at(0).get<std::string>();
-    const int64_t n = t.at(1).get<int64_t>() * t.at(2).get<int64_t>();
-    all_params += n;
-    if (linears.count(name)) continue;
-    const int64_t rows = t.at(1).get<int64_t>(), cols = t.at(2).get<int64_t>();
-    if (rows == 1)
-      rest_bits += 32.0 * static_cast<double>(n);  // vectors stay F32
-    else if (rest.kind == QuantSpec::Kind::Grid)
-      rest_bits += static_cast<double>(grid_logical_bits(rest.grid, rows, cols));
-    else
-      rest_bits += static_cast<double>(n) * type_bpw(rest.type);
-  }
-  // The widths to choose from: all the sweep measured, or the requested ones among them.
-  std::vector<int> widths = req.bits.empty() ? sw.settings.bits : req.bits;
-  std::sort(widths.begin(), widths.end());
-  widths.erase(std::unique(widths.begin(), widths.end()), widths.end());
-  for (int b : widths)
-    QUANT_CHECK(std::count(sw.settings.bits.begin(), sw.settings.bits.end(), b), "--bits {}: {} measured only {}", b, sweep_file,
-                fmt::join(sw.settings.bits, ","));
-  const auto allowed = [&](int b) { return std::binary_search(widths.begin(), widths.end(), b); };
-  std::vector<std::vector<KnapsackOption>> units;
-  std::vector<std::vector<size_t>> option_of;  // knapsack option -> index in the unit's options
-  for (const auto& u : sw.units) {
-    std::vector<KnapsackOption> opts;
-    option_of.emplace_back();
-    for (size_t k = 0; k < u.options.size(); ++k) {
-      const SweepOption& o = u.options[k];
-      if (!allowed(o.bits)) continue;
-      opts.push_back({o.logical_bits, objective == "kl" ? o.kl_mean : objective == "dppl" ? o.dppl : o.proxy});
-      option_of.back().push_back(k);
-    }
-    units.push_back(std::move(opts));
-  }
-  const int64_t min_bits = knapsack_min_cost(units);
-  const double min_bpw = static_cast<double>(min_bits) / static_cast<double>(linear_params);
-  int64_t budget = 0;
-  nlohmann::json bj;
-  if (req.target_bpw > 0) {
-    QUANT_CHECK(req.target_bpw <= 16, "--target-bpw {} is above FP16 (16 bits per weight)", req.target_bpw);
-    QUANT_CHECK(req.target_bpw * static_cast<double>(linear_params) >= static_cast<double>(min_bits),
-                "--target-bpw {} is below the smallest plan this sweep allows: {:.4f} bits per weight (every unit at {} bits)",
-                req.target_bpw, min_bpw, widths.front());
-    budget = static_cast<int64_t>(std::floor(req.target_bpw * static_cast<double>(linear_params)));
-    bj = {{"target_bpw", req.target_bpw}};
-  } else {
-    const double total_bits = req.target_size_mb * 8e6;
-    const double fp16_mb = 2.0 * static_cast<double>(all_params) / 1e6;
-    QUANT_CHECK(req.target_size_mb <= fp16_mb, "--target-size {} MB is above the FP16 model's {:.3f} MB", req.target_size_mb, fp16_mb);
-    const double smallest_mb = (rest_bits + static_cast<double>(min_bits)) / 8e6;
-    QUANT_CHECK(total_bits >= rest_bits + static_cast<double>(min_bits),
-                "--target-size {} MB is below the smallest plan this sweep allows: {:.3f} MB (decoder linears at {} bits, the rest {})",
-                req.target_size_mb, smallest_mb, widths.front(), req.rest);
-    budget = static_cast<int64_t>(std::floor(total_bits - rest_bits));
-    bj = {{"target_size_mb", req.target_size_mb}};
-  }
-  const KnapsackSolution ex = knapsack_exact(units, budget);
-  const KnapsackSolution gr = knapsack_greedy(units, budget);
-  QUANT_CHECK(ex.feasible && gr.feasible, "no plan fits the budget of {} bits", budget);
-  const KnapsackSolution& pick = req.solver == "exact" ? ex : gr;
-  BitPlan p;
-  p.model = sw.model;
-  p.method = sw.settings.method;
-  p.rest = req.rest;
-  std::map<int, int64_t> params_at;
-  double kl = 0, dppl = 0, proxy = 0;
-  for (size_t i = 0; i < sw.units.size(); ++i) {
-    const SweepUnit& u = sw.units[i];
-    const SweepOption& o = u.options[option_of[i][static_cast<size_t>(pick.choice[i])]];
-    const GridSpec g = sw.settings.grid_for(o.bits);
-    for (const auto& m : u.match) p.rules.push_back({m, p.method, o.bits, g.group, g.sym, o.qtype, u.name});
-    params_at[o.bits] += u.params;
-    kl += o.kl_mean;
-    dppl += o.dppl;
-    proxy += o.proxy;
-  }
-  nlohmann::json mix = nlohmann::json::object();
-  for (const auto& [b, n] : params_at) mix[std::to_string(b)] = static_cast<double>(n) / static_cast<double>(linear_params);
-  bj["budget_bits"] = budget;
-  bj["decoder_linear_params"] = linear_params;
-  bj["decoder_linear_bpw"] = static_cast<double>(pick.cost) / static_cast<double>(linear_params);
-  bj["logical_size_mb"] = (static_cast<double>(pick.cost) + rest_bits) / 8e6;
-  bj["smallest_bpw"] = min_bpw;
-  bj["widths"] = widths;
-  bj["share_of_weights_by_bits"] = mix;
-  p.budget = bj;
-  auto sol = [&](const KnapsackSolution& s) {
-    return nlohmann::json{{"damage", s.damage}, {"bits", s.cost},
-                          {"bpw", static_cast<double>(s.cost) / static_cast<double>(linear_params)}, {"quantum_bits", s.quantum}};
-  };
-  p.predicted = {{"objective", objective}, {"solver", req.solver}, {"sum_" + objective, pick.damage},
-                 {"exact", sol(ex)}, {"greedy", sol(gr)},
-                 {"greedy_gap", ex.damage > 0 ? gr.damage / ex.damage - 1 : 0.0}};
-  if (!sw.proxy_only) {
-    p.predicted["sum_kl_mean"] = kl;
-    p.predicted["sum_dppl"] = dppl;
-  }
-  p.predicted["sum_proxy"] = proxy;
-  p.source = {{"sweep", sweep_file}, {"settings", {{"method", method_name(sw.settings.method)}, {"granularity", sw.settings.granularity},
-                                                   {"bits", sw.settings.bits}, {"group", sw.settings.group}, {"sym", sw.settings.sym}}},
-              {"eval", sw.eval}, {"calibration", sw.calibration}};
-  return p;
 }
 
 }  // namespace quant

@@ -82,7 +82,11 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
   c->add_option("--calib-mode", a.calib.mode, "random | concat")->check(CLI::IsMember({"random", "concat"}))->capture_default_str();
   c->add_option("--method", a.method, "rtn | gptq | awq")->check(CLI::IsMember({"rtn", "gptq", "awq"}))->capture_default_str();
   c->add_option("--granularity", a.granularity, "tensor | block | kind")->check(CLI::IsMember({"tensor", "block", "kind"}))->capture_default_str();
-  c->add_option("--bits", a.bits, "comma-separated widths (8 bits uses the symmetric grid: Q8_0)")->capture_default_str();
+  auto* bits = c->add_option("--bits", a.bits, "comma-separated widths (8 bits uses the symmetric grid: Q8_0)")->capture_default_str();
+  c->add_option("--qtypes", a.qtypes,
+                "GGUF types instead of integer grids, e.g. Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0 (token_embd and output join the units)")
+      ->delimiter(',')
+      ->excludes(bits);
   c->add_option("--group-size", a.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
   auto* sym = c->add_flag("--sym", a.sym, "symmetric grids");
   c->add_flag("--asym", a.asym, "asymmetric grids (default)")->excludes(sym);
@@ -113,7 +117,8 @@ int run_sweep_cmd(const SweepArgs& a) {
   SweepRun run;
   run.settings.method = parse_method(a.method, "sweep --method", "rtn,gptq,awq");
   run.settings.granularity = a.granularity;
-  run.settings.bits = parse_bits(a.bits);
+  run.settings.qtypes = a.qtypes;
+  run.settings.bits = a.qtypes.empty() ? parse_bits(a.bits) : SweepSettings::nominal_bits(a.qtypes);
   run.settings.group = a.group;
   run.settings.sym = a.sym;
   run.gptq = a.gptq;
@@ -138,9 +143,10 @@ int run_sweep_cmd(const SweepArgs& a) {
     ppl_chunks(static_cast<int64_t>(eval_tokens.size()), m.config.bos_id, run.eval, m.config.max_ctx);
   if (!a.quiet) {
     const int64_t L = m.config.n_layers;
-    const int64_t units = a.granularity == "tensor" ? 7 * L : a.granularity == "block" ? L : 7;
+    const int64_t outer = a.qtypes.empty() ? 0 : m.config.tied_embeddings ? 1 : 2;
+    const int64_t units = (a.granularity == "tensor" ? 7 * L : a.granularity == "block" ? L : 7) + outer;
     std::cerr << fmt::format("sweep: {} {} units x {} widths; {}{}, then the time estimate\n", units, a.granularity,
-                             run.settings.bits.size(), a.stats_dir.empty() ? "calibrating once" : "statistics from " + a.stats_dir,
+                             run.settings.options(), a.stats_dir.empty() ? "calibrating once" : "statistics from " + a.stats_dir,
                              a.proxy_only ? "" : ", one FP pass over the text");
   }
   const auto t0 = std::chrono::steady_clock::now();
@@ -179,7 +185,7 @@ int run_sweep_cmd(const SweepArgs& a) {
     return 0;
   }
   std::cout << fmt::format("{:<26}", "unit");
-  for (int b : sw.settings.bits) std::cout << fmt::format(" {:>22}", fmt::format("{} bits", b));
+  for (size_t k = 0; k < sw.settings.options(); ++k) std::cout << fmt::format(" {:>22}", sw.settings.option_name(k));
   std::cout << "\n";
   for (const auto& u : sw.units) {
     std::cout << fmt::format("{:<26}", u.name);
@@ -207,6 +213,8 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
   c->add_option("--solver", a.solver, "exact (DP) | greedy (marginal gains)")->capture_default_str();
   c->add_option("--rest", a.rest, "type of token_embd and output, outside the budget")->capture_default_str();
   c->add_option("--bits", a.bits, "choose only among these of the sweep's widths, e.g. 4,8 (default: all)")->delimiter(',');
+  c->add_option("--qtypes", a.qtypes, "a typed sweep: choose only among these of its types, e.g. Q3_K,Q4_K,Q6_K (default: all)")
+      ->delimiter(',');
   c->add_flag("--json", a.json, "print the plan as JSON");
   c->add_flag("--quiet", a.quiet, "accepted for symmetry with the other commands (plan prints no progress)");
   return c;
@@ -215,7 +223,7 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
 int run_plan_cmd(const PlanArgs& a) {
   const Sweep sw = Sweep::from_json(read_json_file(a.sweep, "sweep"), a.sweep);
   const PlanRequest req{.target_bpw = a.target_bpw, .target_size_mb = a.target_size, .objective = a.objective, .solver = a.solver,
-                        .rest = a.rest, .bits = a.bits};
+                        .rest = a.rest, .bits = a.bits, .qtypes = a.qtypes};
   const BitPlan p = plan_from_sweep(sw, req, a.sweep);
   QUANT_CHECK(!fs::is_directory(a.out), "{}: is a directory", a.out);
   const nlohmann::json j = p.to_json();
@@ -224,9 +232,12 @@ int run_plan_cmd(const PlanArgs& a) {
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  for (const auto& r : p.rules) std::cout << fmt::format("{:<28} int{} g{} {}  {}\n", r.match, r.bits, r.group, r.sym ? "sym" : "asym", r.qtype);
+  for (const auto& r : p.rules)
+    std::cout << (r.type.empty() ? fmt::format("{:<28} int{} g{} {}  {}\n", r.match, r.bits, r.group, r.sym ? "sym" : "asym", r.qtype)
+                                 : fmt::format("{:<28} {}\n", r.match, r.type));
   const auto& pr = p.predicted;
-  std::cout << fmt::format("decoder linears {:.4f} bits/weight (budget {}), logical size {:.3f} MB\n",
+  std::cout << fmt::format("{} {:.4f} bits/weight (budget {}), logical size {:.3f} MB\n",
+                           p.rules.front().type.empty() ? "decoder linears" : "matrices (stored)",
                            p.budget["decoder_linear_bpw"].get<double>(),
                            p.budget.contains("target_bpw") ? fmt::format("{} bpw", p.budget["target_bpw"].get<double>())
                                                            : fmt::format("{} MB", p.budget["target_size_mb"].get<double>()),
@@ -280,8 +291,8 @@ std::string report_markdown(const nlohmann::json& r) {
   if (r.contains("sweep")) {
     const auto& s = r["sweep"];
     o += fmt::format("\n## Sweep `{}`\n\n{} {}-granularity, widths {}, Spearman(proxy, KL) = {}.\n\n| unit |", s["file"].get<std::string>(),
-                     s["method"].get<std::string>(), s["granularity"].get<std::string>(), s["bits"].dump(), spearman_str(s["spearman"]));
-    for (const auto& b : s["bits"]) o += fmt::format(" KL @{} |", b.get<int>());
+                     s["method"].get<std::string>(), s["granularity"].get<std::string>(), s["options"].dump(), spearman_str(s["spearman"]));
+    for (const auto& b : s["options"]) o += fmt::format(" KL @{} |", b.get<std::string>());
     o += "\n|---|";
     for (size_t i = 0; i < s["bits"].size(); ++i) o += "---:|";
     o += "\n";
@@ -359,7 +370,7 @@ figcaption { font-size: 13px; color: #555; max-width: 720px; }
     hm.id = "sweep-heatmap";
     hm.title = "Sweep: mean KL when one unit is quantized";
     hm.value_label = "mean KL";
-    for (const auto& b : s["bits"]) hm.cols.push_back(fmt::format("{} bits", b.get<int>()));
+    for (const auto& b : s["options"]) hm.cols.push_back(b.get<std::string>());
     ScatterSpec px;
     px.id = "proxy-vs-kl";
     px.title = "Proxy vs measured KL";
@@ -423,10 +434,12 @@ nlohmann::json sweep_summary(const std::string& file, const LoadedModel& base) {
   check_model_identity(sw.model, base.config, *base.weights, file);
   QUANT_CHECK(!sw.proxy_only, "{}: a --proxy-only sweep has no measured KL to draw", file);
   nlohmann::json j = {{"file", file}, {"method", method_name(sw.settings.method)}, {"granularity", sw.settings.granularity},
-                      {"bits", sw.settings.bits}, {"spearman", sw.rank.value("spearman_all", nlohmann::json())},
+                      {"bits", sw.settings.bits}, {"options", nlohmann::json::array()},
+                      {"spearman", sw.rank.value("spearman_all", nlohmann::json())},
                       {"eval_text", sw.eval.value("text", "?")}, {"tokens_scored", sw.eval.value("tokens_scored", int64_t{0})},
                       {"ctx", sw.eval.value("ctx", int64_t{0})}, {"protocol", sw.eval.value("protocol", "?")},
                       {"units", nlohmann::json::array()}};
+  for (size_t k = 0; k < sw.settings.options(); ++k) j["options"].push_back(sw.settings.option_name(k));
   for (const auto& u : sw.units) {
     nlohmann::json kl = nlohmann::json::array(), proxy = nlohmann::json::array();
     for (const auto& o : u.options) {

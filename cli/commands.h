@@ -41,6 +41,7 @@ int run_convert(const ConvertArgs& a, bool method_given);
 
 struct SweepArgs {
   std::string model, text, out, method = "gptq", granularity = "tensor", bits = "2,3,4,8", stats_dir, protocol = "llamacpp", awq_clip = "ends";
+  std::vector<std::string> qtypes;
   int64_t group = 128, ctx = 512, chunks = 40;
   bool sym = false, asym = false, proxy_only = false, json = false, quiet = false, awq_no_clip = false, spread = false;
   int awq_grid = 20, threads = 0;
@@ -53,6 +54,7 @@ struct PlanArgs {
   std::string sweep, out, objective, solver = "exact", rest = "Q8_0";
   double target_bpw = 0, target_size = 0;
   std::vector<int> bits;
+  std::vector<std::string> qtypes;
   bool json = false, quiet = false;
 };
 

@@ -39,10 +39,14 @@ std::optional<BitPlan> take_bitplan(ConvertArgs& a, bool method_given) {
               a.bitplan_file, method_name(bp.method), a.method, a.method);
   QUANT_CHECK(a.bits == 0 && a.qtype.empty(), "--plan {} sets every decoder linear's width: drop --bits / --qtype", a.bitplan_file);
   a.method = method_name(bp.method);
-  const GridSpec g = bp.dominant();
-  a.bits = g.bits;
-  a.group = g.group;
-  a.sym = g.sym;
+  const QuantSpec d = bp.dominant();
+  if (d.kind == QuantSpec::Kind::Grid) {
+    a.bits = d.grid.bits;
+    a.group = d.grid.group;
+    a.sym = d.grid.sym;
+  } else {
+    a.qtype = d.str();  // a typed plan: its rules name every matrix's type
+  }
   return bp;
 }
 
@@ -73,7 +77,7 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
   if (uses_gptq(method)) {
     const Preset* preset = find_preset(a.qtype);
     const auto t = a.qtype.empty() ? std::nullopt : ttype_from_name(a.qtype);
-    QUANT_CHECK(a.bits != 0 || preset || (t && is_kquant(*t)),
+    QUANT_CHECK(a.bits != 0 || preset || (t && is_kquant(*t)) || !a.bitplan_file.empty(),
                 "--method {} quantizes onto an integer grid (--bits, --group-size, --sym/--asym) or a super-block type or preset "
                 "(--qtype Q4_K_M, Q4_K, IQ4_XS ...), not --qtype {}",
                 a.method, a.qtype);

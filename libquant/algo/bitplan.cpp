@@ -219,8 +219,12 @@ void check_json_format(const nlohmann::json& j, const char* format, int version,
 nlohmann::json BitPlan::to_json() const {
   nlohmann::json rj = nlohmann::json::array();
   for (const auto& r : rules)
-    rj.push_back({{"match", r.match}, {"method", method_name(r.method)}, {"bits", r.bits}, {"group", r.group}, {"sym", r.sym},
-                  {"qtype", r.qtype}, {"unit", r.unit}});
+  {
+    nlohmann::json o = {{"match", r.match}, {"method", method_name(r.method)}, {"bits", r.bits}, {"group", r.group}, {"sym", r.sym},
+                        {"qtype", r.qtype}, {"unit", r.unit}};
+    if (!r.type.empty()) o["type"] = r.type;
+    rj.push_back(o);
+  }
   return {{"format", "quant-bitplan"}, {"version", kVersion}, {"model", model}, {"method", method_name(method)}, {"rest", rest},
           {"rules", rj}, {"budget", budget}, {"predicted", predicted}, {"source", source}};
 }
@@ -243,11 +247,16 @@ BitPlan BitPlan::from_json(const nlohmann::json& j, const std::string& src) {
       b.bits = r.at("bits").get<int>();
       b.group = r.at("group").get<int64_t>();
       b.sym = r.at("sym").get<bool>();
+      b.type = r.value("type", "");
       b.qtype = r.value("qtype", "");
       b.unit = r.value("unit", "");
-      QUANT_CHECK(GridSpec::valid_bits(b.bits), "{}: rule {}: bits {} outside 2..8", src, b.match, b.bits);
-      QUANT_CHECK(GridSpec::valid_group(b.group), "{}: rule {}: group {} (32, 64, 128 or 0)", src,
-                  b.match, b.group);
+      if (!b.type.empty()) {
+        const QuantSpec t = QuantSpec::parse(b.type);  // throws naming the bad type
+        QUANT_CHECK(t.kind == QuantSpec::Kind::Ggml, "{}: rule {}: type {} is not a quantized GGUF type", src, b.match, b.type);
+      } else {
+        QUANT_CHECK(GridSpec::valid_bits(b.bits), "{}: rule {}: bits {} outside 2..8", src, b.match, b.bits);
+        QUANT_CHECK(GridSpec::valid_group(b.group), "{}: rule {}: group {} (32, 64, 128 or 0)", src, b.match, b.group);
+      }
       QUANT_CHECK(rule_method == method, "{}: rule {} asks for {} in a {} plan", src, b.match, rule_method, method);
       p.rules.push_back(b);
     }
@@ -263,28 +272,33 @@ BitPlan BitPlan::from_json(const nlohmann::json& j, const std::string& src) {
   return p;
 }
 
-GridSpec BitPlan::dominant() const {
-  int best = rules.front().bits;
+QuantSpec BitPlanRule::spec() const {
+  if (!type.empty()) return QuantSpec::parse(type);
+  QuantSpec s;
+  s.kind = QuantSpec::Kind::Grid;
+  s.grid = {bits, group, sym};
+  return s;
+}
+
+QuantSpec BitPlan::dominant() const {
+  const bool typed = !rules.front().type.empty();
+  const char* key = typed ? "share_of_weights_by_type" : "share_of_weights_by_bits";
+  std::string best = typed ? rules.front().type : std::to_string(rules.front().bits);
   double share = -1;
-  if (budget.is_object() && budget.contains("share_of_weights_by_bits"))
-    for (const auto& [b, v] : budget["share_of_weights_by_bits"].items())
+  if (budget.is_object() && budget.contains(key))
+    for (const auto& [b, v] : budget[key].items())
       if (v.get<double>() > share) {
         share = v.get<double>();
-        best = std::stoi(b);
+        best = b;
       }
   for (const auto& r : rules)
-    if (r.bits == best) return {r.bits, r.group, r.sym};
-  return {rules.front().bits, rules.front().group, rules.front().sym};
+    if ((typed ? r.type : std::to_string(r.bits)) == best) return r.spec();
+  return rules.front().spec();
 }
 
 Policy BitPlan::policy(const QuantSpec& fallback) const {
   Policy pol;
-  for (const auto& r : rules) {
-    QuantSpec s;
-    s.kind = QuantSpec::Kind::Grid;
-    s.grid = {r.bits, r.group, r.sym};
-    pol.rules.push_back({r.match, s});
-  }
+  for (const auto& r : rules) pol.rules.push_back({r.match, r.spec()});
   const QuantSpec rs = QuantSpec::parse(rest);
   pol.rules.push_back({"token_embd.weight", rs});
   pol.rules.push_back({"output.weight", rs});

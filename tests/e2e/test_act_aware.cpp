@@ -12,6 +12,7 @@
 #include "../peers/llama_cpp.h"
 #include "quant/calibration/act_aware.h"
 #include "quant/formats/loader.h"
+#include "quant/kquants.h"
 #include "quant/formats/safetensors.h"
 #include "quant/runtime.h"
 #include "quant/calibration/text.h"
@@ -105,6 +106,50 @@ TEST_CASE("AWQ clip search keeps, per group, the candidate with the least partia
         }
       CHECK(shrunk > 0);
     }
+}
+
+TEST_CASE("AWQ clip search onto super-block types: never more output error than unclipped, by direct sums", "[unit][awq][kquant]") {
+  const int64_t rows = 6, in = 512, nt = 40;  // two super-blocks per row
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  std::vector<float> x(static_cast<size_t>(nt * in)), w(static_cast<size_t>(rows * in));
+  for (int64_t t = 0; t < nt; ++t)
+    for (int64_t c = 0; c < in; ++c) x[static_cast<size_t>(t * in + c)] = nd(rng) * (1.0f + static_cast<float>(c % 5));
+  for (auto& v : w) v = nd(rng) * 0.05f + (nd(rng) > 1.8f ? 0.25f : 0.0f);  // outliers worth clipping
+  // Σ_t Σ_rows (x_t · (Q(w') - w))² with Q ggml's quantizer row by row, summed directly.
+  auto out_error = [&](TType t, const std::vector<float>& wq) {
+    std::vector<uint8_t> buf(static_cast<size_t>(row_bytes(t, in)));
+    std::vector<float> deq(static_cast<size_t>(in));
+    double err = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      quantize_kquant(t, wq.data() + r * in, buf.data(), in);
+      dequantize_kquant(t, buf.data(), deq.data(), in);
+      for (int64_t i = 0; i < nt; ++i) {
+        double acc = 0;
+        for (int64_t c = 0; c < in; ++c)
+          acc += static_cast<double>(x[static_cast<size_t>(i * in + c)]) * (deq[static_cast<size_t>(c)] - w[static_cast<size_t>(r * in + c)]);
+        err += acc * acc;
+      }
+    }
+    return err;
+  };
+  for (TType t : {TType::Q4_K, TType::Q2_K, TType::Q3_K, TType::Q6_K, TType::IQ4_XS}) {
+    CAPTURE(ttype_name(t));
+    const ClipEntry ce = clip_search_blocks("t", w.data(), rows, in, t, x.data(), nt);
+    const bool mins = t == TType::Q2_K || t == TType::Q4_K;
+    CHECK(ce.group == kquant_group(t));
+    REQUIRE(ce.max.size() == static_cast<size_t>(rows * in / kquant_group(t)));
+    CHECK(ce.min.size() == (mins ? ce.max.size() : 0));
+    std::vector<float> clipped = w;
+    ce.apply(clipped.data(), rows, in);
+    int shrunk = 0;
+    for (size_t i = 0; i < w.size(); ++i) shrunk += clipped[i] != w[i];
+    const double before = out_error(t, w), after = out_error(t, clipped);
+    CHECK(shrunk > 0);
+    CHECK(after < before);  // each step keeps the current state among its candidates
+  }
+  CHECK_THROWS_WITH(clip_search_blocks("t", w.data(), rows, 320, TType::Q4_K, x.data(), nt),
+                    Catch::Contains("not whole 256-blocks of Q4_K"));
 }
 
 TEST_CASE("AWQ and SmoothQuant scales fold into norms and rows without changing the FP function", "[e2e][awq][smoothquant]") {

@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <iostream>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "../common.h"
@@ -145,6 +147,87 @@ TEST_CASE("plan: budget met, exact vs greedy, convert --plan writes the mixed GG
   qt::check_llama_agreement({"mixed 3.5 bpw", "mixed 4.5 bpw"}, {tmp / "mixed-3.5.gguf", tmp / "mixed-4.5.gguf"}, 0.97);
 }
 
+TEST_CASE("sweep --qtypes: GGUF types per tensor with token_embd and output as units, a plan at a file size, convert --plan "
+          "writes those types and llama.cpp runs them",
+          "[e2e][sweep][kquant][peers][llama.cpp]") {
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string sweep = tmp / "typed.json";
+  const auto j = run_json(fmt::format("{} sweep {} {} --text {} --ctx 128 --chunks 4 --method rtn --qtypes Q2_K,Q4_K,Q8_0 "
+                                      "--granularity kind -o {}",
+                                      q(), model, kCalib, kText, sweep));
+  CHECK(j["settings"]["qtypes"] == nlohmann::json::array({"Q2_K", "Q4_K", "Q8_0"}));
+  CHECK(j["settings"]["bits"] == nlohmann::json::array({2, 4, 8}));
+  REQUIRE(j["units"].size() == 9);  // the embedding table first, seven kinds, the head last
+  CHECK(j["units"][0]["name"] == "token_embd.weight");
+  CHECK(j["units"][8]["name"] == "output.weight");
+  CHECK(j["units"][0]["outer"].get<bool>());
+  for (const auto& u : j["units"]) {
+    REQUIRE(u["options"].size() == 3);
+    for (size_t k = 0; k < 3; ++k) {
+      const auto& o = u["options"][k];
+      CHECK(o["spec"] == j["settings"]["qtypes"][k]);
+      CHECK(o["qtype"] == o["spec"]);  // every row of the bundled model tiles 256
+      CHECK(o["logical_bits"].get<int64_t>() == 8 * o["stored_bytes"].get<int64_t>());
+    }
+    CHECK(u["options"][0]["kl_mean"].get<double>() > u["options"][1]["kl_mean"].get<double>());
+    CHECK(u["options"][1]["kl_mean"].get<double>() > u["options"][2]["kl_mean"].get<double>());
+  }
+  // The outer units' damage is what quant ppl --kl-base measures on a file with only that tensor
+  // quantized: the table read back by the embedding lookup, the head by the logits.
+  for (const auto& [unit, name] : {std::pair{0, "token_embd.weight"}, std::pair{8, "output.weight"}}) {
+    const std::string pol = tmp / fmt::format("{}.json", unit), one = tmp / fmt::format("{}.gguf", unit);
+    qt::write_file(pol, fmt::format(R"([{{"match": "{}", "qtype": "Q2_K"}}, {{"match": "*", "qtype": "F32"}}])", name));
+    const auto c = qt::run(fmt::format("{} convert {} --qtype F32 --policy {} -o {} --quiet", q(), model, pol, one));
+    INFO(c.out);
+    REQUIRE(c.code == 0);
+    const auto m = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 4 --kl-base {}", q(), one, kText, model));
+    const auto& o = j["units"][unit]["options"][0];
+    CHECK(o["kl_mean"].get<double>() == Approx(m["kl_mean"].get<double>()).epsilon(1e-3));
+    CHECK(o["ppl"].get<double>() == Approx(m["ppl"].get<double>()).epsilon(1e-5));
+  }
+  // A plan at a size between all-Q2_K and all-Q4_K: every matrix gets its unit's type, and the
+  // file's tensor bytes (vectors F32 included) stay within the budget.
+  const double target = 4.0;  // MB; all-Q2_K is ~3.2 MB, all-Q4_K ~5.2 MB
+  const auto p = run_json(fmt::format("{} plan {} --target-size {} -o {}", q(), sweep, target, tmp / "plan.json"));
+  CHECK(p["budget"]["logical_size_mb"].get<double>() <= target);
+  CHECK(p["budget"]["logical_size_mb"].get<double>() > target - 0.3);
+  CHECK(p["budget"].contains("share_of_weights_by_type"));
+  REQUIRE(p["rules"].size() == 9);
+  std::map<std::string, std::string> type_of;
+  for (const auto& r : p["rules"]) type_of[r["match"]] = r["type"];
+  const std::string gguf = tmp / "typed.gguf";
+  const auto r = qt::run(fmt::format("{} convert {} --plan {} -o {} --quiet", q(), model, tmp / "plan.json", gguf));
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const auto ins = nlohmann::json::parse(qt::run(fmt::format("{} inspect {} --json", q(), gguf)).out);
+  std::set<std::string> types;
+  for (const auto& t : ins["tensors"]) {
+    if (t["shape"].size() != 2) continue;
+    const std::string name = t["name"];
+    const std::string kind = name.rfind("blk.", 0) == 0 ? "blk.*." + name.substr(name.find('.', 4) + 1) : name;
+    INFO(name);
+    REQUIRE(type_of.count(kind));
+    CHECK(t["type"] == type_of[kind]);
+    types.insert(t["type"].get<std::string>());
+  }
+  CHECK(types.size() >= 2);  // a mix, not one type
+  CHECK(ins["tensor_bytes"].get<double>() <= target * 1e6);
+  // Choosing among fewer types never predicts less damage.
+  const auto p24 = run_json(fmt::format("{} plan {} --target-size {} --qtypes Q2_K,Q4_K -o {}", q(), sweep, target, tmp / "p24.json"));
+  CHECK(p24["budget"]["qtypes"] == nlohmann::json::array({"Q2_K", "Q4_K"}));
+  CHECK(p24["predicted"]["sum_kl"].get<double>() >= p["predicted"]["sum_kl"].get<double>());
+  // Bad input: the options of another kind of sweep, types not measured, float types, repeats.
+  const std::string x = tmp / "x.json";
+  expect_error(fmt::format("{} plan {} --target-size 4 --bits 2,4 -o {}", q(), sweep, x), "choose among them with --qtypes");
+  expect_error(fmt::format("{} plan {} --target-size 4 --qtypes Q3_K -o {}", q(), sweep, x), "measured only Q2_K,Q4_K,Q8_0");
+  expect_error(fmt::format("{} sweep {} {} --text {} --qtypes Q4_K,F16 -o {}", q(), model, kCalib, kText, x), "F16 is not a quantized");
+  expect_error(fmt::format("{} sweep {} {} --text {} --qtypes Q4_K,Q4_K -o {}", q(), model, kCalib, kText, x), "a type is repeated");
+  CHECK(!qt::fs::exists(x));
+  if (!qt::install_llama_cpp()) return;
+  qt::check_llama_agreement({"typed plan (4 MB)"}, {gguf}, 0.97);
+}
+
 TEST_CASE("compare: one run over the same tokens, Markdown / JSON / HTML, warnings, plots render in headless Chromium",
           "[e2e][sweep][report]") {
   qt::TempDir tmp;
@@ -209,7 +292,7 @@ TEST_CASE("sweep / plan bad input: another model, older format, budgets out of r
   expect_error(fmt::format("{} plan {} --target-bpw 1.5 -o {}", q(), sweep, x), "below the smallest plan");
   expect_error(fmt::format("{} plan {} --target-bpw 17 -o {}", q(), sweep, x), "above FP16");
   expect_error(fmt::format("{} plan {} --target-bpw 3 --bits 3,4 -o {}", q(), sweep, x), "measured only 2,4");
-  expect_error(fmt::format("{} plan {} --target-bpw 3 --bits 4 -o {}", q(), sweep, x), "every unit at 4 bits");
+  expect_error(fmt::format("{} plan {} --target-bpw 3 --bits 4 -o {}", q(), sweep, x), "every unit at its smallest of 4");
   expect_error(fmt::format("{} plan {} --target-size 1000 -o {}", q(), sweep, x), "above the FP16 model");
   expect_error(fmt::format("{} plan {} --target-size 1 -o {}", q(), sweep, x), "below the smallest plan");
   expect_error(fmt::format("{} plan {} --target-bpw 3 --objective kl -o {}", q(), sweep, x), "--proxy-only sweep has no measured kl");

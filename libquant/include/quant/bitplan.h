@@ -46,16 +46,19 @@ KnapsackSolution knapsack_greedy(const std::vector<std::vector<KnapsackOption>>&
 // constant side.
 double spearman(const std::vector<double>& a, const std::vector<double>& b);
 
-// A bit-width plan, as `quant plan` writes it and `quant convert --plan` applies it: one grid per
-// decoder-linear pattern, chosen by the knapsack above from a sweep (calibration/sweep.h).
+// A bit-width plan, as `quant plan` writes it and `quant convert --plan` applies it: one grid (or,
+// from a typed sweep, one GGUF type) per tensor pattern, chosen by the knapsack above from a
+// sweep (calibration/sweep.h).
 struct BitPlanRule {
   std::string match;
   Method method = Method::Gptq;  // rtn | gptq | awq (the plan's)
   int bits = 4;
   int64_t group = 128;
   bool sym = false;
+  std::string type;    // typed plans: the GGUF type quantized onto ("Q4_K"); bits is then nominal
   std::string qtype;   // the GGUF type it is stored in
   std::string unit;    // the sweep unit it came from
+  QuantSpec spec() const;  // the type, or the grid {bits, group, sym}
 };
 
 struct BitPlan {
@@ -73,8 +76,8 @@ struct BitPlan {
   // The plan's rules first, then token_embd / output at `rest`, then the defaults of `fallback`
   // (norms F32; general.file_type follows it).
   Policy policy(const QuantSpec& fallback) const;
-  // The grid that covers the most decoder-linear weights.
-  GridSpec dominant() const;
+  // The rule spec that covers the most swept weights (a type in typed plans, else a grid).
+  QuantSpec dominant() const;
 };
 
 // Throws unless j is an object of `format` at `version` ("{source}: not a {what}", or "... run

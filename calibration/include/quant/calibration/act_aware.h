@@ -93,6 +93,14 @@ struct AwqOptions {
 ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int64_t in, const GridSpec& grid, const float* x,
                       int64_t nt, AwqClip mode);
 
+// The same search onto a super-block type t (Q2_K .. Q6_K, IQ4_NL, IQ4_XS): per row and sub-block
+// (kquant_group), candidate ranges shrunk by (1 - i/20), i < 10 (types with mins: both ends
+// together; the others ±max), each judged by quantizing the row's whole super-block with ggml's
+// quantizer and measuring the super-block's output error dᵀ G d; sub-blocks are visited left to
+// right with the earlier ones at their chosen clamps, so the error never exceeds the unclipped one.
+ClipEntry clip_search_blocks(const std::string& name, const float* w, int64_t rows, int64_t in, TType t, const float* x,
+                             int64_t nt);
+
 // AWQ: per block, on inputs computed by the already-quantized blocks before it; fake
 // quantization follows each tensor's plan (its grid, or ggml's quantizer).
 ActPlan awq_search(const LlamaConfig& cfg, const WeightStore& store, const std::vector<std::vector<int32_t>>& windows,

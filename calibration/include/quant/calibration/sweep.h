@@ -48,6 +48,17 @@ struct SweepSettings {
   std::vector<int> bits = {2, 3, 4, 8};
   int64_t group = 128;                 // 0: per channel
   bool sym = false;
+  // GGUF types (Q2_K ... Q6_K, IQ4_XS, Q8_0 ...) as the options instead of integer grids; `bits`
+  // then holds each type's nominal width (floor of its bits per weight), and token_embd and
+  // output.weight (or the tied table) join the units, each by RTN onto the type.
+  std::vector<std::string> qtypes;
+  bool typed() const { return !qtypes.empty(); }
+  size_t options() const { return typed() ? qtypes.size() : bits.size(); }
+  // Option k as a policy spec: the type, or the grid of width bits[k].
+  QuantSpec spec_at(size_t k) const;
+  std::string option_name(size_t k) const;  // "Q4_K", or "4 bits"
+  // Each type's nominal width: floor of its bits per weight (Q3_K 3, Q8_0 8); 0 for a bad name.
+  static std::vector<int> nominal_bits(const std::vector<std::string>& types);
   // The grid of a width: 8 bits is always symmetric (Q8_0 holds int8 codes minus zero exactly;
   // asymmetric int8 does not fit int8 and would be stored as F16).
   GridSpec grid_for(int b) const;
@@ -56,9 +67,9 @@ struct SweepSettings {
 
 struct SweepOption {
   int bits = 0;
-  std::string spec;          // "int3 g128 asym"
+  std::string spec;          // "int3 g128 asym", or the type of a typed sweep ("Q3_K")
   std::string qtype;         // GGUF type the unit's tensors are stored in ("Q4_1"; "mixed" if they differ)
-  int64_t logical_bits = 0;  // grid_logical_bits summed over the unit
+  int64_t logical_bits = 0;  // grid_logical_bits summed over the unit; a typed sweep: the stored bits
   int64_t stored_bytes = 0;  // bytes in the GGUF type
   double proxy = 0;          // sum over the unit's tensors of tr((W - Q) H (W - Q)^T)
   double method_loss = 0;    // GPTQ's own loss (sum of (w - q)^2 / Hinv_jj^2 / 2); RTN / AWQ: proxy
@@ -73,7 +84,8 @@ struct SweepUnit {
   std::vector<std::string> match;    // policy patterns that select exactly those tensors
   int64_t params = 0;
   int64_t first_block = 0;
-  std::vector<SweepOption> options;  // one per width, in settings.bits order
+  std::vector<SweepOption> options;  // one per width, in settings.bits (typed: qtypes) order
+  bool outer = false;                // token_embd or output.weight (typed sweeps): RTN, no Hessian proxy
 };
 
 struct Sweep {
@@ -114,12 +126,14 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
                 const SweepRun& run);
 
 struct PlanRequest {
-  double target_bpw = 0;      // logical bits per weight over the decoder linears; or
-  double target_size_mb = 0;  // logical size of the whole model (rest and vectors included), 1e6 bytes
+  double target_bpw = 0;      // logical bits per weight over the swept matrices; or
+  double target_size_mb = 0;  // logical size of the whole model (rest and vectors included), 1e6 bytes;
+                              // typed sweeps: the tensor data as stored
   std::string objective;      // kl | dppl | proxy (default: kl when measured, else proxy)
   std::string solver = "exact";  // exact | greedy (both are computed and reported)
   std::string rest = "Q8_0";
   std::vector<int> bits;  // the widths to choose from (each one the sweep measured); empty: all of them
+  std::vector<std::string> qtypes;  // typed sweeps: the types to choose from; empty: all of them
 };
 
 // Throws for budgets below the all-narrowest plan or above FP16.
