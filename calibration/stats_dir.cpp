@@ -12,6 +12,7 @@
 #include "quant/calibration/sequential.h"
 #include "quant/formats/imatrix.h"
 #include "quant/formats/mmap.h"
+#include "quant/formats/mmap.h"
 #include "quant/formats/safetensors.h"
 
 namespace quant {
@@ -93,6 +94,7 @@ StatsDir::StatsDir(const std::string& dir, const LlamaConfig& cfg) : dir_(dir), 
   const std::string mpath = (fs::path(dir) / "manifest.json").string();
   std::ifstream in(mpath);
   QUANT_CHECK(in, "{}: no manifest.json (not a statistics directory, or calibrate did not finish)", dir);
+  note_input(mpath);
   nlohmann::json m;
   try {
     m = nlohmann::json::parse(in);

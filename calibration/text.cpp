@@ -6,12 +6,14 @@
 #include <sstream>
 
 #include "quant/error.h"
+#include "quant/formats/mmap.h"
 
 namespace quant {
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   QUANT_CHECK(in, "{}: cannot open text file", path);
+  note_input(path);
   std::stringstream ss;
   ss << in.rdbuf();
   std::string s = ss.str();

@@ -73,6 +73,11 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
   QUANT_CHECK(a.format == "gguf" || a.format == "onnx" || a.format == "gptq-safetensors", "--format {} (gguf, onnx or gptq-safetensors)",
               a.format);
   QUANT_CHECK(a.format == "gptq-safetensors" || a.gptq_zeros == "v1", "--gptq-zeros applies to --format gptq-safetensors");
+  {
+    const std::string ext = std::filesystem::path(a.out).extension().string();
+    QUANT_CHECK(a.format != "gguf" || (ext != ".safetensors" && ext != ".json" && ext != ".model" && ext != ".txt"),
+                "-o {}: a GGUF file would get a {} name: name it .gguf (or give the --format the name says)", a.out, ext);
+  }
   QUANT_CHECK(a.format == "onnx" || (!a.external_data && a.onnx_accuracy == 0), "--external-data and --onnx-accuracy-level apply to --format onnx");
   if (uses_gptq(method)) {
     const Preset* preset = find_preset(a.qtype);
@@ -224,6 +229,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
   const QuantSpec target = check_flags(a, method);
   const bool onnx = a.format == "onnx", gptq_out = a.format == "gptq-safetensors";
   LoadedModel m = early ? std::move(*early) : load_model(a.model, {a.tokenizer});
+  check_not_input(a.out);  // before any work: the model's files are noted as they are opened
   const Policy policy = make_policy(a, target, bitplan, m);
   std::vector<TensorPlan> plans = resolve_policy(policy, m.weights->tensors());
   if (onnx) resolve_onnx_storage(plans);  // throws for what MatMulNBits cannot hold

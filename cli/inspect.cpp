@@ -6,6 +6,7 @@
 #include "quant/error.h"
 #include "quant/formats/gguf.h"
 #include "quant/formats/loader.h"
+#include "quant/formats/mmap.h"
 #include "quant/formats/onnx_model.h"
 #include "quant/qtype.h"
 
@@ -16,6 +17,7 @@ namespace fs = std::filesystem;
 nlohmann::json read_json_file(const std::string& path, const char* what) {
   std::ifstream in(path);
   QUANT_CHECK(in, "{}: cannot open {} file", path, what);
+  note_input(path);
   try {
     return nlohmann::json::parse(in);
   } catch (const std::exception& e) {

@@ -13,6 +13,7 @@
 #include "quant/error.h"
 #include "quant/formats/gguf.h"
 #include "quant/formats/imatrix.h"
+#include "quant/formats/mmap.h"
 #include "quant/formats/onnx_model.h"
 #include "quant/gemm.h"
 #include "quant/formats/loader.h"
@@ -107,6 +108,7 @@ int run_calibrate(const std::string& model, const std::string& out, const std::s
   QUANT_CHECK(!out.empty() || !imatrix_out.empty(), "calibrate needs -o DIR (statistics) and/or --imatrix FILE (llama.cpp's importance matrix)");
   LoadedModel m = load_model(model);
   const auto windows = calibration_windows(*m.tokenizer, spec, m.config.max_ctx);
+  if (!imatrix_out.empty()) check_not_input(imatrix_out);  // before the work, not at the write
   Progress prog("calibrate", quiet);
   const auto t0 = std::chrono::steady_clock::now();
   Imatrix im;

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "quant/formats/loader.h"
+#include "quant/formats/mmap.h"
 #include "quant/formats/safetensors.h"
 #include "quant/formats/torch_bin.h"
 #include "hf_gptq.h"
@@ -187,6 +188,7 @@ void parse_rope_scaling(const nlohmann::json& rs, const std::string& path, Llama
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
   QUANT_CHECK(in, "{}: cannot open", path);
+  note_input(path);
   try {
     return nlohmann::json::parse(in);
   } catch (const std::exception& e) {

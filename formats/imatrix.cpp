@@ -164,7 +164,9 @@ void write_imatrix(const Imatrix& im, const std::string& path, bool legacy) {
 std::map<std::string, std::vector<float>> imatrix_importance(const Imatrix& im, const std::vector<TensorDesc>& tensors,
                                                              const std::string& path) {
   std::map<std::string, std::vector<float>> out;
-  for (const auto& [name, e] : im.entries) {
+  for (const auto& entry : im.entries) {
+    const std::string& name = entry.first;  // not a structured binding: clang 14 cannot capture one
+    const ImatrixEntry& e = entry.second;
     const auto t = std::find_if(tensors.begin(), tensors.end(), [&](const TensorDesc& d) { return d.name == name; });
     QUANT_CHECK(t != tensors.end(), "{}: entry {} names no tensor of this model (an importance matrix of another model?)", path, name);
     QUANT_CHECK(static_cast<int64_t>(e.sums.size()) == t->cols,

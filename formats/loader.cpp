@@ -7,6 +7,18 @@
 
 namespace quant {
 
+namespace {
+// The first bytes as text where printable, else as hex: "GGUX", "0x00 0x01 0x02 0x03".
+std::string printable_magic(const std::string& m) {
+  bool text = !m.empty();
+  for (char c : m) text = text && c >= 0x20 && c < 0x7f;
+  if (text) return "\"" + m + "\"";
+  std::string out;
+  for (char c : m) out += fmt::format("{}0x{:02x}", out.empty() ? "" : " ", static_cast<uint8_t>(c));
+  return out.empty() ? "(empty file)" : out;
+}
+}  // namespace
+
 LoadedModel load_model(const std::string& path, const LoadOptions& opts) {
   namespace fs = std::filesystem;
   QUANT_CHECK(fs::exists(path), "{}: no such file or directory", path);
@@ -16,12 +28,24 @@ LoadedModel load_model(const std::string& path, const LoadOptions& opts) {
       return load_onnx((fs::path(path) / "model.onnx").string());
     return load_hf(path);
   }
-  if (fs::path(path).extension() == ".onnx") return load_onnx(path);
+  const std::string ext = fs::path(path).extension().string();
+  if (ext == ".onnx") return load_onnx(path);
+  QUANT_CHECK(ext != ".safetensors" && ext != ".json" && ext != ".model",
+              "{}: a file of a Hugging Face checkpoint: give its directory", path);
+  // By magic, never by falling through: a file named .gguf is read as GGUF (which names a bad
+  // magic), GGUF magic is GGUF whatever the name, and anything else must have llama.2c's layout.
+  std::string magic;
   {
     MappedFile f(path);
-    if (f.size() >= 4 && std::memcmp(f.data(), "GGUF", 4) == 0) return load_gguf(path);
+    magic.assign(reinterpret_cast<const char*>(f.data()), std::min<uint64_t>(f.size(), 4));
   }
-  return load_llama2c(path, opts.tokenizer_path);
+  if (magic == "GGUF" || ext == ".gguf") return load_gguf(path);
+  try {
+    return load_llama2c(path, opts.tokenizer_path);
+  } catch (const Error& e) {
+    fail("{}: not a model file we read: no GGUF magic (first bytes {}), not a llama2.c checkpoint ({})", path,
+         printable_magic(magic), e.what());
+  }
 }
 
 }  // namespace quant

@@ -9,6 +9,7 @@
 
 #include "quant/error.h"
 #include "quant/formats/loader.h"
+#include "quant/formats/mmap.h"
 
 namespace quant {
 
@@ -196,6 +197,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {
+  note_input(path);
   return std::make_unique<SentencePieceTokenizer>(path);
 }
 

@@ -11,6 +11,7 @@ packages=(
   libtorch-dev libopenblas0-pthread
   nodejs npm
   chromium
+  clang
 )
 
 missing=()

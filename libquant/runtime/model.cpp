@@ -1,4 +1,6 @@
 // Config validation, the canonical tensor layout of a Llama, and WeightStore helpers.
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -106,10 +108,25 @@ std::vector<float> WeightStore::read_f32(std::string_view name) const {
   const TensorDesc& t = get(name);
   std::vector<float> out(static_cast<size_t>(t.numel()));
   read_f32(t, out.data());
+  for (size_t i = 0; i < out.size(); ++i)
+    QUANT_CHECK(std::isfinite(out[i]), "{}: tensor {} has a value that is not finite ({}) at index {} (row {}, column {})", source(),
+                name, out[i], i, static_cast<int64_t>(i) / t.cols, static_cast<int64_t>(i) % t.cols);
   return out;
 }
 
 void check_tensors_match(const LlamaConfig& cfg, const WeightStore& store) {
+  // The layer count against the blocks present first: the expected layout below grows with the
+  // config's claim, which a hostile header can make astronomically large.
+  int64_t blocks = 0;
+  for (const auto& t : store.tensors()) {
+    if (t.name.rfind("blk.", 0) != 0) continue;
+    int64_t idx = -1;
+    const char* b = t.name.data() + 4;
+    const auto [end, ec] = std::from_chars(b, t.name.data() + t.name.size(), idx);
+    if (ec == std::errc() && *end == '.' && idx >= 0) blocks = std::max(blocks, idx + 1);
+  }
+  QUANT_CHECK(cfg.n_layers == blocks, "{}: the config has {} layers but the weights hold {} blocks", store.source(), cfg.n_layers,
+              blocks);
   std::set<std::string> expected;
   for (const auto& want : llama_tensor_layout(cfg)) {
     expected.insert(want.name);

@@ -53,6 +53,8 @@ PplChunks ppl_chunks(int64_t n, int32_t bos, const PplOptions& o, int64_t max_ct
 void PplScorer::add(const float* row, int64_t V, int32_t target, const float* base_row, double base_lse) {
   const double lse = log_sum_exp(row, V);
   const double x = lse - static_cast<double>(row[target]);
+  // A NaN or infinite logit (overflowing activations) is an error, never a NaN perplexity.
+  QUANT_CHECK(std::isfinite(x), "perplexity: the logits of scored position {} are not finite (the forward pass overflowed)", n_);
   nll_ += x;
   nll2_ += x * x;
   ++n_;

@@ -177,8 +177,10 @@ TEST_CASE("NaN in weights or activations is detected and named before anything i
   CHECK_THROWS_WITH(gptq_sequential(m.config, *m.weights, windows, plans, {}),
                     Catch::Contains("blk.1.ffn_up.weight") && Catch::Contains("not finite"));
 
-  qt::Synth a = qt::make_synth(false, false, 12);  // a NaN norm weight poisons the activations
-  a.tensors["model.layers.0.post_attention_layernorm.weight"].second[3] = std::nanf("");
+  // A finite but huge norm weight overflows the activations it scales (a NaN weight is refused
+  // when read, naming the tensor).
+  qt::Synth a = qt::make_synth(false, false, 12);
+  for (auto& v : a.tensors["model.layers.0.post_attention_layernorm.weight"].second) v = 3e38f;
   qt::write_hf(tmp / "nan_a", a, TType::F32);
   const LoadedModel ma = load_model(tmp / "nan_a");
   CHECK_THROWS_WITH(gptq_sequential(ma.config, *ma.weights, windows, resolve_policy(p, ma.weights->tensors()), {}),

@@ -61,8 +61,19 @@ class ByteCursor {
   std::string source_;
 };
 
-// Writes `path` atomically: the callback writes to a temporary file in the same directory,
-// which is renamed onto `path` only when the callback returns; on any error it is removed.
+// The files this process has read as inputs (models, texts, plans, statistics), by device and
+// inode: no writer of ours replaces one of them. MappedFile notes its file; readers that use
+// streams call note_input.
+void note_input(const std::string& path);
+// Throws "{target}: is an input of this run" when target is (the same file as) a noted input.
+void check_not_input(const std::string& target);
+
+// Writes `path` atomically: bytes go to `path.tmp<pid>.<n>` beside it, flushed, fsynced and
+// renamed onto `path` by commit(); an existing file at `path` is untouched until then. The
+// temporary is removed on any error, on SIGTERM / SIGINT / SIGHUP (the handler unlinks every live
+// temporary, then the signal takes its default course), and, when a SIGKILL left one behind, by
+// the next AtomicFile for the same path: temporaries of `path` whose process is gone are deleted.
+// Refuses a target that is one of this run's inputs.
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);
@@ -76,6 +87,11 @@ class AtomicFile {
   std::string path_, tmp_;
   std::FILE* f_ = nullptr;
   bool done_ = false;
+  int slot_ = -1;  // in the signal handler's table of live temporaries
 };
+
+// Removes `path.tmp<pid>.*` files (and `.NAME.tmp-<pid>` directories) beside `path` whose process
+// no longer runs: what a SIGKILL left. Returns how many it removed.
+int remove_stale_temporaries(const std::string& path);
 
 }  // namespace quant

@@ -1,0 +1,126 @@
+// Fuzz target bodies: each reader, then everything a caller would do next with what it accepted
+// (every tensor decoded, every tokenizer piece touched), so a header that passes validation but
+// lies about its data is caught there.
+#include "targets.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+#include "quant/error.h"
+#include "quant/formats/gguf.h"
+#include "quant/formats/imatrix.h"
+#include "quant/formats/loader.h"
+#include "quant/formats/safetensors.h"
+#include "quant/qtype.h"
+
+namespace qfuzz {
+
+namespace {
+
+// A sum the optimizer cannot drop, so every decoded value is really read.
+volatile double g_sink = 0;
+
+void read_all_weights(const quant::LoadedModel& m) {
+  std::vector<float> buf;
+  for (const auto& t : m.weights->tensors()) {
+    buf.resize(static_cast<size_t>(t.numel()));
+    try {
+      m.weights->read_f32(t, buf.data());
+    } catch (const quant::Error&) {
+      continue;  // a refused tensor is fine; the others are still read
+    }
+    double s = 0;
+    for (float v : buf) s += std::isfinite(v) ? v : 0;
+    g_sink = g_sink + s;
+  }
+  for (int64_t i = 0; i < m.tokenizer->size(); ++i) g_sink = g_sink + static_cast<double>(m.tokenizer->vocab().pieces[static_cast<size_t>(i)].size());
+}
+
+void gguf(const std::string& path) { read_all_weights(quant::load_gguf(path)); }
+
+void gguf_file(const std::string& path) {
+  const quant::GgufFile f(path);
+  for (const auto& t : f.tensors()) {  // the validator promised every tensor's bytes: decode them all
+    int64_t n = 1;
+    for (int64_t d : t.ne) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    quant::dequantize_row(t.type, t.data, v.data(), n);
+    g_sink = g_sink + (v.empty() ? 0.0 : v.back());
+  }
+}
+
+void safetensors(const std::string& path) {
+  const quant::SafetensorsFile f(path);
+  for (const auto& [name, t] : f.tensors()) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    quant::dequantize_row(t.dtype, t.data, v.data(), n);
+    g_sink = g_sink + (v.empty() ? 0.0 : v.back());
+  }
+}
+
+void config(const std::string& path) { g_sink = g_sink + static_cast<double>(quant::parse_hf_config(path).n_layers); }
+
+void imatrix(const std::string& path) {
+  const quant::Imatrix im = quant::read_imatrix(path);
+  for (const auto& [name, e] : im.entries) g_sink = g_sink + static_cast<double>(e.sums.size());
+}
+
+void llama2c(const std::string& path) {
+  // The checkpoint alone: no tokenizer.bin lies beside the scratch file, so the reader validates
+  // the header and the weights' layout against the file size, then stops at the tokenizer.
+  read_all_weights(quant::load_llama2c(path, (std::filesystem::path(path).parent_path() / "tokenizer.bin").string()));
+}
+
+void llama2c_tokenizer(const std::string& path) {
+  const quant::Vocab v = quant::read_llama2c_tokenizer(path, 512);
+  g_sink = g_sink + static_cast<double>(v.pieces.size());
+}
+
+}  // namespace
+
+const std::vector<Target>& targets() {
+  static const std::vector<Target> t = {
+      {"gguf", "model.gguf", gguf},
+      {"gguf_file", "file.gguf", gguf_file},
+      {"safetensors", "model.safetensors", safetensors},
+      {"config", "config.json", config},
+      {"imatrix", "imatrix.gguf", imatrix},
+      {"llama2c", "model.bin", llama2c},
+      {"llama2c_tokenizer", "tokenizer.bin", llama2c_tokenizer},
+  };
+  return t;
+}
+
+const Target& target(const std::string& name) {
+  for (const auto& t : targets())
+    if (name == t.name) return t;
+  throw std::invalid_argument("no fuzz target " + name);
+}
+
+bool run_bytes(const Target& t, const uint8_t* data, size_t size) {
+  namespace fs = std::filesystem;
+  static const fs::path dir = [] {
+    fs::path d = fs::temp_directory_path() / ("qfuzz-" + std::to_string(::getpid()));
+    fs::create_directories(d);
+    return d;
+  }();
+  const std::string path = (dir / t.file_name).string();
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  }
+  try {
+    t.read(path);
+    return true;
+  } catch (const quant::Error&) {
+    return false;
+  }
+}
+
+}  // namespace qfuzz
