@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target (tests/fuzz/targets.h) for SECONDS under ASan + UBSan:
-#   bash scripts/fuzz.sh TARGET SECONDS      (TARGET: gguf gguf_file safetensors config imatrix llama2c llama2c_tokenizer)
+#   bash scripts/fuzz.sh TARGET SECONDS      (TARGET: gguf gguf_file safetensors config imatrix llama2c llama2c_tokenizer policy bitplan sweep)
 # Builds build-fuzz/ with clang, makes seed inputs with our own writers (build-fuzz/seeds/TARGET),
 # fuzzes with tests/fuzz/corpus/TARGET (inputs worth keeping: every crasher, minimized, goes
 # there; the normal suite replays that directory) and tests/fuzz/dict/TARGET.dict when present.
@@ -36,6 +36,12 @@ if [[ ! -d $seeds ]]; then
       $q calibrate models/kjvwiki-9m --calib data/kjv/kjv_heldout.txt --nsamples 2 --seqlen 64 --imatrix "$seeds/im.dat" --quiet >/dev/null ;;
     llama2c) cp "$stories/stories260K.bin" "$seeds/" ;;
     llama2c_tokenizer) cp "$stories/tok512.bin" "$seeds/" ;;
+    policy) printf '[{"match": "*_norm.weight", "qtype": "F32"}, {"match": "blk.*.attn_v.weight", "qtype": "Q6_K"}, {"match": "*", "qtype": "int4 g128 asym"}]' > "$seeds/policy.json" ;;
+    sweep|bitplan)
+      $q sweep models/kjvwiki-9m --calib data/kjv/kjv_heldout.txt --nsamples 2 --seqlen 64 --proxy-only --method rtn --bits 2,4 \
+        --granularity kind -o "$s/sweep.json" --quiet >/dev/null
+      $q plan "$s/sweep.json" --target-bpw 3 -o "$s/plan.json" --quiet >/dev/null
+      if [[ $t == sweep ]]; then cp "$s/sweep.json" "$seeds/"; else cp "$s/plan.json" "$seeds/"; fi ;;
   esac
   rm -rf "$s"
 fi

@@ -14,7 +14,10 @@
 #include "quant/formats/gguf.h"
 #include "quant/formats/imatrix.h"
 #include "quant/formats/loader.h"
+#include "quant/bitplan.h"
+#include "quant/calibration/sweep.h"
 #include "quant/formats/safetensors.h"
+#include "quant/policy.h"
 #include "quant/qtype.h"
 
 namespace qfuzz {
@@ -82,6 +85,22 @@ void llama2c_tokenizer(const std::string& path) {
   g_sink = g_sink + static_cast<double>(v.pieces.size());
 }
 
+// The JSON files a user hands to convert / plan / compare: policy, plan, sweep.
+void policy(const std::string& path) {
+  const quant::Policy p = quant::Policy::from_json(quant::read_json_file(path), path);
+  g_sink = g_sink + static_cast<double>(p.rules.size());
+}
+
+void bitplan(const std::string& path) {
+  const quant::BitPlan p = quant::BitPlan::from_json(quant::read_json_file(path), path);
+  g_sink = g_sink + static_cast<double>(p.dominant().str().size());
+}
+
+void sweep(const std::string& path) {
+  const quant::Sweep s = quant::Sweep::from_json(quant::read_json_file(path), path);
+  g_sink = g_sink + static_cast<double>(s.units.size());
+}
+
 }  // namespace
 
 const std::vector<Target>& targets() {
@@ -93,6 +112,9 @@ const std::vector<Target>& targets() {
       {"imatrix", "imatrix.gguf", imatrix},
       {"llama2c", "model.bin", llama2c},
       {"llama2c_tokenizer", "tokenizer.bin", llama2c_tokenizer},
+      {"policy", "policy.json", policy},
+      {"bitplan", "plan.json", bitplan},
+      {"sweep", "sweep.json", sweep},
   };
   return t;
 }
