@@ -288,6 +288,19 @@ std::vector<float> matmul_t(const std::vector<float>& x, const std::vector<float
 
 }  // namespace
 
+namespace {
+// A clip search's first candidate: [min(w, 0), max(w, 0)] of the group, or ±max|w| when symmetric.
+std::pair<float, float> widest_range(const float* wg, int64_t len, bool sym) {
+  float lo = 0, hi = 0;
+  for (int64_t j = 0; j < len; ++j) {
+    lo = std::min(lo, wg[j]);
+    hi = std::max(hi, wg[j]);
+  }
+  if (sym) hi = std::max(hi, -lo), lo = -hi;
+  return {lo, hi};
+}
+}  // namespace
+
 // AWQ's clip search for one linear (llm-awq auto_clip): per row and group of `group` columns,
 // candidate ranges shrunk by (1 - i/20), i < 10, keeping the one whose quantized group gives the
 // least output error on the sampled inputs. The error Σ_t (x_t · (q(w) - w))² is dᵀ G d with
@@ -320,12 +333,7 @@ ClipEntry clip_search(const std::string& name, const float* w, int64_t rows, int
       const int64_t c0 = g * group, len = std::min(group, in - c0);
       const float* wg = w + r * in + c0;
       const MatD& G = gram[static_cast<size_t>(g)];
-      float lo0 = 0, hi0 = 0;
-      for (int64_t j = 0; j < len; ++j) {
-        lo0 = std::min(lo0, wg[j]);
-        hi0 = std::max(hi0, wg[j]);
-      }
-      if (sym) hi0 = std::max(hi0, -lo0), lo0 = -hi0;
+      const auto [lo0, hi0] = widest_range(wg, len, sym);
       double best = INFINITY;
       float best_lo = lo0, best_hi = hi0;
       for (int i = 0; i < 10; ++i)
@@ -383,12 +391,7 @@ ClipEntry clip_search_blocks(const std::string& name, const float* w, int64_t ro
       const MatF& G = gram[static_cast<size_t>(s)];
       for (int64_t g = 0; g < per; ++g) {  // coordinate descent over the sub-blocks, left to right
         const float* wg = ws + g * group;
-        float lo0 = 0, hi0 = 0;
-        for (int64_t j = 0; j < group; ++j) {
-          lo0 = std::min(lo0, wg[j]);
-          hi0 = std::max(hi0, wg[j]);
-        }
-        if (sym) hi0 = std::max(hi0, -lo0), lo0 = -hi0;
+        const auto [lo0, hi0] = widest_range(wg, group, sym);
         double best = INFINITY;
         float best_lo = lo0, best_hi = hi0;
         for (int i = 0; i < 10; ++i) {

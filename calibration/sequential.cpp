@@ -26,16 +26,19 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 std::vector<float> embed_windows(const LlamaConfig& cfg, const WeightStore& store,
                                  const std::vector<std::vector<int32_t>>& windows) {
+  return embed_windows(cfg, store.read_f32("token_embd.weight").data(), windows);
+}
+
+std::vector<float> embed_windows(const LlamaConfig& cfg, const float* emb, const std::vector<std::vector<int32_t>>& windows) {
   QUANT_CHECK(!windows.empty(), "calibration needs windows");
   const int64_t D = cfg.dim, T = static_cast<int64_t>(windows[0].size()), S = static_cast<int64_t>(windows.size());
   for (const auto& w : windows) QUANT_CHECK(static_cast<int64_t>(w.size()) == T, "calibration windows differ in length");
   std::vector<float> X(static_cast<size_t>(S * T * D));
-  const std::vector<float> emb = store.read_f32("token_embd.weight");
   for (int64_t s = 0; s < S; ++s)
     for (int64_t t = 0; t < T; ++t) {
       const int32_t id = windows[static_cast<size_t>(s)][static_cast<size_t>(t)];
       QUANT_CHECK(id >= 0 && id < cfg.vocab, "calibration token {} outside the vocabulary", id);
-      std::copy_n(emb.data() + id * D, D, X.data() + (s * T + t) * D);
+      std::copy_n(emb + id * D, D, X.data() + (s * T + t) * D);
     }
   return X;
 }

@@ -535,6 +535,24 @@ std::vector<ActPlan> awq_plans_by_width(const LlamaConfig& cfg, const WeightStor
   return out;
 }
 
+// What lies ahead of the units' loop: evaluations, block passes, and the seconds they should take
+// at the rates the FP pass measured.
+struct WorkAhead {
+  int64_t evals = 0, block_passes = 0;
+  double seconds = 0;
+};
+WorkAhead work_ahead(const std::vector<SweepUnit>& units, const SweepRun& run, const EvalCache& ev, int64_t L, size_t B) {
+  WorkAhead w;
+  for (const auto& u : units) {
+    w.evals += static_cast<int64_t>(B);
+    if (!run.proxy_only) w.block_passes += static_cast<int64_t>(B) * ev.ch.chunks * (L - u.first_block);
+  }
+  if (!run.proxy_only)
+    w.seconds = static_cast<double>(w.block_passes) * ev.block_seconds +
+                static_cast<double>(w.evals) * static_cast<double>(ev.ch.chunks) * ev.head_seconds;
+  return w;
+}
+
 }  // namespace
 
 Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir& stats,
@@ -578,15 +596,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
     fp_seconds = seconds_since(t0);
   }
 
-  // What lies ahead.
-  int64_t evals = 0, block_passes = 0;
-  for (const auto& u : sw.units) {
-    evals += static_cast<int64_t>(B);
-    if (!run.proxy_only) block_passes += static_cast<int64_t>(B) * ev.ch.chunks * (L - u.first_block);
-  }
-  const double est = run.proxy_only ? 0.0
-                                    : static_cast<double>(block_passes) * ev.block_seconds +
-                                          static_cast<double>(evals) * static_cast<double>(ev.ch.chunks) * ev.head_seconds;
+  const auto [evals, block_passes, est] = work_ahead(sw.units, run, ev, L, B);
   if (run.announce)
     run.announce({{"units", sw.units.size()}, {"widths", B}, {"evaluations", run.proxy_only ? 0 : evals},
                   {"block_passes", block_passes}, {"chunks", run.proxy_only ? 0 : ev.ch.chunks},
@@ -628,10 +638,7 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
       for (size_t k = 0; k < B && u.outer; ++k) {
         const std::vector<float>& t = qw[k].at(u.tensors.front());
         if (u.tensors.front() == head_name) head_k[k] = t.data();
-        if (u.tensors.front() == "token_embd.weight")
-          for (size_t c = 0; c < ev.windows.size(); ++c)
-            for (size_t j = 0; j < ev.windows[c].size(); ++j)
-              std::copy_n(t.data() + static_cast<int64_t>(ev.windows[c][j]) * D, D, h[k].data() + (static_cast<int64_t>(c) * T + static_cast<int64_t>(j)) * D);
+        if (u.tensors.front() == "token_embd.weight") h[k] = embed_windows(cfg, t.data(), ev.windows);
       }
       for (int64_t l = u.first_block; l < L; ++l) {
         for (size_t k = 0; k < B; ++k) {

@@ -11,6 +11,36 @@
 
 namespace quant {
 
+namespace {
+
+// Each option of the sweep by name: its type (typed sweeps) or its width.
+std::vector<std::string> option_names(const Sweep& sw) {
+  std::vector<std::string> out;
+  for (size_t k = 0; k < sw.settings.options(); ++k)
+    out.push_back(sw.settings.typed() ? sw.settings.qtypes[k] : std::to_string(sw.settings.bits[k]));
+  return out;
+}
+
+// The widths (types) to choose from: all the sweep measured, or the requested ones among them.
+std::vector<std::string> chosen_names(const Sweep& sw, const PlanRequest& req, const std::string& sweep_file) {
+  const bool typed = sw.settings.typed();
+  const std::vector<std::string> measured = option_names(sw);
+  std::vector<std::string> names;
+  if (typed ? req.qtypes.empty() : req.bits.empty()) {
+    names = measured;
+  } else if (typed) {
+    names = req.qtypes;
+  } else {
+    for (int b : req.bits) names.push_back(std::to_string(b));
+  }
+  for (const auto& n : names)
+    QUANT_CHECK(std::count(measured.begin(), measured.end(), n), "--{} {}: {} measured only {}", typed ? "qtypes" : "bits", n, sweep_file,
+                fmt::join(measured, ","));
+  return names;
+}
+
+}  // namespace
+
 BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::string& sweep_file) {
   std::string objective = req.objective.empty() ? (sw.proxy_only ? "proxy" : "kl") : req.objective;
   QUANT_CHECK(objective == "kl" || objective == "dppl" || objective == "proxy", "--objective {} (kl, dppl or proxy)", objective);
@@ -44,20 +74,8 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
     else
       rest_bits += static_cast<double>(n) * type_bpw(rest.type);
   }
-  // The widths (types) to choose from: all the sweep measured, or the requested ones among them.
-  std::vector<std::string> names, measured;
-  for (size_t k = 0; k < sw.settings.options(); ++k)
-    measured.push_back(typed ? sw.settings.qtypes[k] : std::to_string(sw.settings.bits[k]));
-  if (typed ? req.qtypes.empty() : req.bits.empty()) {
-    names = measured;
-  } else if (typed) {
-    names = req.qtypes;
-  } else {
-    for (int b : req.bits) names.push_back(std::to_string(b));
-  }
-  for (const auto& n : names)
-    QUANT_CHECK(std::count(measured.begin(), measured.end(), n), "--{} {}: {} measured only {}", typed ? "qtypes" : "bits", n, sweep_file,
-                fmt::join(measured, ","));
+  const std::vector<std::string> measured = option_names(sw);
+  const std::vector<std::string> names = chosen_names(sw, req, sweep_file);
   const auto name_of = [&](const SweepOption& o) { return typed ? o.spec : std::to_string(o.bits); };
   const auto allowed = [&](const SweepOption& o) { return std::count(names.begin(), names.end(), name_of(o)) > 0; };
   std::vector<int> widths;

@@ -23,6 +23,8 @@ class StatsDir;
 // Embeddings of every calibration window, [windows][seqlen][dim].
 std::vector<float> embed_windows(const LlamaConfig& cfg, const WeightStore& weights,
                                  const std::vector<std::vector<int32_t>>& windows);
+// The same from a given table [vocab][dim] (a quantized copy of token_embd).
+std::vector<float> embed_windows(const LlamaConfig& cfg, const float* table, const std::vector<std::vector<int32_t>>& windows);
 
 // One decoder block's weights as fp32, owned; keys are short names (attn_norm, attn_q, attn_q.bias, ...).
 struct BlockTensors {
