@@ -102,7 +102,7 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
   c->add_option("--awq-clip", a.awq_clip, "AWQ clip candidates on asym grids: ends | range | sym (as convert)")
       ->check(CLI::IsMember({"ends", "range", "sym"}))->capture_default_str();
   c->add_flag("--proxy-only", a.proxy_only, "only the Hessian-weighted proxy: no evaluation text, no forward passes");
-  c->add_option("--threads", a.threads, "OpenMP threads");
+  c->add_option("--threads", a.threads, "OpenMP threads")->check(CLI::Range(1, 4096));
   c->add_flag("--json", a.json, "print the sweep as JSON");
   c->add_flag("--quiet", a.quiet, "no progress on stderr");
   return c;
@@ -262,7 +262,7 @@ CLI::App* add_compare_command(CLI::App& app, CompareArgs& a) {
   c->add_option("--chunks", a.chunks, "evaluate at most N windows");
   c->add_option("--sweep", a.sweep, "a sweep.json to draw as a per-layer heatmap");
   c->add_option("--label", a.labels, "names for the models, in order (default: file names)");
-  c->add_option("--threads", a.threads, "OpenMP threads");
+  c->add_option("--threads", a.threads, "OpenMP threads")->check(CLI::Range(1, 4096));
   c->add_flag("--json", a.json, "print report.json");
   c->add_flag("--quiet", a.quiet, "no progress on stderr");
   return c;

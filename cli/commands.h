@@ -71,6 +71,15 @@ struct CompareArgs {
 CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a);
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& a);
 CLI::App* add_compare_command(CLI::App& app, CompareArgs& a);
+
+struct SynthArgs {
+  std::string shape, out, dtype = "f16", tokenizer;
+  uint64_t seed = 0;
+  int64_t layers = 0, shard_mb = 4096;
+  bool json = false, quiet = false;
+};
+CLI::App* add_synth_command(CLI::App& app, SynthArgs& a);
+int run_synth_cmd(const SynthArgs& a);
 int run_sweep_cmd(const SweepArgs& a);
 int run_plan_cmd(const PlanArgs& a);
 int run_compare_cmd(const CompareArgs& a);

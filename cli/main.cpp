@@ -24,7 +24,13 @@
 namespace quant::cli {
 namespace {
 
-void set_threads(int n) { quant::set_num_threads(n); }
+// --threads is checked to be at least 1 by CLI11; more than the cores runs, with a warning.
+void set_threads(int n) {
+  if (n > omp_get_num_procs())
+    std::cerr << fmt::format("warning: --threads {} is more than the {} cores here: threads will share cores and run slower\n", n,
+                             omp_get_num_procs());
+  quant::set_num_threads(n);
+}
 
 // --- ppl ---
 struct PplArgs {
@@ -32,7 +38,7 @@ struct PplArgs {
   int64_t ctx = 512, chunks = -1;
   int act_bits = 0;
   int threads = 0;
-  bool json = false, quiet = false;
+  bool json = false, quiet = false, reference = false;
 };
 
 nlohmann::json ppl_json(const PplResult& r) {
@@ -57,6 +63,7 @@ int run_ppl(const PplArgs& a) {
   RuntimeOptions ro;
   ro.act_bits = a.act_bits;
   ro.act_quant = parse_act_quant(a.act_quant);
+  ro.reference = a.reference;
   LlamaRuntime rt(m.config, *m.weights, ro);
   std::unique_ptr<LoadedModel> base;
   std::unique_ptr<LlamaRuntime> base_rt;
@@ -83,6 +90,12 @@ int run_ppl(const PplArgs& a) {
     j["isa"] = isa_name(best_isa());
   }
   if (base) j["kl_base"] = a.kl_base;
+  const std::map<std::string, int64_t> paths = rt.linear_paths();
+  j["linears"] = paths;
+  if (!a.act_bits) j["isa"] = isa_name(best_isa());
+  for (const auto& [path, count] : paths)
+    if (path.rfind("fp32 Q", 0) == 0 && !a.reference && !a.act_bits && !a.json)  // --json: in "linears"
+      std::cerr << fmt::format("note: {} linears ({}) have no block kernel and run the fp32 reference path\n", count, path);
   if (a.json) {
     std::cout << j.dump(2) << "\n";
     return 0;
@@ -91,6 +104,9 @@ int run_ppl(const PplArgs& a) {
                            a.text, protocol_name(r.protocol), r.ctx, r.chunks, r.tokens_scored, r.tokens_total);
   if (a.act_bits)
     std::cout << fmt::format("acts      int{} {} (integer GEMMs, {})\n", a.act_bits, a.act_quant, isa_name(best_isa()));
+  std::string kinds;
+  for (const auto& [path, count] : paths) kinds += fmt::format("{}{} x{}", kinds.empty() ? "" : ", ", path, count);
+  std::cout << fmt::format("linears   {}\n", kinds);
   std::cout << fmt::format("ppl       {:.4f} +/- {:.4f}\n", r.ppl, r.ppl_stderr);
   if (r.has_kl)
     std::cout << fmt::format("KL        mean {:.6f}  p99 {:.6f}  top-1 agreement {:.2f}%  (base {})\n", r.kl_mean, r.kl_p99,
@@ -216,11 +232,13 @@ int main(int argc, char** argv) {
   ppl->add_option("--chunks", pa.chunks, "evaluate at most N windows");
   ppl->add_option("--kl-base", pa.kl_base, "reference model for KL-divergence and top-1 agreement");
   ppl->add_option("--tokenizer", pa.tokenizer, "tokenizer.bin for llama2.c models");
-  ppl->add_option("--threads", pa.threads, "OpenMP threads (default: all cores)");
+  ppl->add_option("--threads", pa.threads, "OpenMP threads (default: all cores)")->check(CLI::Range(1, 4096));
   ppl->add_option("--act-bits", pa.act_bits, "8: int8 activations and integer GEMMs (W8A8 / W4A8); 0: float")
       ->check(CLI::IsMember({0, 8}))->capture_default_str();
   ppl->add_option("--act-quant", pa.act_quant, "int8 activation scales: per-token | per-tensor | per-block (32, llama.cpp's Q8_0)")
       ->check(CLI::IsMember({"per-token", "per-tensor", "per-block"}))->capture_default_str();
+  ppl->add_flag("--reference", pa.reference,
+                "convert every weight to fp32 (the reference path; by default quantized GGUF matrices run on their stored blocks)");
   ppl->add_flag("--json", pa.json, "print one JSON object");
   ppl->add_flag("--quiet", pa.quiet, "no progress on stderr");
 
@@ -276,7 +294,7 @@ int main(int argc, char** argv) {
   conv->add_option("--policy", ca.policy_file, "JSON rules [{match, qtype}] tried before the defaults");
   conv->add_option("--tokenizer", ca.tokenizer, "tokenizer.bin for llama2.c models");
   conv->add_option("--name", ca.name, "general.name");
-  conv->add_option("--threads", ca.threads, "OpenMP threads");
+  conv->add_option("--threads", ca.threads, "OpenMP threads")->check(CLI::Range(1, 4096));
   conv->add_flag("--dry-run", ca.dry_run, "print the resolved per-tensor policy and stop");
   conv->add_flag("--json", ca.json, "machine-readable output");
   conv->add_flag("--quiet", ca.quiet, "no progress on stderr");
@@ -294,7 +312,7 @@ int main(int argc, char** argv) {
   cal->add_option("--seqlen", cspec.seqlen, "tokens per window")->capture_default_str();
   cal->add_option("--seed", cspec.seed, "seed of the window draw")->capture_default_str();
   cal->add_option("--calib-mode", cspec.mode, "random | concat")->check(CLI::IsMember({"random", "concat"}))->capture_default_str();
-  cal->add_option("--threads", cthreads, "OpenMP threads");
+  cal->add_option("--threads", cthreads, "OpenMP threads")->check(CLI::Range(1, 4096));
   cal->add_flag("--json", cjson, "print one JSON object");
   cal->add_flag("--quiet", cquiet, "no progress on stderr");
 
@@ -318,6 +336,8 @@ int main(int argc, char** argv) {
   auto* plc = add_plan_command(app, pla);
   CompareArgs cma;
   auto* cmc = add_compare_command(app, cma);
+  SynthArgs sya;
+  auto* syc = add_synth_command(app, sya);
 
   CLI11_PARSE(app, argc, argv);
   try {
@@ -329,6 +349,7 @@ int main(int argc, char** argv) {
     if (*swc) return run_sweep_cmd(swa);
     if (*plc) return run_plan_cmd(pla);
     if (*cmc) return run_compare_cmd(cma);
+    if (*syc) return run_synth_cmd(sya);
   } catch (const quant::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

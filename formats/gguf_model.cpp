@@ -71,6 +71,21 @@ class GgufStore final : public WeightStore {
     return true;
   }
 
+  bool stored(const TensorDesc& t, StoredMatrix& out) const override {
+    const GgufTensorInfo& g = info(t);
+    if (t.n_dims != 2) return false;
+    out = StoredMatrix{g.type, t.rows, t.cols, g.data, row_bytes(g.type, t.cols), {}};
+    bool q = false;
+    if (is_q_or_k(cfg_, t.name, &q)) {  // ggml's interleaved rows: canonical row r is file row row_map[r]
+      std::vector<int32_t> file_rows(static_cast<size_t>(t.rows));
+      for (int64_t r = 0; r < t.rows; ++r) file_rows[static_cast<size_t>(r)] = static_cast<int32_t>(r);
+      out.row_map.resize(file_rows.size());
+      permute_rope_row_bytes(reinterpret_cast<const uint8_t*>(file_rows.data()), reinterpret_cast<uint8_t*>(out.row_map.data()),
+                             q ? cfg_.n_heads : cfg_.n_kv_heads, t.rows, sizeof(int32_t), false);
+    }
+    return true;
+  }
+
  private:
   const GgufTensorInfo& info(const TensorDesc& t) const {
     const size_t i = static_cast<size_t>(&t - descs_.data());

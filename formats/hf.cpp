@@ -104,6 +104,12 @@ class HfWeightStore final : public WeightStore {
     const SafeTensor& s = *raw_.at(t.name);
     dequantize_row(s.dtype, s.data, out, t.numel());
   }
+  bool stored(const TensorDesc& t, StoredMatrix& out) const override {
+    if (gptq_linears_.count(t.name) || t.n_dims != 2) return false;
+    const SafeTensor& s = *raw_.at(t.name);
+    out = StoredMatrix{s.dtype, t.rows, t.cols, s.data, row_bytes(s.dtype, t.cols), {}};
+    return true;
+  }
   bool read_grid(const TensorDesc& t, QuantWeight& out) const override {
     auto g = gptq_linears_.find(t.name);
     if (g == gptq_linears_.end()) return false;

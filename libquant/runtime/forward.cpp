@@ -25,6 +25,7 @@ void linear(const X& x, const float* w, const LinearOp* op, int64_t out, Y& y, b
 template <typename X>
 void rmsnorm(const X& x, const float* w, float eps, Mat& out) {
   out.resize(x.rows(), x.cols());
+#pragma omp parallel for schedule(static)
   for (Eigen::Index t = 0; t < x.rows(); ++t) {
     double ss = 0;  // accumulate in double: HF computes the variance in fp32 over the row
     for (Eigen::Index i = 0; i < x.cols(); ++i) ss += static_cast<double>(x(t, i)) * x(t, i);
@@ -36,6 +37,7 @@ void rmsnorm(const X& x, const float* w, float eps, Mat& out) {
 // x[t][h*hd + i], i < hd/2, pairs with i + hd/2: HF's rotate_half.
 void rope(Mat& x, int64_t n_head, int64_t hd, const std::vector<float>& inv_freq) {
   const int64_t half = hd / 2;
+#pragma omp parallel for schedule(static)
   for (Eigen::Index t = 0; t < x.rows(); ++t)
     for (int64_t i = 0; i < half; ++i) {
       const float a = static_cast<float>(t) * inv_freq[static_cast<size_t>(i)];
@@ -67,14 +69,30 @@ LlamaRuntime::LlamaRuntime(const LlamaConfig& cfg, const WeightStore& weights, R
   cfg_.validate(weights.source());
   check_tensors_match(cfg_, weights_);
   QUANT_CHECK(opts_.act_bits == 0 || opts_.act_bits == 8, "--act-bits {} (8, or 0 for float activations)", opts_.act_bits);
-  if (opts_.act_bits == 8 && opts_.isa == Isa::Scalar) opts_.isa = best_isa();
+  if ((opts_.act_bits == 8 || !opts_.reference) && opts_.isa == Isa::Scalar) opts_.isa = best_isa();
 }
 
 const LinearOp* LlamaRuntime::op(const std::string& name) {
-  if (opts_.act_bits == 0) return nullptr;
+  if (opts_.act_bits == 0 && opts_.reference) return nullptr;
   auto it = ops_.find(name);
-  if (it == ops_.end()) it = ops_.emplace(name, make_int_linear(weights_, weights_.get(name), opts_)).first;
+  if (it == ops_.end()) {
+    const TensorDesc& t = weights_.get(name);
+    it = ops_.emplace(name, opts_.act_bits == 8 ? make_int_linear(weights_, t, opts_) : make_stored_linear(weights_, t, opts_.isa)).first;
+  }
   return it->second.get();
+}
+
+std::map<std::string, int64_t> LlamaRuntime::linear_paths() const {
+  std::map<std::string, int64_t> out;
+  for (const auto& t : weights_.tensors()) {
+    if (t.n_dims != 2 || (t.name.rfind("blk.", 0) != 0 && t.name != "output.weight" && !(cfg_.tied_embeddings && t.name == "token_embd.weight")))
+      continue;
+    auto it = ops_.find(t.name);
+    if (it == ops_.end()) continue;  // not run yet
+    const char* kind = !it->second ? "fp32" : opts_.act_bits == 8 ? "int8" : is_quantized(t.type) ? "block" : "stored";
+    ++out[fmt::format("{} {}", kind, ttype_name(t.type))];
+  }
+  return out;
 }
 
 std::shared_ptr<const std::vector<float>> LlamaRuntime::weight(const std::string& name) {
@@ -205,7 +223,9 @@ void run_mlp(const LlamaConfig& cfg, const BlockWeights& w, float* xp, int64_t T
   if (report(tap, stop_after, Tap::MlpIn, xn)) return;
   linear(xn, w.wg, w.og, H, g);
   linear(xn, w.wu, w.ou, H, u);
-  g = g.array() / (1.0f + (-g.array()).exp()) * u.array();  // silu(gate) * up
+#pragma omp parallel for schedule(static)
+  for (Eigen::Index t = 0; t < g.rows(); ++t)  // silu(gate) * up, row by row
+    g.row(t) = g.row(t).array() / (1.0f + (-g.row(t).array()).exp()) * u.row(t).array();
   if (report(tap, stop_after, Tap::DownIn, g)) return;
   linear(g, w.wd, w.od, D, x, true);
 }
@@ -215,14 +235,7 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::v
   const int64_t D = cfg_.dim, V = cfg_.vocab;
   QUANT_CHECK(T > 0 && from >= 0 && from < T, "forward: bad window (T = {}, logits from {})", T, from);
   Mat x(T, D), xn;
-  {
-    auto emb = weight("token_embd.weight");
-    for (int64_t t = 0; t < T; ++t) {
-      const int32_t id = tokens[static_cast<size_t>(t)];
-      QUANT_CHECK(id >= 0 && id < V, "forward: token id {} outside vocabulary of {}", id, V);
-      std::copy_n(emb->data() + id * D, D, x.row(t).data());
-    }
-  }
+  embed(tokens, x.data());
   for (int64_t l = 0; l < cfg_.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     std::vector<std::shared_ptr<const std::vector<float>>> hold;
@@ -254,12 +267,33 @@ void LlamaRuntime::forward(std::span<const int32_t> tokens, int64_t from, std::v
   Mat last = x.bottomRows(T - from);
   rmsnorm(last, weight("output_norm.weight")->data(), cfg_.norm_eps, xn);
   out.resize(static_cast<size_t>((T - from) * V));
-  if (const LinearOp* o = cfg_.tied_embeddings ? nullptr : op("output.weight")) {
+  const bool block_head = opts_.act_bits == 0 || !cfg_.tied_embeddings;  // the integer path keeps a tied head float
+  if (const LinearOp* o = block_head ? op(cfg_.tied_embeddings ? "token_embd.weight" : "output.weight") : nullptr) {
     o->apply(xn.data(), T - from, out.data(), false);
     return;
   }
   auto head = weight(cfg_.tied_embeddings ? "token_embd.weight" : "output.weight");
   gemm_nt(xn.data(), D, head->data(), D, out.data(), V, T - from, V, D, 1.0f, false);
+}
+
+void LlamaRuntime::embed(std::span<const int32_t> tokens, float* x) {
+  const int64_t D = cfg_.dim, V = cfg_.vocab;
+  const TensorDesc& t = weights_.get("token_embd.weight");
+  StoredMatrix table;
+  const bool rows = !cache_.count(t.name) && weights_.stored(t, table);  // only the rows used, from the file
+  std::shared_ptr<const std::vector<float>> emb = rows ? nullptr : weight(t.name);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int32_t id = tokens[i];
+    QUANT_CHECK(id >= 0 && id < V, "forward: token id {} outside vocabulary of {}", id, V);
+    float* out = x + static_cast<int64_t>(i) * D;
+    if (!rows) {
+      std::copy_n(emb->data() + id * D, D, out);
+      continue;
+    }
+    dequantize_row(table.type, table.row(id), out, D);
+    for (int64_t c = 0; c < D; ++c)
+      QUANT_CHECK(std::isfinite(out[c]), "{}: token_embd.weight holds a non-finite value at row {}, column {}", weights_.source(), id, c);
+  }
 }
 
 void run_head(const LlamaConfig& cfg, const float* x, int64_t T, const float* norm, const float* head, float* logits) {

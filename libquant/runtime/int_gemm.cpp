@@ -81,6 +81,8 @@ Isa best_isa() {
     if (v == "scalar") cap = Isa::Scalar;
     else if (v == "avx2") cap = Isa::Avx2;
     else QUANT_CHECK(v == "avx512vnni", "QUANT_ISA={} (scalar, avx2, avx512vnni)", v);
+    QUANT_CHECK(isa_supported(cap), "QUANT_ISA={}: this CPU does not support {} (unset QUANT_ISA, or ask for a lower level)", v,
+                isa_name(cap));
   }
   for (Isa i : {Isa::Avx512Vnni, Isa::Avx2})
     if (static_cast<int>(i) <= static_cast<int>(cap) && isa_supported(i)) return i;
@@ -112,6 +114,7 @@ QActs quantize_acts(const float* x, int64_t m, int64_t k, ActQuant g) {
   a.q.resize(static_cast<size_t>(m * k));
   a.scale.resize(static_cast<size_t>(m * kb));
   a.bsum.resize(static_cast<size_t>(m * kb));
+  a.bsum16.resize(static_cast<size_t>(m * 2 * kb));
   float tensor_max = 0;  // per-tensor: the max over every row (fixed order: deterministic)
   if (g == ActQuant::PerTensor)
     for (int64_t i = 0; i < m * k; ++i) tensor_max = std::max(tensor_max, std::fabs(x[i]));
@@ -137,11 +140,13 @@ QActs quantize_acts(const float* x, int64_t m, int64_t k, ActQuant g) {
       const float s = fill(0, k, amax);
       for (int64_t b = 0; b < kb; ++b) a.scale[static_cast<size_t>(r * kb + b)] = s;
     }
-    for (int64_t b = 0; b < kb; ++b) {
+    for (int64_t h = 0; h < 2 * kb; ++h) {
       int32_t s = 0;
-      for (int64_t c = b * kQBlock; c < (b + 1) * kQBlock; ++c) s += a.q[static_cast<size_t>(r * k + c)];
-      a.bsum[static_cast<size_t>(r * kb + b)] = s;
+      for (int64_t c = h * 16; c < (h + 1) * 16; ++c) s += a.q[static_cast<size_t>(r * k + c)];
+      a.bsum16[static_cast<size_t>(r * 2 * kb + h)] = s;
     }
+    for (int64_t b = 0; b < kb; ++b)
+      a.bsum[static_cast<size_t>(r * kb + b)] = a.bsum16[static_cast<size_t>(r * 2 * kb + 2 * b)] + a.bsum16[static_cast<size_t>(r * 2 * kb + 2 * b + 1)];
   }
   return a;
 }

@@ -2,7 +2,9 @@
 // activations quantized to int8 on every call.
 #include <cstring>
 
+#include "quant/block_gemm.h"
 #include "quant/error.h"
+#include "quant/gemm.h"
 #include "quant/runtime.h"
 
 namespace quant {
@@ -41,6 +43,29 @@ class IntLinear final : public LinearOp {
   Isa isa_;
 };
 
+// A quantized GGUF matrix multiplied on its stored blocks (block_gemm.h), activations int8 per 32.
+class BlockLinear final : public LinearOp {
+ public:
+  BlockLinear(StoredMatrix w, Isa isa) : w_(std::move(w)), isa_(isa) {}
+  void apply(const float* x, int64_t T, float* y, bool accumulate) const override {
+    block_gemm(quantize_acts(x, T, w_.k, ActQuant::PerBlock), w_, y, isa_, accumulate);
+  }
+
+ private:
+  StoredMatrix w_;
+  Isa isa_;
+};
+
+// A float matrix (F32/F16/BF16) multiplied as stored: panels converted to fp32 on the fly.
+class StoredFloatLinear final : public LinearOp {
+ public:
+  explicit StoredFloatLinear(StoredMatrix w) : w_(std::move(w)) {}
+  void apply(const float* x, int64_t T, float* y, bool accumulate) const override { gemm_nt_stored(x, T, w_, y, accumulate); }
+
+ private:
+  StoredMatrix w_;
+};
+
 bool is_linear(const TensorDesc& t) {
   return t.n_dims == 2 && (t.name.rfind("blk.", 0) == 0 || t.name == "output.weight");
 }
@@ -65,6 +90,18 @@ std::shared_ptr<const LinearOp> make_int_linear(const WeightStore& store, const 
   std::vector<float> w(static_cast<size_t>(t.numel()));
   store.read_f32(t, w.data());
   return make_w8a8_linear(w.data(), t.rows, t.cols, o);
+}
+
+std::shared_ptr<const LinearOp> make_stored_linear(const WeightStore& store, const TensorDesc& t, Isa isa) {
+  StoredMatrix w;
+  if (t.n_dims != 2 || !store.stored(t, w)) return nullptr;
+  const bool dense = gemm_stored_supports(static_cast<int>(w.type));
+  if (!dense && (t.cols % kQBlock != 0 || !block_gemm_supports(w.type))) return nullptr;
+  int64_t row = 0, col = 0;  // read_f32's check, once per tensor: the kernels never see a NaN weight
+  QUANT_CHECK(!find_non_finite(w, row, col), "{}: tensor {} has a value that is not finite at row {}, column {}", store.source(), t.name,
+              row, col);
+  if (dense) return std::make_shared<StoredFloatLinear>(std::move(w));
+  return std::make_shared<BlockLinear>(std::move(w), isa);
 }
 
 std::shared_ptr<const LinearOp> make_w8a8_linear(const float* w, int64_t n, int64_t k, const RuntimeOptions& o) {

@@ -185,4 +185,9 @@ bool OverlayStore::read_grid(const TensorDesc& t, QuantWeight& out) const {
   return base_.read_grid(base_.get(t.name), out);
 }
 
+bool OverlayStore::stored(const TensorDesc& t, StoredMatrix& out) const {
+  if (over_.count(t.name)) return false;
+  return base_.stored(base_.get(t.name), out);
+}
+
 }  // namespace quant

@@ -61,14 +61,15 @@ TEST_CASE("sweep: one unit at a time, damage equal to quant ppl --kl-base on the
   const auto fp = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 6", q(), model, kText));
   CHECK(j["fp"]["ppl"].get<double>() == Approx(fp["ppl"].get<double>()).epsilon(1e-6));
   // One unit's damage: the same tensor quantized alone into a GGUF (the rest F32), measured by
-  // quant ppl --kl-base through the runtime.
+  // quant ppl --reference --kl-base through the runtime (the sweep measures the dequantized weights:
+  // the fp32 reference path, not the block kernels with their int8 activations).
   const auto& unit = j["units"][17];  // blk.2.attn_output.weight
   REQUIRE(unit["name"] == "blk.2.attn_output.weight");
   qt::write_file(tmp / "one.json", R"([{"match": "blk.2.attn_output.weight", "qtype": "int2 g128 asym"}, {"match": "*", "qtype": "F32"}])");
   const auto c = qt::run(fmt::format("{} convert {} --qtype F32 --policy {} -o {} --quiet", q(), model, tmp / "one.json", tmp / "one.gguf"));
   INFO(c.out);
   REQUIRE(c.code == 0);
-  const auto one = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 6 --kl-base {}", q(), tmp / "one.gguf", kText, model));
+  const auto one = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 6 --reference --kl-base {}", q(), tmp / "one.gguf", kText, model));
   CHECK(unit["options"][0]["kl_mean"].get<double>() == Approx(one["kl_mean"].get<double>()).epsilon(1e-3));
   CHECK(unit["options"][0]["ppl"].get<double>() == Approx(one["ppl"].get<double>()).epsilon(1e-5));
   CHECK(unit["options"][0]["top1"].get<double>() == Approx(one["top1_agreement"].get<double>()).margin(2e-3));
@@ -181,7 +182,7 @@ TEST_CASE("sweep --qtypes: GGUF types per tensor with token_embd and output as u
     const auto c = qt::run(fmt::format("{} convert {} --qtype F32 --policy {} -o {} --quiet", q(), model, pol, one));
     INFO(c.out);
     REQUIRE(c.code == 0);
-    const auto m = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 4 --kl-base {}", q(), one, kText, model));
+    const auto m = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 4 --reference --kl-base {}", q(), one, kText, model));
     const auto& o = j["units"][unit]["options"][0];
     CHECK(o["kl_mean"].get<double>() == Approx(m["kl_mean"].get<double>()).epsilon(1e-3));
     CHECK(o["ppl"].get<double>() == Approx(m["ppl"].get<double>()).epsilon(1e-5));
@@ -251,7 +252,7 @@ TEST_CASE("compare: one run over the same tokens, Markdown / JSON / HTML, warnin
   CHECK(j["models"][1]["kl_mean"].get<double>() > j["models"][2]["kl_mean"].get<double>());  // Q4_0 hurts more than Q8_0
   CHECK(j["models"][1]["file_bytes"].get<double>() < j["models"][2]["file_bytes"].get<double>());
   // The same numbers as quant ppl --kl-base on the same tokens.
-  const auto q4 = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 4 --kl-base {}", q(), tmp / "Q4_0.gguf", kText, model));
+  const auto q4 = run_json(fmt::format("{} ppl {} --text {} --ctx 128 --chunks 4 --reference --kl-base {}", q(), tmp / "Q4_0.gguf", kText, model));
   CHECK(j["models"][1]["ppl"].get<double>() == Approx(q4["ppl"].get<double>()).epsilon(1e-9));
   CHECK(j["models"][1]["kl_mean"].get<double>() == Approx(q4["kl_mean"].get<double>()).epsilon(1e-9));
   REQUIRE(j["warnings"].size() >= 1);

@@ -32,6 +32,7 @@ struct QActs {
   std::vector<int8_t> q;       // [m][k]
   std::vector<float> scale;    // [m][k/32]; per-row scales repeated in every block
   std::vector<int32_t> bsum;   // [m][k/32]: sum of q over the block (for W4 mins)
+  std::vector<int32_t> bsum16; // [m][k/16]: the same per 16 columns (k-quants' 16-sub-blocks)
 };
 QActs quantize_acts(const float* x, int64_t m, int64_t k, ActQuant g);
 

@@ -62,6 +62,18 @@ struct TensorDesc {
 // The tensors a Llama with this config has (type left F32), in GGUF order.
 std::vector<TensorDesc> llama_tensor_layout(const LlamaConfig& cfg);
 
+// A matrix as its file stores it: n rows of k columns of `type`, row r (canonical order) at
+// data + row_map[r]·row_bytes (row_map empty: row r). The bytes are the file's mapping; they
+// live as long as the store.
+struct StoredMatrix {
+  TType type = TType::F32;
+  int64_t n = 0, k = 0;
+  const uint8_t* data = nullptr;
+  int64_t row_bytes = 0;
+  std::vector<int32_t> row_map;
+  const uint8_t* row(int64_t r) const { return data + (row_map.empty() ? r : row_map[static_cast<size_t>(r)]) * row_bytes; }
+};
+
 // Lazily read weights. Readers memory-map files and convert one tensor per call.
 class WeightStore {
  public:
@@ -73,6 +85,9 @@ class WeightStore {
   // The exact integer grid a quantized tensor is stored as (canonical row order), for the
   // integer kernels; false for float tensors or stores that do not keep codes.
   virtual bool read_grid(const TensorDesc& t, QuantWeight& out) const { return false; }
+  // The stored bytes of a 2-D tensor, for kernels that read them in place; false where the
+  // store converts (or replaced) them.
+  virtual bool stored(const TensorDesc& t, StoredMatrix& out) const { return false; }
 
   const TensorDesc* find(std::string_view name) const;
   const TensorDesc& get(std::string_view name) const;  // throws naming the missing tensor
@@ -90,6 +105,7 @@ class OverlayStore final : public WeightStore {
   using WeightStore::read_f32;
   void read_f32(const TensorDesc& t, float* out) const override;
   bool read_grid(const TensorDesc& t, QuantWeight& out) const override;
+  bool stored(const TensorDesc& t, StoredMatrix& out) const override;
   std::string source() const override { return base_.source(); }
 
  private:

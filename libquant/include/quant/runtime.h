@@ -82,11 +82,21 @@ struct RuntimeOptions {
   // int8 per output channel, SmoothQuant's weights). The head stays float unless quantized.
   int act_bits = 0;
   ActQuant act_quant = ActQuant::PerToken;
-  Isa isa = Isa::Scalar;  // set from best_isa() by LlamaRuntime when act_bits is 8
+  // With act_bits 0, matrices run on their stored bytes where the store keeps them: quantized
+  // GGUF types with a block kernel (block_gemm.h) on their blocks with int8 activations per 32
+  // columns, as llama.cpp does; F32/F16/BF16 through fp32 panels converted on the fly (the same
+  // bytes as the reference). `reference` turns that off: every weight is converted to an fp32
+  // copy (the path the fast one is checked against).
+  bool reference = false;
+  Isa isa = Isa::Scalar;  // set from best_isa() by LlamaRuntime for the integer and block kernels
 };
 
 // The integer linear the runtime uses for `t` under `opts` (null: stays fp32).
 std::shared_ptr<const LinearOp> make_int_linear(const WeightStore& store, const TensorDesc& t, const RuntimeOptions& opts);
+// A linear on a matrix's stored bytes: the block kernel of a quantized type, or the fp32 GEMM
+// over converted panels of an F32/F16/BF16 one (null: no kernel for the type, or the store does
+// not keep the bytes).
+std::shared_ptr<const LinearOp> make_stored_linear(const WeightStore& store, const TensorDesc& t, Isa isa);
 // W8A8 from float weights [n][k]: int8 per output channel, activations per opts.act_quant.
 std::shared_ptr<const LinearOp> make_w8a8_linear(const float* w, int64_t n, int64_t k, const RuntimeOptions& opts);
 
@@ -97,10 +107,14 @@ class LlamaRuntime {
   // out, [(T - logits_from)][vocab] row-major.
   void forward(std::span<const int32_t> tokens, int64_t logits_from, std::vector<float>& out);
   const LlamaConfig& config() const { return cfg_; }
+  // How the linears run so far, counted by path: "block Q4_0", "int8 ...", "fp32 F16" (the
+  // stored type, converted), for reports.
+  std::map<std::string, int64_t> linear_paths() const;
 
  private:
   std::shared_ptr<const std::vector<float>> weight(const std::string& name);
   const LinearOp* op(const std::string& name);  // the integer linear, or null
+  void embed(std::span<const int32_t> tokens, float* x);  // x [T][dim]: the tokens' rows of token_embd
   LlamaConfig cfg_;
   const WeightStore& weights_;
   RuntimeOptions opts_;
