@@ -100,7 +100,8 @@ QUANT_VNNI void tile_avx512vnni(const QActs& a, int64_t r0, int64_t mr, int64_t 
 // codes go back to signed q and the sign trick multiplies |x| by q·sign(x): the sum is then
 // isum − 128·bsum directly, the same integer.
 template <int MR, int SUB, bool SIGNED>
-QUANT_AVX2 inline void tile_avx2_rows(const QActs& a, const TileRows& rows, int64_t b0, const Panel& p, float* const* out) {
+QUANT_AVX2 inline void tile_avx2_rows(const QActs& a, const int8_t* const* rq, const int64_t* at, int64_t b0, const Panel& p,
+                                      float* const* out) {
   const int64_t kb = a.k / 32, units = p.blocks * (32 / SUB);
   const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
   const int32_t z = SIGNED ? 0 : p.z;
@@ -111,7 +112,7 @@ QUANT_AVX2 inline void tile_avx2_rows(const QActs& a, const TileRows& rows, int6
       __m256i c[MR][2];
 #pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) {
-        bsum[r] = SUB == 32 ? a.bsum[static_cast<size_t>(rows.at[r] * kb + b)] : a.bsum16[static_cast<size_t>(rows.at[r] * 2 * kb + c0 / 16)];
+        bsum[r] = SUB == 32 ? a.bsum[static_cast<size_t>(at[r] * kb + b)] : a.bsum16[static_cast<size_t>(at[r] * 2 * kb + c0 / 16)];
         c[r][0] = c[r][1] = _mm256_set1_epi32(-z * bsum[r]);
       }
 #pragma GCC unroll 8
@@ -125,7 +126,7 @@ QUANT_AVX2 inline void tile_avx2_rows(const QActs& a, const TileRows& rows, int6
         }
 #pragma GCC unroll 8
         for (int r = 0; r < MR; ++r) {
-          const __m256i x = _mm256_set1_epi32(quad(rows.q[r] + c0 + 4 * s));
+          const __m256i x = _mm256_set1_epi32(quad(rq[r] + c0 + 4 * s));
 #pragma GCC unroll 2
           for (int t = 0; t < 2; ++t) {
             const __m256i prod = SIGNED ? _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w[t], x)) : _mm256_maddubs_epi16(w[t], x);
@@ -135,7 +136,7 @@ QUANT_AVX2 inline void tile_avx2_rows(const QActs& a, const TileRows& rows, int6
       }
 #pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) {
-        const float sa = a.scale[static_cast<size_t>(rows.at[r] * kb + b)];
+        const float sa = a.scale[static_cast<size_t>(at[r] * kb + b)];
         const __m256 s_ = _mm256_set1_ps(sa), g = _mm256_set1_ps(sa * static_cast<float>(bsum[r]));
 #pragma GCC unroll 2
         for (int t = 0; t < 2; ++t) {
@@ -153,12 +154,17 @@ QUANT_AVX2 void tile_avx2(const QActs& a, int64_t r0, int64_t mr, int64_t b0, co
   static_assert(kPanelN == 64);
   const TileRows rows(a, r0, mr);
   TileOut out(acc, mr);
-  if (p.z == 128)
-    tile_avx2_rows<kTileM, 32, true>(a, rows, b0, p, out.row);
-  else if (p.sub == 32)
-    tile_avx2_rows<kTileM, 32, false>(a, rows, b0, p, out.row);
-  else
-    tile_avx2_rows<kTileM, 16, false>(a, rows, b0, p, out.row);
+  // Q8_0's signed route needs |x| and two sign products live besides the accumulators: with 16 ymm
+  // registers it runs as 4 + 2 rows instead of 6 (the same sums per output, in the same order).
+  static_assert(kTileM == 6);
+  if (p.z == 128) {
+    tile_avx2_rows<4, 32, true>(a, rows.q, rows.at, b0, p, out.row);
+    tile_avx2_rows<2, 32, true>(a, rows.q + 4, rows.at + 4, b0, p, out.row + 4);
+  } else if (p.sub == 32) {
+    tile_avx2_rows<kTileM, 32, false>(a, rows.q, rows.at, b0, p, out.row);
+  } else {
+    tile_avx2_rows<kTileM, 16, false>(a, rows.q, rows.at, b0, p, out.row);
+  }
 }
 
 }  // namespace quant::bgemm
