@@ -47,7 +47,7 @@ void fill_row(uint64_t seed, uint64_t tensor, uint64_t row, float std, float off
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
   };
-  const float k = std * std::sqrt(3.0f) / 32768.0f;
+  const float k = std * std::sqrt(3.0f) / 65536.0f;  // a uniform on [0, 65536) has variance 65536² / 12
   for (int64_t i = 0; i < n; ++i) {
     const uint64_t r = next();
     const int32_t sum = static_cast<int32_t>(r & 0xFFFF) + static_cast<int32_t>((r >> 16) & 0xFFFF) +
