@@ -212,8 +212,7 @@ void tile_ref(const QActs& a, int64_t r0, int64_t mr, int64_t b0, const Panel& p
     for (int64_t uu = 0; uu < units; ++uu) {  // sub-blocks of the chunk, in order
       const int64_t c0 = 32 * b0 + uu * p.sub, b = c0 / 32;
       const float sa = a.scale[static_cast<size_t>((r0 + r) * kb + b)];
-      const int32_t bsum = p.sub == 32 ? a.bsum[static_cast<size_t>((r0 + r) * kb + b)]
-                                       : a.bsum16[static_cast<size_t>((r0 + r) * 2 * kb + c0 / 16)];
+      const int32_t bsum = sub_sum(a, r0 + r, c0, p.sub);
       const float g = sa * static_cast<float>(bsum);
       for (int64_t jj = 0; jj < kPanelN; ++jj) {
         int32_t c = -p.z * bsum;

@@ -52,7 +52,7 @@ QUANT_VNNI inline void tile_vnni_rows(const QActs& a, const TileRows& rows, int6
     __m512i c[MR][4];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      bsum[r] = SUB == 32 ? a.bsum[static_cast<size_t>(rows.at[r] * kb + b)] : a.bsum16[static_cast<size_t>(rows.at[r] * 2 * kb + c0 / 16)];
+      bsum[r] = sub_sum(a, rows.at[r], c0, SUB);
       const __m512i init = _mm512_set1_epi32(-p.z * bsum[r]);
 #pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) c[r][t] = init;
@@ -76,8 +76,8 @@ QUANT_VNNI inline void tile_vnni_rows(const QActs& a, const TileRows& rows, int6
       const __m512 s_ = _mm512_set1_ps(sa), g = _mm512_set1_ps(sa * static_cast<float>(bsum[r]));
 #pragma GCC unroll 4
       for (int t = 0; t < 4; ++t) {
-        float* f = out[r] + 16 * t;
-        __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_load_ps(p.d[uu] + 16 * t), s_), _mm512_cvtepi32_ps(c[r][t]), _mm512_loadu_ps(f));
+        float* f = out[r] + 16 * t;  // maskz cvt: the plain one trips GCC 12's maybe-uninitialized warning
+        __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_load_ps(p.d[uu] + 16 * t), s_), _mm512_maskz_cvtepi32_ps(0xFFFF, c[r][t]), _mm512_loadu_ps(f));
         if (p.mins) y = _mm512_fmadd_ps(_mm512_load_ps(p.mn[uu] + 16 * t), g, y);
         _mm512_storeu_ps(f, y);
       }
@@ -112,7 +112,7 @@ QUANT_AVX2 inline void tile_avx2_rows(const QActs& a, const int8_t* const* rq, c
       __m256i c[MR][2];
 #pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) {
-        bsum[r] = SUB == 32 ? a.bsum[static_cast<size_t>(at[r] * kb + b)] : a.bsum16[static_cast<size_t>(at[r] * 2 * kb + c0 / 16)];
+        bsum[r] = sub_sum(a, at[r], c0, SUB);
         c[r][0] = c[r][1] = _mm256_set1_epi32(-z * bsum[r]);
       }
 #pragma GCC unroll 8

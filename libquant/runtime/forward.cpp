@@ -84,13 +84,10 @@ const LinearOp* LlamaRuntime::op(const std::string& name) {
 
 std::map<std::string, int64_t> LlamaRuntime::linear_paths() const {
   std::map<std::string, int64_t> out;
-  for (const auto& t : weights_.tensors()) {
-    if (t.n_dims != 2 || (t.name.rfind("blk.", 0) != 0 && t.name != "output.weight" && !(cfg_.tied_embeddings && t.name == "token_embd.weight")))
-      continue;
-    auto it = ops_.find(t.name);
-    if (it == ops_.end()) continue;  // not run yet
-    const char* kind = !it->second ? "fp32" : opts_.act_bits == 8 ? "int8" : is_quantized(t.type) ? "block" : "stored";
-    ++out[fmt::format("{} {}", kind, ttype_name(t.type))];
+  for (const auto& [name, o] : ops_) {  // every linear op() was asked for (null: the fp32 path)
+    const TType type = weights_.get(name).type;
+    const char* kind = !o ? "fp32" : opts_.act_bits == 8 ? "int8" : is_quantized(type) ? "block" : "stored";
+    ++out[fmt::format("{} {}", kind, ttype_name(type))];
   }
   return out;
 }

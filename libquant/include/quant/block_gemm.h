@@ -33,6 +33,10 @@ bool find_non_finite(const StoredMatrix& w, int64_t& row, int64_t& col);
 
 namespace bgemm {
 inline constexpr int64_t kPanelN = 64, kChunkK = 256, kTileM = 6;
+// Σq of activation row `row` over the sub-block of `sub` (16 or 32) columns starting at column c0.
+inline int32_t sub_sum(const QActs& a, int64_t row, int64_t c0, int sub) {
+  return sub == 32 ? a.bsum[static_cast<size_t>(row * (a.k / 32) + c0 / 32)] : a.bsum16[static_cast<size_t>(row * (a.k / 16) + c0 / 16)];
+}
 // One unpacked panel chunk: codes in steps of 4 columns ([k/4][64][4], the operand of one
 // vpdpbusd per 16 outputs), d and mn per sub-block and output ([k/sub][64]); rows past n are 0.
 struct Panel {
