@@ -140,7 +140,8 @@ class SequentialDriver final : public GptqDriver {
     const int64_t D = cfg_.dim, n_steps = static_cast<int64_t>(linears_by_tap().size());
     if (opts_.progress)
       opts_.progress(fmt::format("block {} {}{}", l, tap_name(st.tap),
-                                 windows_per_s_ > 0 ? fmt::format(" ({:.1f} windows/s)", windows_per_s_) : std::string()),
+                                 fwd_seconds_ > 0 ? fmt::format(" ({:.1f} window passes/s, mean so far)", fwd_windows_ / fwd_seconds_)
+                                                  : std::string()),
                      l * n_steps + static_cast<int64_t>(si), n_layers_ * n_steps);
     if (plans.empty() && !also) return;
     InputStats stats;
@@ -165,7 +166,9 @@ class SequentialDriver final : public GptqDriver {
         fail("block {} input {} (calibration window {}): {}", l, tap_name(st.tap), s, e.what());
       }
     }
-    windows_per_s_ = static_cast<double>(S_) / seconds_since(s0);
+    // One rate for the run (steps differ in work: half blocks stopped at different taps).
+    fwd_seconds_ += seconds_since(s0);
+    fwd_windows_ += static_cast<double>(S_);
     ++res_.block_passes;
     if (plans.empty()) return;
     const std::vector<double> H = stats.hessian();
@@ -179,7 +182,7 @@ class SequentialDriver final : public GptqDriver {
   std::vector<float> X_;  // the current block's inputs, [windows][T][dim]
   int64_t T_, S_, current_window_ = 0;
   std::vector<float> scratch_;  // one window through half a block
-  double windows_per_s_ = 0;
+  double fwd_seconds_ = 0, fwd_windows_ = 0;
 };
 
 class StatsDriver final : public GptqDriver {

@@ -156,10 +156,6 @@ nlohmann::json Sweep::to_json() const {
           {"fp", fp}, {"cost", cost}, {"rank", rank}, {"units", units_j}};
 }
 
-namespace {
-// A file of ours: its format name, then its version ("run `rerun` again" for any other).
-}  // namespace
-
 Sweep Sweep::from_json(const nlohmann::json& j, const std::string& source) {
   check_json_format(j, "quant-sweep", kVersion, "sweep", "quant sweep", source);
   Sweep s;

@@ -64,6 +64,12 @@ struct ScratchDir {
 };
 
 std::string fmt_pct(double x) { return fmt::format("{:+.2f}%", 100 * x); }
+// Δppl against the base, with the paired standard error where the base was scored alongside.
+std::string dppl_cell(const nlohmann::json& m) {
+  std::string s = fmt_pct(m["dppl"].get<double>());
+  if (m.contains("dppl_stderr")) s += fmt::format(" ± {:.2f}%", 100 * m["dppl_stderr"].get<double>());
+  return s;
+}
 std::string spearman_str(const nlohmann::json& v) { return v.is_number() ? fmt::format("{:.3f}", v.get<double>()) : "n/a"; }
 
 }  // namespace
@@ -87,7 +93,7 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
                 "GGUF types instead of integer grids, e.g. Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0 (token_embd and output join the units)")
       ->delimiter(',')
       ->excludes(bits);
-  c->add_option("--group-size", a.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
+  c->add_option("--group-size", a.group, "columns per scale: 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
   auto* sym = c->add_flag("--sym", a.sym, "symmetric grids");
   c->add_flag("--asym", a.asym, "asymmetric grids (default)")->excludes(sym);
   c->add_option("--ctx", a.ctx, "evaluation window")->capture_default_str();
@@ -284,7 +290,7 @@ std::string report_markdown(const nlohmann::json& r) {
                      m.value("imported", false) ? " (imported)" : "", m["file_bytes"].get<double>() / 1e6,
                      m.value("logical_bytes", 0.0) / 1e6, m["stored_bpw"].get<double>(),
                      m["logical_bpw"].get<double>(), m["decoder_linear_logical_bpw"].get<double>(), m["ppl"].get<double>(),
-                     fmt_pct(m["dppl"].get<double>()), kl ? fmt::format("{:.6f}", m["kl_mean"].get<double>()) : "-",
+                     dppl_cell(m), kl ? fmt::format("{:.6f}", m["kl_mean"].get<double>()) : "-",
                      kl ? fmt::format("{:.6f}", m["kl_p99"].get<double>()) : "-",
                      kl ? fmt::format("{:.2f}%", 100 * m["top1"].get<double>()) : "-");
   }
@@ -347,7 +353,7 @@ figcaption { font-size: 13px; color: #555; max-width: 720px; }
                      "<td>{}</td><td>{}</td><td>{}</td></tr>\n",
                      xml_escape(m["label"].get<std::string>()), m.value("imported", false) ? " (imported)" : "",
                      m["file_bytes"].get<double>() / 1e6, m.value("logical_bytes", 0.0) / 1e6, m["stored_bpw"].get<double>(), m["logical_bpw"].get<double>(),
-                     m["decoder_linear_logical_bpw"].get<double>(), m["ppl"].get<double>(), fmt_pct(m["dppl"].get<double>()),
+                     m["decoder_linear_logical_bpw"].get<double>(), m["ppl"].get<double>(), dppl_cell(m),
                      kl ? fmt::format("{:.6f}", m["kl_mean"].get<double>()) : "-",
                      kl ? fmt::format("{:.6f}", m["kl_p99"].get<double>()) : "-",
                      kl ? fmt::format("{:.2f}%", 100 * m["top1"].get<double>()) : "-");
@@ -531,12 +537,17 @@ std::vector<CompareEntry> load_entries(const CompareArgs& a) {
     e.model = std::make_unique<LoadedModel>(load_model(e.path));
     e.rt = std::make_unique<LlamaRuntime>(e.model->config, *e.model->weights);
   }
+  // Two files of one name (DIR1/model.onnx, DIR2/model.onnx): name them by their paths instead.
+  if (a.labels.empty())
+    for (auto& e : es)
+      for (const auto& o : es)
+        if (&o != &e && fs::path(o.path).filename() == fs::path(e.path).filename()) e.label = e.path;
   return es;
 }
 
 }  // namespace
 
-int run_compare_cmd(const CompareArgs& a) {
+nlohmann::json compare_models(const CompareArgs& a) {
   quant::set_num_threads(a.threads);
   QUANT_CHECK(a.labels.empty() || a.labels.size() == a.models.size(), "--label: {} names for {} models", a.labels.size(), a.models.size());
   QUANT_CHECK(!fs::exists(a.out) || fs::is_directory(a.out), "{}: exists and is not a directory", a.out);
@@ -583,6 +594,12 @@ int run_compare_cmd(const CompareArgs& a) {
         m["kl_mean"] = pr.kl_mean;
         m["kl_p99"] = pr.kl_p99;
         m["top1"] = pr.top1_agree;
+        m["dppl_stderr"] = pr.ppl / br.ppl * pr.dnll_stderr;  // paired: the same positions as the base
+        if (pr.within_noise())
+          report["warnings"].push_back(fmt::format("{}: its ppl change {:+.3f}% is within noise (standard error {:.3f}% over {} tokens): "
+                                                   "evaluate more --chunks to tell it from the base",
+                                                   e.label, 100 * (pr.ppl / br.ppl - 1), 100 * m["dppl_stderr"].get<double>(),
+                                                   pr.tokens_scored));
       }
     }
     report["models"].push_back(m);
@@ -604,6 +621,11 @@ int run_compare_cmd(const CompareArgs& a) {
   write_atomic((fs::path(a.out) / "report.json").string(), report.dump(1));
   write_atomic((fs::path(a.out) / "report.md").string(), report_markdown(report));
   write_atomic((fs::path(a.out) / "report.html").string(), report_html(report));
+  return report;
+}
+
+int run_compare_cmd(const CompareArgs& a) {
+  const nlohmann::json report = compare_models(a);
   if (a.json) {
     std::cout << report.dump(2) << "\n";
     return 0;

@@ -8,6 +8,7 @@
 
 #include "quant/calibration/calibration.h"
 #include "quant/gptq.h"
+#include "quant/policy.h"
 
 namespace quant::cli {
 
@@ -37,12 +38,19 @@ struct ConvertArgs {
   std::string bitplan_file;  // set when --plan is a bit-width plan (quant plan)
   double alpha_value = 0.5;  // --alpha parsed (-1: auto)
 };
+// The conversion without printing: the --json summary and the per-tensor plans (after the stage
+// ran, or as resolved for --dry-run).
+struct ConvertResult {
+  nlohmann::json summary;
+  std::vector<TensorPlan> plans;
+};
+ConvertResult convert_model(const ConvertArgs& a, bool method_given);
 int run_convert(const ConvertArgs& a, bool method_given);
 
 struct SweepArgs {
   std::string model, text, out, method = "gptq", granularity = "tensor", bits = "2,3,4,8", stats_dir, protocol = "llamacpp", awq_clip = "ends";
   std::vector<std::string> qtypes;
-  int64_t group = 128, ctx = 512, chunks = 40;
+  int64_t group = 32, ctx = 512, chunks = 40;  // group: every command's default (a GGUF Q4_0 / Q4_1 block)
   bool sym = false, asym = false, proxy_only = false, json = false, quiet = false, awq_no_clip = false, spread = false;
   int awq_grid = 20, threads = 0;
   int64_t search_windows = 32;
@@ -72,6 +80,17 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a);
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& a);
 CLI::App* add_compare_command(CLI::App& app, CompareArgs& a);
 
+struct QuantizeArgs {
+  std::string model, out, qtype, recipe, text, report, format, tokenizer;
+  int bits = 0;
+  int64_t group = 32, chunks = -1;
+  int threads = 0;
+  bool no_eval = false, print_flags = false, json = false, quiet = false;
+  CalibSpec calib;
+};
+CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a);
+int run_quantize_cmd(const QuantizeArgs& a);
+
 struct SynthArgs {
   std::string shape, out, dtype = "f16", tokenizer;
   uint64_t seed = 0;
@@ -83,5 +102,7 @@ int run_synth_cmd(const SynthArgs& a);
 int run_sweep_cmd(const SweepArgs& a);
 int run_plan_cmd(const PlanArgs& a);
 int run_compare_cmd(const CompareArgs& a);
+// compare's measurement and report files (report.{json,md,html} in a.out) without printing.
+nlohmann::json compare_models(const CompareArgs& a);
 
 }  // namespace quant::cli

@@ -86,8 +86,8 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
                 "--method {} quantizes onto an integer grid (--bits, --group-size, --sym/--asym) or a super-block type or preset "
                 "(--qtype Q4_K_M, Q4_K, IQ4_XS ...), not --qtype {}",
                 a.method, a.qtype);
-    QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(),
-                "--method {} needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)", a.method);
+    QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(), "{} needs --calib FILE (calibration text) or --stats DIR (from quant calibrate)",
+                a.bitplan_file.empty() ? "--method " + a.method : fmt::format("--plan {} (a {} plan)", a.bitplan_file, a.method));
     QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
   }
   QUANT_CHECK(!a.pure || find_preset(a.qtype), "--pure applies to a preset --qtype ({})", preset_names());
@@ -129,8 +129,8 @@ void print_plans(const std::vector<TensorPlan>& plans) {
                              p.requested.str(), p.stored_as.empty() ? std::string(ttype_name(p.stored)) : p.stored_as, p.stored_bpw,
                              p.note == "exact" ? "" : p.note);
   const PlanTotals t = plan_totals(plans);
-  std::cout << fmt::format("decoder linears: {:.3f} logical bits/weight; model {:.2f} MB stored\n", t.decoder_linear_logical_bpw,
-                           t.stored_bytes / 1e6);
+  std::cout << fmt::format("decoder linears: {:.3f} logical bits/weight; tensor data {:.2f} MB (the file adds metadata and the "
+                           "vocabulary)\n", t.decoder_linear_logical_bpw, t.stored_bytes / 1e6);
 }
 
 // The stage's spec from the flags: method settings, calibration windows or statistics.
@@ -220,7 +220,7 @@ std::optional<LoadedModel> take_stored_grid(ConvertArgs& a) {
   return m;
 }
 
-int run_convert(const ConvertArgs& args, bool method_given) {
+ConvertResult convert_model(const ConvertArgs& args, bool method_given) {
   ConvertArgs a = args;
   quant::set_num_threads(a.threads);
   const std::optional<BitPlan> bitplan = take_bitplan(a, method_given);
@@ -246,15 +246,7 @@ int run_convert(const ConvertArgs& args, bool method_given) {
                             {"policy", policy.to_json()}, {"tensors", plans_to_json(plans)},
                             {"decoder_linear_logical_bpw", totals.decoder_linear_logical_bpw},
                             {"logical_size_bytes", totals.logical_bytes}, {"stored_size_bytes", totals.stored_bytes}};
-  if (a.dry_run) {
-    if (a.json)
-      std::cout << summary.dump(2) << "\n";
-    else {
-      std::cout << "policy (first match wins): " << policy.to_json().dump() << "\n";
-      print_plans(plans);
-    }
-    return 0;
-  }
+  if (a.dry_run) return {std::move(summary), std::move(plans)};
   QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
   QUANT_CHECK(gptq_out || !std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
   const auto t0 = std::chrono::steady_clock::now();
@@ -263,7 +255,13 @@ int run_convert(const ConvertArgs& args, bool method_given) {
     stats.emplace(a.stats_dir, m.config);
   std::map<std::string, Progress> bars;
   auto bar = [&](const std::string& step) -> Progress& { return bars.try_emplace(step, step, a.quiet).first->second; };
+  std::error_code ec;
+  const auto calib_bytes = a.calib.file.empty() ? 0 : std::filesystem::file_size(a.calib.file, ec);
+  const bool slow_read = !ec && calib_bytes > (1u << 20);
+  if (slow_read)  // tokenizing a long text takes seconds: say so before it starts
+    bar("calibration").update(0, 1, fmt::format("reading {} ({:.1f} MB)", a.calib.file, static_cast<double>(calib_bytes) / 1e6));
   StageSpec spec = stage_spec(a, method, m, stats ? &*stats : nullptr);
+  if (slow_read) bar("calibration").update(1, 1, fmt::format("{} windows", spec.windows.size()));
   spec.importance = importance ? &*importance : nullptr;
   spec.progress = [&](const std::string& step, const std::string& what, int64_t d, int64_t t) { bar(step).update(d, t, what); };
   QuantStage stage(m.config, *m.weights, std::move(plans), std::move(spec));
@@ -313,16 +311,32 @@ int run_convert(const ConvertArgs& args, bool method_given) {
   }
   summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   summary["file_size_bytes"] = out_bytes;
+  return {std::move(summary), stage.plans()};
+}
+
+int run_convert(const ConvertArgs& a, bool method_given) {
+  const ConvertResult r = convert_model(a, method_given);
+  const nlohmann::json& s = r.summary;
   if (a.json) {
-    std::cout << summary.dump(2) << "\n";
+    std::cout << s.dump(2) << "\n";
     return 0;
   }
-  print_plans(stage.plans());
-  if (stage.gptq())
-    for (const auto& l : stage.gptq()->layers)
-      std::cout << fmt::format("gptq {:<26} loss {:12.6g}  {:6.3f} s  damp {:.2f}{}\n", l.name, l.loss, l.seconds, l.damp,
-                               l.retries ? fmt::format(" ({} retries)", l.retries) : "");
-  std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", a.out, out_bytes / 1e6, summary["seconds"].get<double>());
+  if (a.dry_run) {
+    std::cout << "policy (first match wins): " << s["policy"].dump() << "\n";
+    print_plans(r.plans);
+    return 0;
+  }
+  if (a.quiet) return 0;  // the file is the result
+  print_plans(r.plans);
+  if (s.contains("gptq"))
+    for (const auto& l : s["gptq"]["layers"]) {
+      const int retries = l["retries"].get<int>();
+      std::cout << fmt::format("gptq {:<26} loss {:12.6g}  {:6.3f} s  damp {:.2f}{}\n", l["name"].get<std::string>(),
+                               l["loss"].get<double>(), l["seconds"].get<double>(), l["damp"].get<double>(),
+                               retries ? fmt::format(" ({} retries)", retries) : "");
+    }
+  std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", s["out"].get<std::string>(), s["file_size_bytes"].get<uint64_t>() / 1e6,
+                           s["seconds"].get<double>());
   return 0;
 }
 

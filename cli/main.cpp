@@ -51,6 +51,10 @@ nlohmann::json ppl_json(const PplResult& r) {
     j["kl_mean"] = r.kl_mean;
     j["kl_p99"] = r.kl_p99;
     j["top1_agreement"] = r.top1_agree;
+    j["base_ppl"] = r.base_ppl;
+    j["dppl"] = r.ppl / r.base_ppl - 1;
+    j["dppl_stderr"] = r.ppl / r.base_ppl * r.dnll_stderr;  // d(e^x) = e^x dx
+    j["within_noise"] = r.within_noise();
   }
   return j;
 }
@@ -108,9 +112,13 @@ int run_ppl(const PplArgs& a) {
   for (const auto& [path, count] : paths) kinds += fmt::format("{}{} x{}", kinds.empty() ? "" : ", ", path, count);
   std::cout << fmt::format("linears   {}\n", kinds);
   std::cout << fmt::format("ppl       {:.4f} +/- {:.4f}\n", r.ppl, r.ppl_stderr);
-  if (r.has_kl)
+  if (r.has_kl) {
+    std::cout << fmt::format("base ppl  {:.4f}  ({})  change {:+.3f}% +/- {:.3f}%{}\n", r.base_ppl, a.kl_base,
+                             100 * (r.ppl / r.base_ppl - 1), 100 * r.ppl / r.base_ppl * r.dnll_stderr,
+                             r.within_noise() ? "  (within noise: under two standard errors)" : "");
     std::cout << fmt::format("KL        mean {:.6f}  p99 {:.6f}  top-1 agreement {:.2f}%  (base {})\n", r.kl_mean, r.kl_p99,
                              100 * r.top1_agree, a.kl_base);
+  }
   std::cout << fmt::format("time      {:.1f} s  ({:.0f} tokens/s, {} threads)\n", r.seconds,
                            static_cast<double>(r.tokens_evaluated) / r.seconds, omp_get_max_threads());
   return 0;
@@ -274,7 +282,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ends", "range", "sym"}))->capture_default_str();
   conv->add_option("--search-windows", ca.search_windows, "AWQ / SmoothQuant auto: calibration windows the searches measure on (default 32 / 16)");
   conv->add_option("--alpha", ca.alpha, "SmoothQuant migration strength in [0, 1], or auto (per block, 0.30..0.95)")->capture_default_str();
-  conv->add_option("--act-quant", ca.act_quant, "SmoothQuant auto: int8 activations of the simulated W8A8 (per-token | per-tensor)")
+  conv->add_option("--act-quant", ca.act_quant, "SmoothQuant auto: int8 activations of the simulated W8A8 (per-token | per-tensor | per-block)")
       ->check(CLI::IsMember({"per-token", "per-tensor", "per-block"}))->capture_default_str();
   conv->add_option("--plan", ca.plan_file, "apply a bit-width plan (quant plan), or a saved AWQ / SmoothQuant plan instead of searching");
   conv->add_option("--dump-plan", ca.dump_plan, "write the AWQ / SmoothQuant plan as JSON");
@@ -286,7 +294,7 @@ int main(int argc, char** argv) {
                    "for ggml's importance-weighted quantizers");
   conv->add_flag("--pure", ca.pure, "with a preset: every matrix its base type (llama-quantize --pure), output.weight Q8_0");
   conv->add_option("--bits", ca.bits, "plain integer grid: bits 2..8");
-  conv->add_option("--group-size", ca.group, "grid group size 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
+  conv->add_option("--group-size", ca.group, "columns per scale: 32 | 64 | 128 | 0 (per channel)")->capture_default_str();
   conv->add_option("--grid-search", ca.grid_search, "grid range: minmax | mse (GPTQ's quant.py search, for RTN and GPTQ alike)")
       ->check(CLI::IsMember({"minmax", "mse"}))->capture_default_str();
   auto* sym = conv->add_flag("--sym", ca.sym, "symmetric grid");
@@ -336,10 +344,22 @@ int main(int argc, char** argv) {
   auto* plc = add_plan_command(app, pla);
   CompareArgs cma;
   auto* cmc = add_compare_command(app, cma);
+  QuantizeArgs qza;
+  auto* qzc = add_quantize_command(app, qza);
   SynthArgs sya;
   auto* syc = add_synth_command(app, sya);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Like every other mistake: one error line (the parser's text), exit 1.
+    std::cerr << "error: " << e.what() << " (see quant --help, or quant COMMAND --help)\n";
+    return 1;
+  }
   try {
     if (*ppl) return run_ppl(pa);
     if (*conv) return run_convert(ca, conv->get_option("--method")->count() > 0);
@@ -350,6 +370,7 @@ int main(int argc, char** argv) {
     if (*plc) return run_plan_cmd(pla);
     if (*cmc) return run_compare_cmd(cma);
     if (*syc) return run_synth_cmd(sya);
+    if (*qzc) return run_quantize_cmd(qza);
   } catch (const quant::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

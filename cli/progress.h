@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string>
 
+#include <fmt/format.h>
+
 namespace quant::cli {
 
 class Progress {
@@ -19,9 +21,11 @@ class Progress {
     const int64_t decile = done * 10 / total;
     if (!tty_ && decile == last_decile_ && done != total) return;
     last_decile_ = decile;
-    const double eta = done > 0 ? el / static_cast<double>(done) * static_cast<double>(total - done) : 0;
-    std::fprintf(stderr, "%s[%s] %lld/%lld  %.1fs elapsed  ETA %.1fs  %s%s", tty_ ? "\r\033[K" : "", what_.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total), el, eta, detail.c_str(),
+    // No ETA before the first step is done (nothing to extrapolate from), never a made-up 0.
+    const std::string eta = done > 0 ? fmt::format("ETA {:.1f}s", el / static_cast<double>(done) * static_cast<double>(total - done))
+                                     : std::string("ETA --");
+    std::fprintf(stderr, "%s[%s] %lld/%lld  %.1fs elapsed  %s  %s%s", tty_ ? "\r\033[K" : "", what_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), el, eta.c_str(), detail.c_str(),
                  tty_ && done != total ? "" : "\n");
     std::fflush(stderr);
   }

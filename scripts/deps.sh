@@ -3,16 +3,18 @@
 # Idempotent: a second run on a provisioned machine installs nothing and takes < 1 s.
 set -euo pipefail
 
-packages=(
+# --minimal: only what the quant binary builds from (scripts/demo.sh); otherwise also the test
+# suite's (Catch2, LibTorch, the peers' node, headless Chromium, clang for the fuzzers).
+build_packages=(
   build-essential cmake ninja-build pkg-config
-  libeigen3-dev nlohmann-json3-dev catch2 libcli11-dev libfmt-dev libbenchmark-dev
+  libeigen3-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   libsentencepiece-dev libpcre2-dev
-  libprotobuf-dev protobuf-compiler libonnx-dev python3-onnx
-  libtorch-dev libopenblas0-pthread
-  nodejs npm
-  chromium
-  clang
+  libprotobuf-dev protobuf-compiler libonnx-dev
 )
+packages=("${build_packages[@]}")
+if [[ ${1:-} != --minimal ]]; then
+  packages+=(catch2 libbenchmark-dev python3-onnx libtorch-dev libopenblas0-pthread nodejs npm chromium clang)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

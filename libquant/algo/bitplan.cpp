@@ -211,8 +211,11 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
 
 void check_json_format(const nlohmann::json& j, const char* format, int version, const char* what, const char* rerun,
                        const std::string& source) {
-  QUANT_CHECK(j.is_object() && j.value("format", "") == format, "{}: not a {} (format {})", source, what, format);
-  const int v = j.value("version", 0);
+  // Looked up by hand, not with json::value(), which throws its own exception on a field of the wrong type.
+  const auto f = j.is_object() ? j.find("format") : j.end();
+  QUANT_CHECK(f != j.end() && f->is_string() && f->get<std::string>() == format, "{}: not a {} (format {})", source, what, format);
+  const auto vj = j.find("version");
+  const int64_t v = vj != j.end() && vj->is_number_integer() ? vj->get<int64_t>() : 0;
   QUANT_CHECK(v == version, "{}: {} format version {}; this quant reads version {}: run {} again", source, what, v, version, rerun);
 }
 

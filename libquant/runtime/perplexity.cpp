@@ -59,6 +59,9 @@ void PplScorer::add(const float* row, int64_t V, int32_t target, const float* ba
   nll2_ += x * x;
   ++n_;
   if (!base_row) return;
+  const double xb = base_lse - static_cast<double>(base_row[target]);
+  base_nll_ += xb;
+  dnll2_ += (x - xb) * (x - xb);
   double k = 0;
   for (int64_t i = 0; i < V; ++i) {
     const double lp = static_cast<double>(base_row[i]) - base_lse;
@@ -80,6 +83,10 @@ void PplScorer::result(PplResult& r) const {
   r.ppl_stderr = r.ppl * std::sqrt(var / std::max(1.0, m - 1));
   r.has_kl = !kls_.empty();
   if (!r.has_kl) return;
+  r.base_nll_mean = base_nll_ / m;
+  r.base_ppl = std::exp(r.base_nll_mean);
+  const double d = r.nll_mean - r.base_nll_mean;
+  r.dnll_stderr = std::sqrt(std::max(0.0, dnll2_ / m - d * d) / std::max(1.0, m - 1));
   r.kl_mean = kl_ / m;
   r.top1_agree = static_cast<double>(agree_) / m;
   std::vector<double> kls = kls_;

@@ -1,6 +1,8 @@
 // The reference FP32 forward pass of the Llama family and perplexity over a token stream.
 #pragma once
 
+#include <cmath>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -151,6 +153,11 @@ struct PplResult {
   double seconds = 0;
   bool has_kl = false;
   double kl_mean = 0, kl_p99 = 0, top1_agree = 0;  // against the base model
+  // The base model's perplexity on the same positions, and the standard error of the mean
+  // per-token NLL difference (model - base): paired, so far tighter than either ppl's own error.
+  // |nll_mean - base_nll_mean| < 2 * dnll_stderr: the two are within noise on this text.
+  double base_nll_mean = 0, base_ppl = 0, dnll_stderr = 0;
+  bool within_noise() const { return std::abs(nll_mean - base_nll_mean) < 2 * dnll_stderr; }
 };
 
 // log Σ_i exp(x_i) in double; log p_i = x_i - lse is the log-softmax every score here uses.
@@ -179,7 +186,7 @@ class PplScorer {
   int64_t scored() const { return n_; }
 
  private:
-  double nll_ = 0, nll2_ = 0, kl_ = 0;
+  double nll_ = 0, nll2_ = 0, kl_ = 0, base_nll_ = 0, dnll2_ = 0;
   int64_t n_ = 0, agree_ = 0;
   std::vector<double> kls_;
   std::vector<double> lq_;

@@ -1,0 +1,193 @@
+// quant quantize: the main job in one command. A target (--bits / --qtype) and a model; the
+// method and its settings come from the measured recipe table (quant/recipes.h), calibration
+// from the text shipped in data/ unless --calib is given; then the before/after measurement on
+// a held-out text (compare's report) and one line that says what it cost.
+#include <filesystem>
+#include <iostream>
+
+#include "commands.h"
+#include "quant/error.h"
+#include "quant/presets.h"
+#include "quant/recipes.h"
+
+namespace quant::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A text shipped in the repository: found from the working directory, else from the source tree
+// this binary was built from.
+std::string shipped_text(const std::string& rel) {
+  if (fs::exists(rel)) return rel;
+#ifdef QUANT_SOURCE_DIR
+  const fs::path p = fs::path(QUANT_SOURCE_DIR) / rel;
+  if (fs::exists(p)) return p.string();
+#endif
+  fail("{}: the default text is not here (run from the repository, or give the file)", rel);
+}
+
+constexpr const char* kCalibText = "data/kjv/kjv_train.txt";
+constexpr const char* kHeldoutText = "data/kjv/kjv_heldout.txt";
+
+std::string default_report_dir(const std::string& out) {
+  const fs::path o(out);
+  if (o.filename() == "model.onnx") return (o.parent_path() / "report").string();
+  return (o.parent_path() / (o.stem().string() + "-report")).string();
+}
+
+struct Chosen {
+  Recipe recipe;
+  std::string why;
+};
+
+Chosen choose_recipe(const QuantizeArgs& a) {
+  if (!a.recipe.empty()) return {Recipe::parse(a.recipe), "--recipe"};
+  if (a.bits) {
+    Chosen c;
+    c.recipe = default_recipe({a.bits, a.group}, &c.why);
+    return c;
+  }
+  return {Recipe::parse("rtn"), "--qtype: llama.cpp's own rounding (no recipe measured for the k-quant mixes yet)"};
+}
+
+ConvertArgs convert_args(const QuantizeArgs& a, const Recipe& r) {
+  ConvertArgs c;
+  c.model = a.model;
+  c.out = a.out;
+  c.format = a.format;
+  c.tokenizer = a.tokenizer;
+  c.threads = a.threads;
+  c.quiet = a.quiet;
+  c.method = method_name(r.method);
+  c.gptq.act_order = r.act_order;
+  c.gptq.damp = r.damp;
+  c.grid_search = r.mse ? "mse" : "minmax";
+  if (a.bits) {
+    c.bits = a.bits;
+    c.group = a.group;
+    c.asym = true;
+  } else {
+    c.qtype = a.qtype;
+  }
+  if (r.needs_calibration()) {
+    c.calib = a.calib;
+    if (c.calib.file.empty()) c.calib.file = shipped_text(kCalibText);
+  }
+  return c;
+}
+
+// A grid the output format stores in wider blocks (3-bit codes in GGUF's 4-bit Q4_1) gives no
+// smaller file than those blocks: say so, and what would.
+std::string storage_note(const nlohmann::json& summary) {
+  for (const auto& t : summary["tensors"]) {
+    const std::string note = t.value("note", "");
+    if (note.find("inside") != std::string::npos)
+      return fmt::format("note: {} is stored as {} here ({}): the file is that type's size; for a smaller GGUF give --qtype "
+                         "(Q3_K_M, Q2_K ...)\n",
+                         t["requested"].get<std::string>(), t["stored"].get<std::string>(), note);
+  }
+  return "";
+}
+
+std::string mb(uint64_t bytes) { return fmt::format("{:.2f} MB", static_cast<double>(bytes) / 1e6); }
+
+}  // namespace
+
+CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a) {
+  auto* c = app.add_subcommand("quantize",
+                               "the main job: quantize MODEL to a target with the best measured recipe, then measure before/after");
+  c->add_option("model", a.model, "model path (HF directory, llama2.c file, GGUF)")->required();
+  c->add_option("-o,--out", a.out, "output .gguf or DIR/model.onnx");
+  auto* bits = c->add_option("--bits", a.bits, "integer grid of 2..8 bits (asymmetric, --group-size columns per scale)")
+                   ->check(CLI::Range(2, 8));
+  c->add_option("--group-size", a.group, "columns per scale: 32 | 64 | 128 | 0 (per channel)")
+      ->check(CLI::IsMember({0, 32, 64, 128}))->capture_default_str();
+  auto* qt = c->add_option("--qtype", a.qtype, "a llama.cpp type or preset instead (" + preset_names() + ", Q4_0, Q8_0 ...)");
+  bits->excludes(qt);
+  c->add_option("--recipe", a.recipe, "override the measured default: METHOD[-act][-dampX][-mse], METHOD rtn | gptq | awq | awq+gptq");
+  c->add_option("--calib", a.calib.file, std::string("calibration text (default: ") + kCalibText + ")");
+  c->add_option("--nsamples", a.calib.nsamples, "calibration windows")->capture_default_str();
+  c->add_option("--seqlen", a.calib.seqlen, "tokens per calibration window")->capture_default_str();
+  c->add_option("--seed", a.calib.seed, "seed of the window draw")->capture_default_str();
+  c->add_option("--text", a.text, std::string("held-out text for before/after (default: ") + kHeldoutText + ")");
+  c->add_option("--chunks", a.chunks, "evaluate at most N windows of the held-out text (default: all)");
+  c->add_option("--report", a.report, "report directory (default: beside the output, NAME-report/)");
+  c->add_flag("--no-eval", a.no_eval, "write the model only, no before/after");
+  c->add_option("--format", a.format, "gguf | onnx (default: from the output's extension)")->check(CLI::IsMember({"gguf", "onnx"}));
+  c->add_option("--tokenizer", a.tokenizer, "tokenizer.bin for llama2.c models");
+  c->add_option("--threads", a.threads, "OpenMP threads")->check(CLI::Range(1, 4096));
+  c->add_flag("--print-flags", a.print_flags, "print the quant convert flags the recipe stands for, and stop");
+  c->add_flag("--json", a.json, "print one JSON object");
+  c->add_flag("--quiet", a.quiet, "no progress on stderr");
+  return c;
+}
+
+int run_quantize_cmd(const QuantizeArgs& a) {
+  QUANT_CHECK(a.bits || !a.qtype.empty(), "quantize needs a target: --bits 2..8 (with --group-size) or --qtype ({}, Q4_0 ...)",
+              preset_names());
+  const Chosen chosen = choose_recipe(a);
+  if (a.print_flags) {
+    QUANT_CHECK(a.bits, "--print-flags: the recipes stand for integer grids: give --bits");
+    std::cout << fmt::format("{}\n", fmt::join(chosen.recipe.convert_flags(a.bits, a.group), " "));
+    return 0;
+  }
+  QUANT_CHECK(!a.out.empty(), "quantize needs -o OUT.gguf (or -o DIR/model.onnx)");
+  const ConvertArgs ca = convert_args(a, chosen.recipe);
+  // The held-out text is checked before the (long) conversion.
+  const std::string text = a.no_eval ? "" : (a.text.empty() ? shipped_text(kHeldoutText) : a.text);
+  QUANT_CHECK(a.no_eval || fs::is_regular_file(text), "--text {}: no such file", text);
+  const ConvertResult conv = convert_model(ca, true);
+  nlohmann::json out = {{"model", a.model},
+                        {"out", a.out},
+                        {"recipe", chosen.recipe.name()},
+                        {"recipe_source", chosen.why},
+                        {"convert_flags", ca.bits ? chosen.recipe.convert_flags(a.bits, a.group) : std::vector<std::string>{}},
+                        {"calibration", ca.calib.file.empty() ? nlohmann::json() : nlohmann::json(ca.calib.file)},
+                        {"file_size_bytes", conv.summary["file_size_bytes"]},
+                        {"convert_seconds", conv.summary["seconds"]}};
+  std::string recipe_line = fmt::format("recipe {} ({}){}\n", chosen.recipe.name(), chosen.why,
+                                        ca.calib.file.empty() ? "" : fmt::format("; calibration {}", ca.calib.file));
+  recipe_line += storage_note(conv.summary);
+  if (a.no_eval) {
+    if (a.json) std::cout << out.dump(2) << "\n";
+    else
+      std::cout << recipe_line << fmt::format("wrote {} ({})\n", a.out, mb(conv.summary["file_size_bytes"].get<uint64_t>()));
+    return 0;
+  }
+  CompareArgs cmp;
+  cmp.models = {a.model, a.out};
+  cmp.labels = {"before", "after"};
+  cmp.text = text;
+  cmp.chunks = a.chunks;
+  cmp.threads = a.threads;
+  cmp.quiet = a.quiet;
+  cmp.out = a.report.empty() ? default_report_dir(a.out) : a.report;
+  const nlohmann::json rep = compare_models(cmp);
+  const nlohmann::json& b = rep["models"][0];
+  const nlohmann::json& q = rep["models"][1];
+  out["eval"] = {{"text", text},
+                 {"chunks", rep["chunks"]},
+                 {"tokens_scored", rep["tokens_scored"]},
+                 {"before", {{"file_bytes", b["file_bytes"]}, {"ppl", b["ppl"]}, {"ppl_stderr", b["ppl_stderr"]}}},
+                 {"after",
+                  {{"file_bytes", q["file_bytes"]}, {"stored_bpw", q["stored_bpw"]}, {"ppl", q["ppl"]}, {"ppl_stderr", q["ppl_stderr"]},
+                   {"dppl", q["dppl"]}, {"dppl_stderr", q["dppl_stderr"]}, {"kl_mean", q["kl_mean"]}, {"top1", q["top1"]}}}};
+  out["warnings"] = rep["warnings"];
+  out["report"] = (fs::path(cmp.out) / "report.html").string();
+  if (a.json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << recipe_line
+            << fmt::format("{} -> {}: {} -> {} ({:.2f} bits/weight), ppl {:.3f} -> {:.3f} ({:+.2f}% +/- {:.2f}%) on {} ({} windows), "
+                           "KL {:.4f}, top-1 {:.1f}%\nreport: {}\n",
+                           a.model, a.out, mb(b["file_bytes"].get<uint64_t>()), mb(q["file_bytes"].get<uint64_t>()),
+                           q["stored_bpw"].get<double>(), b["ppl"].get<double>(), q["ppl"].get<double>(), 100 * q["dppl"].get<double>(),
+                           100 * q["dppl_stderr"].get<double>(), fs::path(text).filename().string(), rep["chunks"].get<int64_t>(),
+                           q["kl_mean"].get<double>(), 100 * q["top1"].get<double>(), out["report"].get<std::string>());
+  for (const auto& w : rep["warnings"]) std::cout << "warning: " << w.get<std::string>() << "\n";
+  return 0;
+}
+
+}  // namespace quant::cli

@@ -1,0 +1,103 @@
+// quant quantize: the main job in one command (the recipe's convert, then before/after).
+#include <nlohmann/json.hpp>
+
+#include "../common.h"
+#include "quant/recipes.h"
+
+namespace {
+std::string q() { return qt::quant_bin(); }
+std::string model() { return qt::bundled_model(); }
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// What the code defaults to at W4 g32 (tests/unit/test_recipes.cpp holds it to the measured table).
+std::string quant_default_w4g32() { return quant::default_recipe({4, 32}).name(); }
+
+void expect_error(const qt::RunResult& r, std::initializer_list<std::string> fragments) {
+  INFO(r.out);
+  CHECK(r.code == 1);
+  CHECK(r.out.rfind("error: ", 0) == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  for (const auto& f : fragments) CHECK(r.out.find(f) != std::string::npos);
+}
+}  // namespace
+
+TEST_CASE("quant quantize: the recipe's convert bytes, then before/after on the held-out text and the report", "[cli][quantize]") {
+  qt::TempDir tmp;
+  const std::string calib = " --calib " + qt::kjv_calib() + " --nsamples 8 --seqlen 128";
+  const auto r = qt::run(q() + " quantize " + model() + " --bits 3 --group-size 128 --recipe gptq-act-damp0.1-mse" + calib +
+                         " --chunks 4 -o " + (tmp / "m.gguf") + " --json --quiet");
+  INFO(r.out);
+  REQUIRE(r.code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["recipe"] == "gptq-act-damp0.1-mse");
+  CHECK(j["recipe_source"] == "--recipe");
+  CHECK(j["calibration"] == qt::kjv_calib());
+  const auto& e = j["eval"];
+  CHECK(e["chunks"] == 4);
+  CHECK(e["text"].get<std::string>().find("kjv_heldout.txt") != std::string::npos);  // the shipped default
+  CHECK(e["after"]["file_bytes"] == std::filesystem::file_size(tmp / "m.gguf"));
+  CHECK(e["after"]["file_bytes"] == j["file_size_bytes"]);
+  CHECK(e["before"]["ppl"].get<double>() > 1);
+  CHECK(e["after"]["dppl"].get<double>() == Approx(e["after"]["ppl"].get<double>() / e["before"]["ppl"].get<double>() - 1));
+  CHECK(e["after"]["kl_mean"].get<double>() > 0);
+  CHECK(std::filesystem::exists(tmp / "m-report/report.html"));
+  CHECK(j["report"] == tmp / "m-report/report.html");
+
+  // The same flags through quant convert write the same bytes: the recipe is those flags.
+  const auto f = qt::run(q() + " quantize " + model() + " --bits 3 --group-size 128 --recipe gptq-act-damp0.1-mse --print-flags");
+  REQUIRE(f.code == 0);
+  std::string flags = f.out;
+  flags.erase(flags.find_last_not_of('\n') + 1);
+  CHECK(j["convert_flags"].size() == 12);
+  const auto c = qt::run(q() + " convert " + model() + " " + flags + calib + " -o " + (tmp / "c.gguf") + " --quiet");
+  INFO(c.out);
+  REQUIRE(c.code == 0);
+  CHECK(c.out.empty());  // --quiet: the file is the result
+  CHECK(slurp(tmp / "m.gguf") == slurp(tmp / "c.gguf"));
+
+  // Without --recipe: the measured default for the target, and its reason.
+  const auto d = qt::run(q() + " quantize " + model() + " --bits 4" + calib + " --no-eval -o " + (tmp / "d.gguf") + " --json --quiet");
+  INFO(d.out);
+  REQUIRE(d.code == 0);
+  const auto dj = nlohmann::json::parse(d.out);
+  CHECK(dj["recipe_source"].get<std::string>().find("measured best at 4 bits, group 32") != std::string::npos);
+  CHECK(dj["recipe"] == quant_default_w4g32());
+  CHECK(!dj.contains("eval"));
+}
+
+TEST_CASE("quant quantize: bad input is one error line, exit 1, no output file", "[cli][quantize][bad-input]") {
+  qt::TempDir tmp;
+  const std::string out = " -o " + (tmp / "x.gguf");
+  expect_error(qt::run(q() + " quantize " + model() + out), {"needs a target", "--bits"});
+  expect_error(qt::run(q() + " quantize " + model() + " --bits 4 --recipe gptq-fast" + out), {"gptq-fast", "'fast'", "METHOD"});
+  expect_error(qt::run(q() + " quantize " + model() + " --bits 9" + out), {"--bits"});
+  expect_error(qt::run(q() + " quantize " + model() + " --bits 4 --group-size 48" + out), {"--group-size"});
+  expect_error(qt::run(q() + " quantize " + model() + " --qtype Q4_K_X" + out), {"Q4_K_X", "Q4_K_M"});
+  expect_error(qt::run(q() + " quantize " + model() + " --bits 4 --text " + (tmp / "absent.txt") + out), {"absent.txt"});
+  qt::write_file(tmp / "short.txt", "In the beginning God created the heaven and the earth.\n");
+  expect_error(qt::run(q() + " quantize " + model() + " --bits 4 --recipe gptq --calib " + (tmp / "short.txt") + out), {"short.txt"});
+  expect_error(qt::run(q() + " quantize " + model() + " --bits 4 --no-such-flag" + out), {"--no-such-flag"});
+  CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
+}
+
+TEST_CASE("quant ppl --kl-base: the base's perplexity on the same windows, the paired error of the change", "[cli][ppl]") {
+  qt::TempDir tmp;
+  REQUIRE(qt::run(q() + " convert " + model() + " --qtype Q4_0 -o " + (tmp / "q.gguf") + " --quiet").code == 0);
+  const std::string text = " --text " + qt::repo("data/kjv/kjv_heldout.txt") + " --chunks 3 --json --quiet";
+  const auto b = qt::run(q() + " ppl " + model() + text);
+  const auto r = qt::run(q() + " ppl " + (tmp / "q.gguf") + " --kl-base " + model() + text);
+  INFO(b.out << r.out);
+  REQUIRE((b.code == 0 && r.code == 0));
+  const auto bj = nlohmann::json::parse(b.out), j = nlohmann::json::parse(r.out);
+  CHECK(j["base_ppl"].get<double>() == Approx(bj["ppl"].get<double>()).epsilon(1e-12));
+  CHECK(j["dppl"].get<double>() == Approx(j["ppl"].get<double>() / bj["ppl"].get<double>() - 1).epsilon(1e-12));
+  // Paired: the change's error is well below either perplexity's own.
+  CHECK(j["dppl_stderr"].get<double>() > 0);
+  CHECK(j["dppl_stderr"].get<double>() < 0.5 * j["ppl_stderr"].get<double>() / j["ppl"].get<double>());
+  const double ratio = 1 + j["dppl"].get<double>();  // the rule in NLL terms: |Δnll| < 2 se(Δnll)
+  CHECK(j["within_noise"] == (std::abs(std::log(ratio)) < 2 * j["dppl_stderr"].get<double>() / ratio));
+}
