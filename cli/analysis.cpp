@@ -318,6 +318,7 @@ std::string report_html(const nlohmann::json& r) {
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1100px; }
 table { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f2f2f2; }
 .warn { background: #fff3cd; border: 1px solid #e0c36c; padding: 8px 12px; margin: 8px 0; }

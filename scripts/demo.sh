@@ -26,10 +26,13 @@ mkdir -p "$out"
 $q convert "$model" --qtype Q4_1 -o "$out/rtn-Q4_1.gguf" --quiet
 # ...and the same grid (W4 g32 asym, stored as Q4_1: the same bytes per weight) chosen by a recipe.
 $q quantize "$model" --bits 4 "${calib[@]}" --no-eval -o "$out/default-W4.gguf" --quiet --json > "$out/default.json"
-$q quantize "$model" --bits 4 --recipe awq "${calib[@]}" --no-eval -o "$out/awq-W4.gguf" --quiet
+# AWQ's full search takes minutes even here (20 scale steps and the clip search on 32 windows,
+# bench/recipes.sh); the demo runs a reduced one and says so.
+$q convert "$model" --method awq --bits 4 --group-size 32 --calib data/kjv/kjv_train.txt "${calib[@]}" \
+  --awq-grid 4 --search-windows 2 --awq-no-clip -o "$out/awq-W4.gguf" --quiet
 recipe=$(sed -n 's/^  "recipe": "\(.*\)",$/\1/p' "$out/default.json")
 $q compare "$model" "$out/rtn-Q4_1.gguf" "$out/default-W4.gguf" "$out/awq-W4.gguf" \
-  --label FP16 --label "RTN Q4_1 (llama.cpp)" --label "quantize default ($recipe)" --label "AWQ" \
+  --label FP16 --label "RTN Q4_1 (llama.cpp)" --label "quantize default ($recipe)" --label "AWQ (reduced search)" \
   --text "$text" --chunks "$chunks" -o "$out/report" --quiet
 t_end=$(date +%s.%N)
 awk -v a="$t0" -v b="$t_build" -v c="$t_end" 'BEGIN { printf "\ninstall + build %.0f s, demo %.0f s, total %.0f s\n", b - a, c - b, c - a }'
