@@ -101,3 +101,29 @@ TEST_CASE("quant ppl --kl-base: the base's perplexity on the same windows, the p
   const double ratio = 1 + j["dppl"].get<double>();  // the rule in NLL terms: |Δnll| < 2 se(Δnll)
   CHECK(j["within_noise"] == (std::abs(std::log(ratio)) < 2 * j["dppl_stderr"].get<double>() / ratio));
 }
+
+TEST_CASE("convert --plan of a GPTQ plan without calibration names the plan, compare names same-named files by path",
+          "[cli][bad-input]") {
+  qt::TempDir tmp;
+  const std::string cal = " --calib " + qt::kjv_calib() + " --nsamples 8 --seqlen 128";
+  REQUIRE(qt::run(q() + " sweep " + model() + " --proxy-only --method gptq --bits 2,4 --granularity kind -o " + (tmp / "s.json") + cal +
+                  " --quiet")
+              .code == 0);
+  REQUIRE(qt::run(q() + " plan " + (tmp / "s.json") + " --target-bpw 4 -o " + (tmp / "p.json") + " --quiet").code == 0);
+  const auto r = qt::run(q() + " convert " + model() + " --plan " + (tmp / "p.json") + " -o " + (tmp / "x.gguf"));
+  expect_error(r, {"--plan", "a gptq plan", "needs --calib"});
+  CHECK(r.out.find("--method gptq") == std::string::npos);  // no --method was given
+  CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
+
+  std::filesystem::create_directories(tmp / "a");
+  std::filesystem::create_directories(tmp / "b");
+  REQUIRE(qt::run(q() + " convert " + model() + " --qtype Q4_0 -o " + (tmp / "a/model.gguf") + " --quiet").code == 0);
+  REQUIRE(qt::run(q() + " convert " + model() + " --qtype Q8_0 -o " + (tmp / "b/model.gguf") + " --quiet").code == 0);
+  const auto c = qt::run(q() + " compare " + model() + " " + (tmp / "a/model.gguf") + " " + (tmp / "b/model.gguf") + " --text " +
+                         qt::repo("data/kjv/kjv_heldout.txt") + " --ctx 128 --chunks 1 -o " + (tmp / "rep") + " --json --quiet");
+  INFO(c.out);
+  REQUIRE(c.code == 0);
+  const auto j = nlohmann::json::parse(c.out);
+  CHECK(j["models"][1]["label"] == tmp / "a/model.gguf");
+  CHECK(j["models"][2]["label"] == tmp / "b/model.gguf");
+}
