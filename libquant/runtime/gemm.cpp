@@ -14,8 +14,15 @@ using Map = Eigen::Map<MatF, 0, Eigen::OuterStride<>>;
 using CMap = Eigen::Map<const MatF, 0, Eigen::OuterStride<>>;
 constexpr int64_t kPanel = 64;
 
+// Eigen sizes its GEMM blocks from the cache sizes CPUID reports, and the blocking sets the order
+// of each product's sums: the same GPTQ run wrote other bytes on a core with a 32 KB L1d than on
+// one with 48 KB (the golden hashes), at any thread count. Fixed sizes (a 48 KB L1d, 2 MB L2,
+// 32 MB L3 core) make every machine write the same bytes; the block GEMM runtime does not use them.
 struct EigenSingleThreaded {
-  EigenSingleThreaded() { Eigen::setNbThreads(1); }
+  EigenSingleThreaded() {
+    Eigen::setNbThreads(1);
+    Eigen::setCpuCacheSizes(48 << 10, 2 << 20, 32 << 20);
+  }
 };
 const EigenSingleThreaded kInit;
 }  // namespace
