@@ -595,11 +595,11 @@ nlohmann::json compare_models(const CompareArgs& a) {
         m["kl_mean"] = pr.kl_mean;
         m["kl_p99"] = pr.kl_p99;
         m["top1"] = pr.top1_agree;
-        m["dppl_stderr"] = pr.ppl / br.ppl * pr.dnll_stderr;  // paired: the same positions as the base
+        m["dppl_stderr"] = pr.dppl_stderr();  // paired: the same positions as the base
         if (pr.within_noise())
           report["warnings"].push_back(fmt::format("{}: its ppl change {:+.3f}% is within noise (standard error {:.3f}% over {} tokens): "
                                                    "evaluate more --chunks to tell it from the base",
-                                                   e.label, 100 * (pr.ppl / br.ppl - 1), 100 * m["dppl_stderr"].get<double>(),
+                                                   e.label, 100 * pr.dppl(), 100 * pr.dppl_stderr(),
                                                    pr.tokens_scored));
       }
     }

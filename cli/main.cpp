@@ -52,8 +52,8 @@ nlohmann::json ppl_json(const PplResult& r) {
     j["kl_p99"] = r.kl_p99;
     j["top1_agreement"] = r.top1_agree;
     j["base_ppl"] = r.base_ppl;
-    j["dppl"] = r.ppl / r.base_ppl - 1;
-    j["dppl_stderr"] = r.ppl / r.base_ppl * r.dnll_stderr;  // d(e^x) = e^x dx
+    j["dppl"] = r.dppl();
+    j["dppl_stderr"] = r.dppl_stderr();
     j["within_noise"] = r.within_noise();
   }
   return j;
@@ -114,7 +114,7 @@ int run_ppl(const PplArgs& a) {
   std::cout << fmt::format("ppl       {:.4f} +/- {:.4f}\n", r.ppl, r.ppl_stderr);
   if (r.has_kl) {
     std::cout << fmt::format("base ppl  {:.4f}  ({})  change {:+.3f}% +/- {:.3f}%{}\n", r.base_ppl, a.kl_base,
-                             100 * (r.ppl / r.base_ppl - 1), 100 * r.ppl / r.base_ppl * r.dnll_stderr,
+                             100 * r.dppl(), 100 * r.dppl_stderr(),
                              r.within_noise() ? "  (within noise: under two standard errors)" : "");
     std::cout << fmt::format("KL        mean {:.6f}  p99 {:.6f}  top-1 agreement {:.2f}%  (base {})\n", r.kl_mean, r.kl_p99,
                              100 * r.top1_agree, a.kl_base);

@@ -1,6 +1,7 @@
 // Shared test helpers: where the data lives, temporary directories, running the CLI.
 #pragma once
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -83,6 +84,15 @@ inline RunResult run(const std::string& cmd) {
 inline std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A refused input: exit 1 and one "error:" line that contains every fragment.
+inline void expect_error(const RunResult& r, std::initializer_list<std::string> fragments) {
+  INFO(r.out);
+  CHECK(r.code == 1);
+  CHECK(r.out.rfind("error: ", 0) == 0);
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  for (const auto& f : fragments) CHECK(r.out.find(f) != std::string::npos);
 }
 
 inline void write_file(const std::string& path, const std::string& data) {

@@ -8,14 +8,7 @@ std::string q() { return qt::quant_bin(); }
 std::string model() { return qt::bundled_model(); }
 std::string heldout() { return qt::repo("data/kjv/kjv_heldout.txt"); }
 
-// An error: non-zero exit and one "error:" line that contains every fragment.
-void expect_error(const qt::RunResult& r, std::initializer_list<std::string> fragments) {
-  INFO(r.out);
-  CHECK(r.code != 0);
-  CHECK(r.out.rfind("error: ", 0) == 0);
-  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
-  for (const auto& f : fragments) CHECK(r.out.find(f) != std::string::npos);
-}
+using qt::expect_error;  // exit 1 and one "error:" line
 
 bool dir_is_empty(const std::string& d) { return std::filesystem::is_empty(d); }
 }  // namespace

@@ -8,21 +8,10 @@ namespace {
 std::string q() { return qt::quant_bin(); }
 std::string model() { return qt::bundled_model(); }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
 // What the code defaults to at W4 g32 (tests/unit/test_recipes.cpp holds it to the measured table).
 std::string quant_default_w4g32() { return quant::default_recipe({4, 32}).name(); }
 
-void expect_error(const qt::RunResult& r, std::initializer_list<std::string> fragments) {
-  INFO(r.out);
-  CHECK(r.code == 1);
-  CHECK(r.out.rfind("error: ", 0) == 0);
-  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
-  for (const auto& f : fragments) CHECK(r.out.find(f) != std::string::npos);
-}
+using qt::expect_error;
 }  // namespace
 
 TEST_CASE("quant quantize: the recipe's convert bytes, then before/after on the held-out text and the report", "[cli][quantize]") {
@@ -57,7 +46,7 @@ TEST_CASE("quant quantize: the recipe's convert bytes, then before/after on the 
   INFO(c.out);
   REQUIRE(c.code == 0);
   CHECK(c.out.empty());  // --quiet: the file is the result
-  CHECK(slurp(tmp / "m.gguf") == slurp(tmp / "c.gguf"));
+  CHECK(qt::slurp(tmp / "m.gguf") == qt::slurp(tmp / "c.gguf"));
 
   // Without --recipe: the measured default for the target, and its reason.
   const auto d = qt::run(q() + " quantize " + model() + " --bits 4" + calib + " --no-eval -o " + (tmp / "d.gguf") + " --json --quiet");

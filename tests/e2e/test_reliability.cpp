@@ -12,13 +12,7 @@ namespace {
 std::string q() { return qt::quant_bin(); }
 std::string heldout() { return qt::repo("data/kjv/kjv_heldout.txt"); }
 
-void expect_error(const qt::RunResult& r, std::initializer_list<std::string> fragments) {
-  INFO(r.out);
-  CHECK(r.code == 1);
-  CHECK(r.out.rfind("error: ", 0) == 0);
-  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
-  for (const auto& f : fragments) CHECK(r.out.find(f) != std::string::npos);
-}
+using qt::expect_error;
 
 // Names in `dir` that contain ".tmp".
 std::vector<std::string> temporaries(const std::string& dir) {

@@ -1,23 +1,10 @@
 // Recipes by name, the rule that picks a target's default, and the code's defaults against the
 // measured table (docs/recipes.jsonl, written by bench/recipes.sh).
 #include <catch2/catch.hpp>
-#include <fstream>
-#include <sstream>
 
 #include "../common.h"
 #include "quant/error.h"
 #include "quant/recipes.h"
-
-namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-}  // namespace
 
 TEST_CASE("recipes: every candidate parses to itself, with the convert flags it stands for", "[recipes]") {
   for (const auto& name : quant::recipe_candidates()) {
@@ -86,7 +73,7 @@ TEST_CASE("recipes: the rule takes the lowest mean, only among recipes no worse 
 TEST_CASE("recipes: the code's defaults are the winners of the measured table (docs/recipes.jsonl)", "[recipes]") {
   const std::string path = qt::repo("docs/recipes.jsonl");
   REQUIRE(std::filesystem::exists(path));  // bench/recipes.sh's results, committed
-  const auto winners = quant::recipe_winners(quant::parse_recipe_runs(slurp(path), path));
+  const auto winners = quant::recipe_winners(quant::parse_recipe_runs(qt::slurp(path), path));
   REQUIRE(!winners.empty());
   for (const auto& [t, name] : winners) {
     INFO(t.bits << " bits, group " << t.group);

@@ -158,6 +158,8 @@ struct PplResult {
   // |nll_mean - base_nll_mean| < 2 * dnll_stderr: the two are within noise on this text.
   double base_nll_mean = 0, base_ppl = 0, dnll_stderr = 0;
   bool within_noise() const { return std::abs(nll_mean - base_nll_mean) < 2 * dnll_stderr; }
+  double dppl() const { return ppl / base_ppl - 1; }
+  double dppl_stderr() const { return ppl / base_ppl * dnll_stderr; }  // d(e^x) = e^x dx
 };
 
 // log Σ_i exp(x_i) in double; log p_i = x_i - lse is the log-softmax every score here uses.
