@@ -23,8 +23,8 @@ t0=$(date +%s)
 [[ -n ${REUSE_SWEEP:-} && -f $OUT/sweep.json ]] || $Q sweep $M --method gptq --calib $CALIB --text $WIKI --bits 2,3,4,8 --group-size 128 --granularity tensor \
   --chunks "$CHUNKS" $SPREAD -o "$OUT/sweep.json" > "$OUT/sweep.txt"
 t1=$(date +%s)
-for b in 3.5 4.5; do $Q plan "$OUT/sweep.json" --target-bpw $b -o "$OUT/plan-$b.json" > "$OUT/plan-$b.txt"; done
-$Q plan "$OUT/sweep.json" --target-bpw 4.5 --bits 4,8 -o "$OUT/plan-4.5-w48.json" > "$OUT/plan-4.5-w48.txt"
+for b in 3.5 4.5; do $Q plan "$OUT/sweep.json" --linear-bpw $b -o "$OUT/plan-$b.json" > "$OUT/plan-$b.txt"; done
+$Q plan "$OUT/sweep.json" --linear-bpw 4.5 --bits 4,8 -o "$OUT/plan-4.5-w48.json" > "$OUT/plan-4.5-w48.txt"
 echo '[{"match": "token_embd.weight", "qtype": "Q8_0"}]' > "$OUT/rest.json"
 for b in 3 4; do
   $Q convert $M --method gptq --calib $CALIB --bits $b --group-size 128 --asym --policy "$OUT/rest.json" --quiet \

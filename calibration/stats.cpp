@@ -13,7 +13,7 @@
 namespace quant {
 
 std::vector<std::vector<int32_t>> calibration_windows(const Tokenizer& tok, const CalibSpec& spec, int64_t max_ctx) {
-  return calibration_windows(tok.encode(read_text(spec.file), true), spec, max_ctx);
+  return calibration_windows(encode_text_file(tok, spec.file), spec, max_ctx);
 }
 
 nlohmann::json CalibSpec::to_json() const {

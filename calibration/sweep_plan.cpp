@@ -47,7 +47,8 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
   QUANT_CHECK(objective == "proxy" || !sw.proxy_only, "{}: a --proxy-only sweep has no measured {}: use --objective proxy", sweep_file,
               objective);
   QUANT_CHECK(req.solver == "exact" || req.solver == "greedy", "--solver {} (exact or greedy)", req.solver);
-  QUANT_CHECK((req.target_bpw > 0) != (req.target_size_mb > 0), "give one of --target-bpw or --target-size");
+  QUANT_CHECK((req.target_bpw > 0) + (req.target_size_mb > 0) + (req.linear_bpw > 0) == 1,
+              "give one of --target-bpw, --target-size or --linear-bpw");
   const bool typed = sw.settings.typed();
   QUANT_CHECK(typed || req.qtypes.empty(), "--qtypes: {} is a sweep of integer grids (--bits)", sweep_file);
   QUANT_CHECK(!typed || req.bits.empty(), "--bits: {} is a sweep of GGUF types: choose among them with --qtypes", sweep_file);
@@ -100,23 +101,37 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
   const double min_bpw = static_cast<double>(min_bits) / static_cast<double>(linear_params);
   int64_t budget = 0;
   nlohmann::json bj;
-  if (req.target_bpw > 0) {
-    QUANT_CHECK(req.target_bpw <= 16, "--target-bpw {} is above FP16 (16 bits per weight)", req.target_bpw);
-    QUANT_CHECK(req.target_bpw * static_cast<double>(linear_params) >= static_cast<double>(min_bits),
-                "--target-bpw {} is below the smallest plan this sweep allows: {:.4f} bits per weight (every unit at its smallest of {})",
-                req.target_bpw, min_bpw, fmt::join(names, ","));
-    budget = static_cast<int64_t>(std::floor(req.target_bpw * static_cast<double>(linear_params)));
-    bj = {{"target_bpw", req.target_bpw}};
-  } else {
-    const double total_bits = req.target_size_mb * 8e6;
-    const double fp16_mb = 2.0 * static_cast<double>(all_params) / 1e6;
-    QUANT_CHECK(req.target_size_mb <= fp16_mb, "--target-size {} MB is above the FP16 model's {:.3f} MB", req.target_size_mb, fp16_mb);
-    const double smallest_mb = (rest_bits + static_cast<double>(min_bits)) / 8e6;
-    QUANT_CHECK(total_bits >= rest_bits + static_cast<double>(min_bits),
-                "--target-size {} MB is below the smallest plan this sweep allows: {:.3f} MB (every unit at its smallest of {}{})",
-                req.target_size_mb, smallest_mb, fmt::join(names, ","), typed ? "" : ", the rest " + req.rest);
+  if (req.linear_bpw > 0) {  // the swept matrices alone
+    QUANT_CHECK(req.linear_bpw <= 16, "--linear-bpw {} is above FP16 (16 bits per weight)", req.linear_bpw);
+    QUANT_CHECK(req.linear_bpw * static_cast<double>(linear_params) >= static_cast<double>(min_bits),
+                "--linear-bpw {} is below the smallest plan this sweep allows: {:.4f} bits per swept weight (every unit at its smallest of {})",
+                req.linear_bpw, min_bpw, fmt::join(names, ","));
+    budget = static_cast<int64_t>(std::floor(req.linear_bpw * static_cast<double>(linear_params)));
+    bj = {{"linear_bpw", req.linear_bpw}};
+  } else {  // the whole model: every tensor's data, the rest and the vectors included
+    const double all = static_cast<double>(all_params);
+    const double smallest = rest_bits + static_cast<double>(min_bits);
+    const std::string rest_note = typed ? "" : ", the rest " + req.rest;
+    double total_bits = 0;
+    if (req.target_bpw > 0) {
+      total_bits = req.target_bpw * all;
+      QUANT_CHECK(req.target_bpw <= 16, "--target-bpw {} is above FP16 (16 bits per weight)", req.target_bpw);
+      QUANT_CHECK(total_bits >= smallest,
+                  "--target-bpw {} is below the smallest plan this sweep allows: {:.4f} bits per weight over all {} parameters (every "
+                  "unit at its smallest of {}{})",
+                  req.target_bpw, smallest / all, all_params, fmt::join(names, ","), rest_note);
+      bj = {{"target_bpw", req.target_bpw}};
+    } else {
+      total_bits = req.target_size_mb * 8e6;
+      const double fp16_mb = 2.0 * all / 1e6;
+      QUANT_CHECK(req.target_size_mb <= fp16_mb, "--target-size {} MB is above the FP16 model's {:.3f} MB", req.target_size_mb, fp16_mb);
+      QUANT_CHECK(total_bits >= smallest,
+                  "--target-size {} MB is below the smallest plan this sweep allows: {:.3f} MB (every unit at its smallest of {}{})",
+                  req.target_size_mb, smallest / 8e6, fmt::join(names, ","), rest_note);
+      bj = {{"target_size_mb", req.target_size_mb}};
+    }
     budget = static_cast<int64_t>(std::floor(total_bits - rest_bits));
-    bj = {{"target_size_mb", req.target_size_mb}};
+    bj["counts"] = "every tensor's data (the rest and the vectors included); a file adds its header";
   }
   const KnapsackSolution ex = knapsack_exact(units, budget);
   const KnapsackSolution gr = knapsack_greedy(units, budget);
@@ -159,6 +174,7 @@ BitPlan plan_from_sweep(const Sweep& sw, const PlanRequest& req, const std::stri
   bj["decoder_linear_params"] = linear_params;
   bj["decoder_linear_bpw"] = static_cast<double>(pick.cost) / static_cast<double>(linear_params);
   bj["logical_size_mb"] = (static_cast<double>(pick.cost) + rest_bits) / 8e6;
+  bj["model_bpw"] = (static_cast<double>(pick.cost) + rest_bits) / static_cast<double>(all_params);
   bj["smallest_bpw"] = min_bpw;
   if (typed) bj["qtypes"] = names;
   else bj["widths"] = widths;

@@ -1,12 +1,18 @@
 // Reading evaluation / calibration text.
 #include "quant/calibration/text.h"
 
+#include <sys/stat.h>
+
+#include <deque>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <typeinfo>
 
 #include "quant/error.h"
 #include "quant/formats/mmap.h"
+#include "quant/tokenizer.h"
 
 namespace quant {
 
@@ -38,6 +44,54 @@ std::string read_text(const std::string& path) {
   }
   QUANT_CHECK(s.find_first_not_of(" \t\r\n") != std::string::npos, "{}: text is empty", path);
   return s;
+}
+
+namespace {
+
+uint64_t fnv1a(uint64_t h, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+std::string tokenizer_key(const Tokenizer& tok) {
+  const Vocab& v = tok.vocab();
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& p : v.pieces) h = fnv1a(h, p.data(), p.size() + 1);  // with the terminator: "a","bc" != "ab","c"
+  for (const auto& m : v.merges) h = fnv1a(h, m.data(), m.size() + 1);
+  h = fnv1a(h, v.pre.data(), v.pre.size());
+  const int32_t flags[] = {v.bos, v.add_bos, v.add_space_prefix, static_cast<int32_t>(v.model)};
+  h = fnv1a(h, flags, sizeof flags);
+  return fmt::format("{}:{:016x}", typeid(tok).name(), h);
+}
+
+struct CachedText {
+  std::string key;
+  std::vector<int32_t> tokens;
+};
+std::mutex g_text_mu;
+std::deque<CachedText> g_texts;  // the last two
+
+}  // namespace
+
+std::vector<int32_t> encode_text_file(const Tokenizer& tok, const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return tok.encode(read_text(path), true);  // read_text names the problem
+  const std::string key = fmt::format("{}|{}|{}|{}.{}|{}", path, st.st_dev, st.st_ino, st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_size) +
+                          "|" + tokenizer_key(tok);
+  {
+    std::lock_guard<std::mutex> lock(g_text_mu);
+    for (const auto& c : g_texts)
+      if (c.key == key) {
+        note_input(path);
+        return c.tokens;
+      }
+  }
+  std::vector<int32_t> tokens = tok.encode(read_text(path), true);
+  std::lock_guard<std::mutex> lock(g_text_mu);
+  g_texts.push_back({key, tokens});
+  if (g_texts.size() > 2) g_texts.pop_front();
+  return tokens;
 }
 
 }  // namespace quant

@@ -26,13 +26,13 @@ namespace quant::cli {
 
 namespace fs = std::filesystem;
 
-namespace {
-
 void write_atomic(const std::string& path, const std::string& text) {
   AtomicFile f(path);
   f.write(text.data(), text.size());
   f.commit();
 }
+
+namespace {
 
 std::vector<int> parse_bits(const std::string& s) {
   std::vector<int> out;
@@ -114,7 +114,7 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
   return c;
 }
 
-int run_sweep_cmd(const SweepArgs& a) {
+Sweep sweep_model(const SweepArgs& a) {
   quant::set_num_threads(a.threads);
   QUANT_CHECK(a.proxy_only || !a.text.empty(), "sweep measures damage on a text: give --text FILE (or --proxy-only)");
   QUANT_CHECK(!a.calib.file.empty() || !a.stats_dir.empty(), "sweep needs --calib FILE or --stats DIR (calibration statistics)");
@@ -141,7 +141,7 @@ int run_sweep_cmd(const SweepArgs& a) {
   run.settings.check();  // before the model is loaded and calibrated
   LoadedModel m = load_model(a.model);
   std::vector<int32_t> eval_tokens;
-  if (!a.proxy_only) eval_tokens = m.tokenizer->encode(read_text(a.text), true);
+  if (!a.proxy_only) eval_tokens = encode_text_file(*m.tokenizer, a.text);
   std::vector<std::vector<int32_t>> windows;
   if (!a.calib.file.empty())
     windows = calibration_windows(*m.tokenizer, a.calib, m.config.max_ctx);
@@ -184,10 +184,14 @@ int run_sweep_cmd(const SweepArgs& a) {
   sw.cost["threads"] = omp_get_max_threads();
   if (!a.proxy_only) sw.eval["text"] = a.text;
   sw.model["path"] = a.model;
-  const nlohmann::json j = sw.to_json();
-  write_atomic(a.out, j.dump(1));
+  write_atomic(a.out, sw.to_json().dump(1));
+  return sw;
+}
+
+int run_sweep_cmd(const SweepArgs& a) {
+  const Sweep sw = sweep_model(a);
   if (a.json) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << sw.to_json().dump(2) << "\n";
     return 0;
   }
   std::cout << fmt::format("{:<26}", "unit");
@@ -213,8 +217,10 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
   auto* c = app.add_subcommand("plan", "choose a bit-width per unit of a sweep under a size budget");
   c->add_option("sweep", a.sweep, "sweep.json from quant sweep")->required();
   c->add_option("-o,--out", a.out, "output plan.json")->required();
-  c->add_option("--target-bpw", a.target_bpw, "logical bits per weight over the decoder linears");
-  c->add_option("--target-size", a.target_size, "logical size of the whole model in MB (1e6 bytes)");
+  c->add_option("--target-bpw", a.target_bpw,
+                 "bits per weight of the whole model: every tensor's data (token_embd, output, vectors) over all its parameters");
+  c->add_option("--target-size", a.target_size, "the whole model's tensor data in MB (1e6 bytes); a file adds its header (tokenizer, metadata)");
+  c->add_option("--linear-bpw", a.linear_bpw, "logical bits per weight over the swept matrices alone (the rest at --rest, outside the budget)");
   c->add_option("--objective", a.objective, "kl | dppl | proxy (default: kl, or proxy for a --proxy-only sweep)");
   c->add_option("--solver", a.solver, "exact (DP) | greedy (marginal gains)")->capture_default_str();
   c->add_option("--rest", a.rest, "type of token_embd and output, outside the budget")->capture_default_str();
@@ -228,8 +234,8 @@ CLI::App* add_plan_command(CLI::App& app, PlanArgs& a) {
 
 int run_plan_cmd(const PlanArgs& a) {
   const Sweep sw = Sweep::from_json(read_json_file(a.sweep, "sweep"), a.sweep);
-  const PlanRequest req{.target_bpw = a.target_bpw, .target_size_mb = a.target_size, .objective = a.objective, .solver = a.solver,
-                        .rest = a.rest, .bits = a.bits, .qtypes = a.qtypes};
+  const PlanRequest req{.target_bpw = a.target_bpw, .target_size_mb = a.target_size, .linear_bpw = a.linear_bpw,
+                        .objective = a.objective, .solver = a.solver, .rest = a.rest, .bits = a.bits, .qtypes = a.qtypes};
   const BitPlan p = plan_from_sweep(sw, req, a.sweep);
   QUANT_CHECK(!fs::is_directory(a.out), "{}: is a directory", a.out);
   const nlohmann::json j = p.to_json();
@@ -242,12 +248,14 @@ int run_plan_cmd(const PlanArgs& a) {
     std::cout << (r.type.empty() ? fmt::format("{:<28} int{} g{} {}  {}\n", r.match, r.bits, r.group, r.sym ? "sym" : "asym", r.qtype)
                                  : fmt::format("{:<28} {}\n", r.match, r.type));
   const auto& pr = p.predicted;
-  std::cout << fmt::format("{} {:.4f} bits/weight (budget {}), logical size {:.3f} MB\n",
-                           p.rules.front().type.empty() ? "decoder linears" : "matrices (stored)",
-                           p.budget["decoder_linear_bpw"].get<double>(),
-                           p.budget.contains("target_bpw") ? fmt::format("{} bpw", p.budget["target_bpw"].get<double>())
-                                                           : fmt::format("{} MB", p.budget["target_size_mb"].get<double>()),
-                           p.budget["logical_size_mb"].get<double>());
+  const auto& b = p.budget;
+  const std::string budget = b.contains("linear_bpw")   ? fmt::format("{} bpw over the swept matrices", b["linear_bpw"].get<double>())
+                             : b.contains("target_bpw") ? fmt::format("{} bpw over the whole model", b["target_bpw"].get<double>())
+                                                        : fmt::format("{} MB of tensor data", b["target_size_mb"].get<double>());
+  std::cout << fmt::format("{} {:.4f} bits/weight; whole model {:.4f} bits/weight, {:.3f} MB of tensor data (budget {}; a file adds its "
+                           "header)\n",
+                           p.rules.front().type.empty() ? "decoder linears" : "swept matrices (stored)", b["decoder_linear_bpw"].get<double>(),
+                           b["model_bpw"].get<double>(), b["logical_size_mb"].get<double>(), budget);
   std::cout << fmt::format("predicted sum of {}: {:.6g} ({}); exact {:.6g}, greedy {:.6g} (gap {:+.3f}%)\nwrote {}\n",
                            pr["objective"].get<std::string>(), pr["sum_" + pr["objective"].get<std::string>()].get<double>(), a.solver,
                            pr["exact"]["damage"].get<double>(), pr["greedy"]["damage"].get<double>(),
@@ -552,15 +560,15 @@ nlohmann::json compare_models(const CompareArgs& a) {
   quant::set_num_threads(a.threads);
   QUANT_CHECK(a.labels.empty() || a.labels.size() == a.models.size(), "--label: {} names for {} models", a.labels.size(), a.models.size());
   QUANT_CHECK(!fs::exists(a.out) || fs::is_directory(a.out), "{}: exists and is not a directory", a.out);
-  const std::string text = read_text(a.text);
+  read_text(a.text);  // a missing or empty text fails before any model is loaded
   std::vector<CompareEntry> es = load_entries(a);
   CompareEntry& base = es[0];
-  const std::vector<int32_t> tokens = base.model->tokenizer->encode(text, true);
+  const std::vector<int32_t> tokens = encode_text_file(*base.model->tokenizer, a.text);
   for (size_t i = 1; i < es.size(); ++i)
     if (es[i].model) {
       QUANT_CHECK(es[i].model->config.vocab == base.model->config.vocab, "{}: vocabulary {} differs from the base's {}", es[i].path,
                   es[i].model->config.vocab, base.model->config.vocab);
-      QUANT_CHECK(es[i].model->tokenizer->encode(text, true) == tokens,
+      QUANT_CHECK(encode_text_file(*es[i].model->tokenizer, a.text) == tokens,
                   "{}: its tokenizer splits the text differently from the base's: KL needs the same tokens", es[i].path);
     }
   PplOptions po;

@@ -7,12 +7,16 @@
 #include <vector>
 
 #include "quant/calibration/calibration.h"
+#include "quant/calibration/sweep.h"
 #include "quant/gptq.h"
 #include "quant/policy.h"
+#include "quant/recipes.h"
 
 namespace quant::cli {
 
 nlohmann::json read_json_file(const std::string& path, const char* what);
+// `text` to `path` under a temporary name, renamed into place.
+void write_atomic(const std::string& path, const std::string& text);
 // What `quant inspect --json` prints for a GGUF file.
 nlohmann::json inspect_gguf_json(const std::string& path);
 // Sizes of a model file or directory: file_bytes, params, stored_bpw, logical_bpw (whole model),
@@ -60,7 +64,7 @@ struct SweepArgs {
 
 struct PlanArgs {
   std::string sweep, out, objective, solver = "exact", rest = "Q8_0";
-  double target_bpw = 0, target_size = 0;
+  double target_bpw = 0, target_size = 0, linear_bpw = 0;
   std::vector<int> bits;
   std::vector<std::string> qtypes;
   bool json = false, quiet = false;
@@ -87,8 +91,21 @@ struct QuantizeArgs {
   int threads = 0;
   bool no_eval = false, print_flags = false, json = false, quiet = false;
   CalibSpec calib;
+  // A whole-file budget instead of --bits / --qtype: a GGUF type per tensor (sweep, plan, convert).
+  double target_bpw = 0, target_size = 0;
+  std::string work;  // the sweep and the plan (default: beside the output, NAME-plan/)
+  int64_t sweep_chunks = 16;
+  std::vector<std::string> sweep_types = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0"};
 };
 CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a);
+// --target-size / --target-bpw: sweep (reused when its inputs match), plan, convert.
+struct TargetResult {
+  ConvertResult conv;
+  Recipe recipe;        // the method the types were measured and written with
+  nlohmann::json info;  // the budget, what it counts, the plan's mix, the work files
+  std::string line;     // what quantize prints of it
+};
+TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file);
 int run_quantize_cmd(const QuantizeArgs& a);
 
 struct SynthArgs {
@@ -100,6 +117,8 @@ struct SynthArgs {
 CLI::App* add_synth_command(CLI::App& app, SynthArgs& a);
 int run_synth_cmd(const SynthArgs& a);
 int run_sweep_cmd(const SweepArgs& a);
+// The sweep without printing (sweep.json written to a.out).
+Sweep sweep_model(const SweepArgs& a);
 int run_plan_cmd(const PlanArgs& a);
 int run_compare_cmd(const CompareArgs& a);
 // compare's measurement and report files (report.{json,md,html} in a.out) without printing.

@@ -246,6 +246,13 @@ ConvertResult convert_model(const ConvertArgs& args, bool method_given) {
                             {"policy", policy.to_json()}, {"tensors", plans_to_json(plans)},
                             {"decoder_linear_logical_bpw", totals.decoder_linear_logical_bpw},
                             {"logical_size_bytes", totals.logical_bytes}, {"stored_size_bytes", totals.stored_bytes}};
+  const std::string name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
+  std::map<std::string, std::string> plan_extra;
+  if (bitplan)
+    plan_extra["bitplan"] = nlohmann::json({{"file", a.bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
+                                            {"source", bitplan->source}}).dump();
+  if (!onnx && !gptq_out)  // the file's bytes less the stage's own keys (recipe, calibration: a few hundred bytes)
+    summary["file_bytes_before_stage_keys"] = gguf_model_file_bytes(m, policy, plans, {.method = a.method, .name = name, .extra = plan_extra, .progress = {}});
   if (a.dry_run) return {std::move(summary), std::move(plans)};
   QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
   QUANT_CHECK(gptq_out || !std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
@@ -277,10 +284,7 @@ ConvertResult convert_model(const ConvertArgs& args, bool method_given) {
   }
   std::map<std::string, std::string> extra = stage.metadata();
   if (importance) extra["imatrix"] = nlohmann::json({{"file", a.imatrix}, {"entries", importance->size()}}).dump();
-  if (bitplan)
-    extra["bitplan"] = nlohmann::json({{"file", a.bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
-                                       {"source", bitplan->source}}).dump();
-  const std::string name = a.name.empty() ? std::filesystem::path(a.model).filename().string() : a.name;
+  extra.insert(plan_extra.begin(), plan_extra.end());
   std::function<void(size_t, size_t, const std::string&)> progress;  // GPTQ's own bar covers a GPTQ run
   if (!uses_gptq(method))
     progress = [&](size_t d, size_t t, const std::string& n) { bar("convert").update(static_cast<int64_t>(d) + 1, static_cast<int64_t>(t), n); };

@@ -21,8 +21,9 @@ class Progress {
     const int64_t decile = done * 10 / total;
     if (!tty_ && decile == last_decile_ && done != total) return;
     last_decile_ = decile;
-    // No ETA before the first step is done (nothing to extrapolate from), never a made-up 0.
-    const std::string eta = done > 0 ? fmt::format("ETA {:.1f}s", el / static_cast<double>(done) * static_cast<double>(total - done))
+    // No ETA before 2% of the steps are done (the first steps carry the setup: extrapolated alone
+    // they promised a sweep of 319 s 2,318 s), never a made-up 0.
+    const std::string eta = done > 0 && done * 50 >= total ? fmt::format("ETA {:.1f}s", el / static_cast<double>(done) * static_cast<double>(total - done))
                                      : std::string("ETA --");
     std::fprintf(stderr, "%s[%s] %lld/%lld  %.1fs elapsed  %s  %s%s", tty_ ? "\r\033[K" : "", what_.c_str(),
                  static_cast<long long>(done), static_cast<long long>(total), el, eta.c_str(), detail.c_str(),

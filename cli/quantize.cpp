@@ -104,7 +104,16 @@ CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a) {
   c->add_option("--group-size", a.group, "columns per scale: 32 | 64 | 128 | 0 (per channel)")
       ->check(CLI::IsMember({0, 32, 64, 128}))->capture_default_str();
   auto* qt = c->add_option("--qtype", a.qtype, "a llama.cpp type or preset instead (" + preset_names() + ", Q4_0, Q8_0 ...)");
-  bits->excludes(qt);
+  auto* size = c->add_option("--target-size", a.target_size,
+                             "a GGUF of at most this many MB (1e6 bytes), the whole file: a type per tensor chosen by measured damage");
+  auto* bpw = c->add_option("--target-bpw", a.target_bpw, "the same budget as bits per weight: the whole file's bits over all parameters");
+  c->add_option("--sweep-types", a.sweep_types, "with a target: the types to choose among")->delimiter(',')->capture_default_str();
+  c->add_option("--sweep-chunks", a.sweep_chunks, "with a target: windows of the calibration text each type's damage is measured on")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  c->add_option("--work", a.work, "with a target: where the sweep and the plan are kept and reused (default: beside the output, NAME-plan/)");
+  bits->excludes(qt)->excludes(size)->excludes(bpw);
+  qt->excludes(size)->excludes(bpw);
+  size->excludes(bpw);
   c->add_option("--recipe", a.recipe, "override the measured default: METHOD[-act][-dampX][-mse], METHOD rtn | gptq | awq | awq+gptq");
   c->add_option("--calib", a.calib.file, std::string("calibration text (default: ") + kCalibText + ")");
   c->add_option("--nsamples", a.calib.nsamples, "calibration windows")->capture_default_str();
@@ -124,31 +133,48 @@ CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a) {
 }
 
 int run_quantize_cmd(const QuantizeArgs& a) {
-  QUANT_CHECK(a.bits || !a.qtype.empty(), "quantize needs a target: --bits 2..8 (with --group-size) or --qtype ({}, Q4_0 ...)",
+  const bool sized = a.target_bpw > 0 || a.target_size > 0;
+  QUANT_CHECK(a.bits || !a.qtype.empty() || sized,
+              "quantize needs a target: --bits 2..8 (with --group-size), --qtype ({}, Q4_0 ...), or --target-size MB / --target-bpw B "
+              "(the whole file)",
               preset_names());
-  const Chosen chosen = choose_recipe(a);
+  QUANT_CHECK(!a.print_flags || a.bits, "--print-flags: the recipes stand for integer grids: give --bits");
+  QUANT_CHECK(a.target_bpw >= 0 && a.target_size >= 0, "--target-bpw / --target-size must be positive");
   if (a.print_flags) {
-    QUANT_CHECK(a.bits, "--print-flags: the recipes stand for integer grids: give --bits");
+    const Chosen chosen = choose_recipe(a);
     std::cout << fmt::format("{}\n", fmt::join(chosen.recipe.convert_flags(a.bits, a.group), " "));
     return 0;
   }
   QUANT_CHECK(!a.out.empty(), "quantize needs -o OUT.gguf (or -o DIR/model.onnx)");
-  const ConvertArgs ca = convert_args(a, chosen.recipe);
   // The held-out text is checked before the (long) conversion.
   const std::string text = a.no_eval ? "" : (a.text.empty() ? shipped_text(kHeldoutText) : a.text);
   QUANT_CHECK(a.no_eval || fs::is_regular_file(text), "--text {}: no such file", text);
-  const ConvertResult conv = convert_model(ca, true);
-  nlohmann::json out = {{"model", a.model},
-                        {"out", a.out},
-                        {"recipe", chosen.recipe.name()},
-                        {"recipe_source", chosen.why},
-                        {"convert_flags", ca.bits ? chosen.recipe.convert_flags(a.bits, a.group) : std::vector<std::string>{}},
-                        {"calibration", ca.calib.file.empty() ? nlohmann::json() : nlohmann::json(ca.calib.file)},
-                        {"file_size_bytes", conv.summary["file_size_bytes"]},
-                        {"convert_seconds", conv.summary["seconds"]}};
-  std::string recipe_line = fmt::format("recipe {} ({}){}\n", chosen.recipe.name(), chosen.why,
-                                        ca.calib.file.empty() ? "" : fmt::format("; calibration {}", ca.calib.file));
-  recipe_line += storage_note(conv.summary);
+  nlohmann::json out = {{"model", a.model}, {"out", a.out}};
+  ConvertResult conv;
+  std::string recipe_line;
+  if (sized) {
+    const std::string calib = a.calib.file.empty() ? shipped_text(kCalibText) : a.calib.file;
+    TargetResult t = quantize_to_target(a, calib);
+    conv = std::move(t.conv);
+    out["recipe"] = t.recipe.name();
+    out["recipe_source"] = "a size target: a GGUF type per tensor, measured (quant sweep --qtypes) and planned (quant plan)";
+    out["target"] = t.info;
+    out["calibration"] = calib;
+    recipe_line = fmt::format("{}recipe {} onto each planned type; calibration {}\n", t.line, t.recipe.name(), calib);
+  } else {
+    const Chosen chosen = choose_recipe(a);
+    const ConvertArgs ca = convert_args(a, chosen.recipe);
+    conv = convert_model(ca, true);
+    out["recipe"] = chosen.recipe.name();
+    out["recipe_source"] = chosen.why;
+    out["convert_flags"] = ca.bits ? chosen.recipe.convert_flags(a.bits, a.group) : std::vector<std::string>{};
+    out["calibration"] = ca.calib.file.empty() ? nlohmann::json() : nlohmann::json(ca.calib.file);
+    recipe_line = fmt::format("recipe {} ({}){}\n", chosen.recipe.name(), chosen.why,
+                              ca.calib.file.empty() ? "" : fmt::format("; calibration {}", ca.calib.file));
+    recipe_line += storage_note(conv.summary);
+  }
+  out["file_size_bytes"] = conv.summary["file_size_bytes"];
+  out["convert_seconds"] = conv.summary["seconds"];
   if (a.no_eval) {
     if (a.json) std::cout << out.dump(2) << "\n";
     else
@@ -166,12 +192,14 @@ int run_quantize_cmd(const QuantizeArgs& a) {
   const nlohmann::json rep = compare_models(cmp);
   const nlohmann::json& b = rep["models"][0];
   const nlohmann::json& q = rep["models"][1];
+  // The whole file's bits (header included) over every parameter: what --target-bpw budgets.
+  const double file_bpw = 8 * q["file_bytes"].get<double>() / q["params"].get<double>();
   out["eval"] = {{"text", text},
                  {"chunks", rep["chunks"]},
                  {"tokens_scored", rep["tokens_scored"]},
                  {"before", {{"file_bytes", b["file_bytes"]}, {"ppl", b["ppl"]}, {"ppl_stderr", b["ppl_stderr"]}}},
                  {"after",
-                  {{"file_bytes", q["file_bytes"]}, {"stored_bpw", q["stored_bpw"]}, {"ppl", q["ppl"]}, {"ppl_stderr", q["ppl_stderr"]},
+                  {{"file_bytes", q["file_bytes"]}, {"file_bpw", file_bpw}, {"stored_bpw", q["stored_bpw"]}, {"ppl", q["ppl"]}, {"ppl_stderr", q["ppl_stderr"]},
                    {"dppl", q["dppl"]}, {"dppl_stderr", q["dppl_stderr"]}, {"kl_mean", q["kl_mean"]}, {"top1", q["top1"]}}}};
   out["warnings"] = rep["warnings"];
   out["report"] = (fs::path(cmp.out) / "report.html").string();
@@ -180,10 +208,10 @@ int run_quantize_cmd(const QuantizeArgs& a) {
     return 0;
   }
   std::cout << recipe_line
-            << fmt::format("{} -> {}: {} -> {} ({:.2f} bits/weight), ppl {:.3f} -> {:.3f} ({:+.2f}% +/- {:.2f}%) on {} ({} windows), "
+            << fmt::format("{} -> {}: {} -> {} ({:.3f} bits/weight, the file's), ppl {:.3f} -> {:.3f} ({:+.2f}% +/- {:.2f}%) on {} ({} windows), "
                            "KL {:.4f}, top-1 {:.1f}%\nreport: {}\n",
                            a.model, a.out, mb(b["file_bytes"].get<uint64_t>()), mb(q["file_bytes"].get<uint64_t>()),
-                           q["stored_bpw"].get<double>(), b["ppl"].get<double>(), q["ppl"].get<double>(), 100 * q["dppl"].get<double>(),
+                           file_bpw, b["ppl"].get<double>(), q["ppl"].get<double>(), 100 * q["dppl"].get<double>(),
                            100 * q["dppl_stderr"].get<double>(), fs::path(text).filename().string(), rep["chunks"].get<int64_t>(),
                            q["kl_mean"].get<double>(), 100 * q["top1"].get<double>(), out["report"].get<std::string>());
   for (const auto& w : rep["warnings"]) std::cout << "warning: " << w.get<std::string>() << "\n";

@@ -228,10 +228,14 @@ void GgufWriter::add_tensor(std::string name, int64_t rows, int64_t cols, int n_
   tensors_.push_back({std::move(name), rows, cols, n_dims, type});
 }
 
-void GgufWriter::write(const std::string& path, const std::function<PackedTensor(size_t)>& produce) const {
-  uint64_t alignment = 32;
+uint64_t GgufWriter::alignment() const {
   for (const auto& [k, v] : kv_)
-    if (k == "general.alignment") alignment = static_cast<uint64_t>(v.num);
+    if (k == "general.alignment") return static_cast<uint64_t>(v.num);
+  return 32;
+}
+
+std::string GgufWriter::header(std::vector<uint64_t>* sizes) const {
+  const uint64_t alignment = this->alignment();
   std::string head;
   put<uint32_t>(head, kMagic);
   put<uint32_t>(head, 3);
@@ -253,7 +257,6 @@ void GgufWriter::write(const std::string& path, const std::function<PackedTensor
       put_scalar(head, v.type, v.num);
     }
   }
-  std::vector<uint64_t> sizes;
   uint64_t off = 0;
   for (const auto& t : tensors_) {
     put_string(head, t.name);
@@ -262,10 +265,25 @@ void GgufWriter::write(const std::string& path, const std::function<PackedTensor
     if (t.n_dims == 2) put<uint64_t>(head, static_cast<uint64_t>(t.rows));
     put<uint32_t>(head, static_cast<uint32_t>(t.type));
     put<uint64_t>(head, off);
-    sizes.push_back(static_cast<uint64_t>(t.rows * row_bytes(t.type, t.cols)));
-    off = align_up(off + sizes.back(), alignment);
+    const auto size = static_cast<uint64_t>(t.rows * row_bytes(t.type, t.cols));
+    if (sizes) sizes->push_back(size);
+    off = align_up(off + size, alignment);
   }
   head.resize(align_up(head.size(), alignment), '\0');
+  return head;
+}
+
+uint64_t GgufWriter::file_bytes() const {
+  std::vector<uint64_t> sizes;
+  uint64_t n = header(&sizes).size();
+  for (uint64_t s : sizes) n += align_up(s, alignment());
+  return n;
+}
+
+void GgufWriter::write(const std::string& path, const std::function<PackedTensor(size_t)>& produce) const {
+  const uint64_t alignment = this->alignment();
+  std::vector<uint64_t> sizes;
+  const std::string head = header(&sizes);
   AtomicFile f(path);
   f.write(head.data(), head.size());
   static const char zeros[64] = {};

@@ -232,9 +232,10 @@ uint32_t gguf_file_type(const Policy& policy) {
   return 1;
 }
 
-void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSource& src, const std::string& path,
-                      const GgufExportInfo& info) {
-  const std::vector<TensorPlan>& plans = src.plans();
+namespace {
+
+// Every key and tensor declaration of the file, in file order (no tensor data).
+GgufWriter model_writer(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans, const GgufExportInfo& info) {
   const LlamaConfig& c = model.config;
   const Vocab& v = model.tokenizer->vocab();
   QUANT_CHECK(v.size() == c.vocab, "{}: tokenizer has {} pieces but the model's vocabulary is {}", model.path, v.size(), c.vocab);
@@ -284,6 +285,22 @@ void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSour
   for (const auto& p : plans) w.add_tensor(p.name, p.rows, p.cols, p.n_dims, p.stored);
   const auto& freqs = c.rope_freq_factors;
   if (!freqs.empty()) w.add_tensor(kRopeFreqs, 1, static_cast<int64_t>(freqs.size()), 1, TType::F32);
+  return w;
+}
+
+}  // namespace
+
+uint64_t gguf_model_file_bytes(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans,
+                               const GgufExportInfo& info) {
+  return model_writer(model, policy, plans, info).file_bytes();
+}
+
+void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSource& src, const std::string& path,
+                      const GgufExportInfo& info) {
+  const std::vector<TensorPlan>& plans = src.plans();
+  const LlamaConfig& c = model.config;
+  const GgufWriter w = model_writer(model, policy, plans, info);
+  const auto& freqs = c.rope_freq_factors;
   w.write(path, [&](size_t i) {
     if (i == plans.size()) return pack_float(freqs.data(), 1, static_cast<int64_t>(freqs.size()), TType::F32);
     const TensorPlan& p = plans[i];

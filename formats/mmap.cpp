@@ -90,6 +90,13 @@ void note_input(const std::string& path) {
   if (::stat(path.c_str(), &st) == 0) note_stat(st, path);
 }
 
+void forget_input(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return;
+  std::lock_guard<std::mutex> lock(g_inputs_mu);
+  g_inputs.erase(std::pair{st.st_dev, st.st_ino});
+}
+
 void check_not_input(const std::string& target) {
   struct stat st {};
   if (::stat(target.c_str(), &st) != 0) return;  // not there yet: not an input

@@ -40,7 +40,7 @@ if [[ ! -d $seeds ]]; then
     sweep|bitplan)
       $q sweep models/kjvwiki-9m --calib data/kjv/kjv_heldout.txt --nsamples 2 --seqlen 64 --proxy-only --method rtn --bits 2,4 \
         --granularity kind -o "$s/sweep.json" --quiet >/dev/null
-      $q plan "$s/sweep.json" --target-bpw 3 -o "$s/plan.json" --quiet >/dev/null
+      $q plan "$s/sweep.json" --linear-bpw 3 -o "$s/plan.json" --quiet >/dev/null
       if [[ $t == sweep ]]; then cp "$s/sweep.json" "$seeds/"; else cp "$s/plan.json" "$seeds/"; fi ;;
   esac
   rm -rf "$s"

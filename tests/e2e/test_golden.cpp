@@ -32,16 +32,16 @@ const Golden kGolden[] = {
     {"awq+gptq int3 g32", "--method awq+gptq --bits 3 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "awq-gptq-int3.gguf", "81817cb0179eef5fbfb9390fba3b0f16a044b800a03ceb5eb5544dd49cb769ae"},
     {"smoothquant 0.5 Q8_0", "--method smoothquant --alpha 0.5 --qtype Q8_0 {cal}", "sq.gguf", "27c90cf262a830e2bdbb2f6055de29b0e0fd46e3c761bfa60a65da7e5f4a361a"},
     {"smoothquant auto Q8_0", "--method smoothquant --alpha auto --search-windows 4 --qtype Q8_0 {cal}", "sq-auto.gguf", "33f0b424e0483dc614511045ea673ac5a4578595c555985d64cb49d844ac5a1a"},
-    {"plan rtn gguf", "--plan plan-rtn.json", "plan-rtn.gguf", "fe7dde59633a5df31e35706b56c945f985d3682645ab2e8556f12fe37c695701"},
-    {"plan gptq gguf", "--plan plan-gptq.json {cal}", "plan-gptq.gguf", "50afd7529b200c5e87cf8454f5bb05b1c0107357111ea450d21c3f35b98d5e34"},
+    {"plan rtn gguf", "--plan plan-rtn.json", "plan-rtn.gguf", "0cc2c78fe906feca75631cfc8c3a1470a9a6f22e69294f39dc9253d56926812e"},
+    {"plan gptq gguf", "--plan plan-gptq.json {cal}", "plan-gptq.gguf", "ceb2b63d1bbf907dc43e320f5c9199a37304113d65130082b82d03e076659049"},
     {"onnx rtn int4 g32", "--bits 4 --group-size 32", "onnx-rtn/model.onnx", "da871a2dbb5beccc5746280d16d10f5712bb116ffe56693ea8e7e08d9d785fdc"},
     {"onnx gptq int4 g128 act-order", "--method gptq --bits 4 --group-size 128 --act-order --sym {cal}", "onnx-gptq/model.onnx", "b567ff7b745bb3fbac9e852e23ce7c551918860aa36cce91d818c50363422a29"},
     {"onnx awq int4 g32", "--method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 5 {cal}", "onnx-awq/model.onnx", "4472e4d0312b8bc713271e360160257014249459503cab8d047d07cd7bb37849"},
-    {"onnx plan gptq", "--plan plan-gptq.json {cal}", "onnx-plan/model.onnx", "3ff8460635416df684fedc8217cadc1bf9a60afb9a0de15b5ace71a979090574"},
+    {"onnx plan gptq", "--plan plan-gptq.json {cal}", "onnx-plan/model.onnx", "2cd3395a71044123bbf31f14bbff2655e794afa96514389780596fc1683a7520"},
 };
 
 // The plans `quant plan` writes from proxy-only sweeps (they feed the plan rows above).
-const std::map<std::string, std::string> kPlans = {{"plan-rtn.json", "26c27077a906b01830c0d755d04927f9987aaa9339a0a38ff3ad8a7c16084d30"}, {"plan-gptq.json", "c2082aa24f224bcdc51ee18b44d8c9faaa105569b83c37a461cac692ef3ded13"}};
+const std::map<std::string, std::string> kPlans = {{"plan-rtn.json", "3b26bc79b6b4341bb8d2ce9a8567943aff5b110363b67974349e02c9057b115d"}, {"plan-gptq.json", "9981e75e8ac324a8c0e53cc7610033376621beaaeb6bbcb9d7a60bd316cb8a77"}};
 
 std::string sha256(const std::string& path) {
   const auto r = qt::run("sha256sum '" + path + "'");
@@ -64,9 +64,9 @@ TEST_CASE("golden: every method and format writes the same bytes as before", "[e
   };
   step(fmt::format("calibrate m -o stats {}", kCal));
   step(fmt::format("sweep m --proxy-only --method rtn --bits 3,4,8 --group-size 32 --granularity block -o sweep-rtn.json {}", kCal));
-  step("plan sweep-rtn.json --target-bpw 4.5 -o plan-rtn.json");
+  step("plan sweep-rtn.json --linear-bpw 4.5 -o plan-rtn.json");
   step(fmt::format("sweep m --proxy-only --method gptq --bits 2,4,8 --group-size 64 --granularity kind -o sweep-gptq.json {}", kCal));
-  step("plan sweep-gptq.json --target-bpw 4 -o plan-gptq.json");
+  step("plan sweep-gptq.json --linear-bpw 4 -o plan-gptq.json");
   std::map<std::string, std::string> got;
   for (const char* plan : {"plan-rtn.json", "plan-gptq.json"}) got[plan] = sha256(tmp / plan);
   for (const Golden& g : kGolden) {

@@ -304,7 +304,7 @@ TEST_CASE("ONNX: a mixed-precision plan (2/3/4/8-bit MatMulNBits in one graph) r
   for (const std::string& cmd :
        {fmt::format("{} sweep {} {} --proxy-only --method rtn --bits 2,3,4,8 --granularity tensor -o {} --quiet", q(), model, calib,
                     tmp / "sweep.json"),
-        fmt::format("{} plan {} --target-bpw 4.5 -o {}", q(), tmp / "sweep.json", tmp / "plan.json"),
+        fmt::format("{} plan {} --linear-bpw 4.5 -o {}", q(), tmp / "sweep.json", tmp / "plan.json"),
         fmt::format("{} convert {} --plan {} -o {} --quiet", q(), model, tmp / "plan.json", tmp / "mixed/model.onnx")}) {
     const auto r = qt::run(cmd);
     INFO(cmd << "\n" << r.out);

@@ -1,5 +1,6 @@
 // quant quantize: the main job in one command (the recipe's convert, then before/after).
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "../common.h"
 #include "quant/recipes.h"
@@ -98,7 +99,7 @@ TEST_CASE("convert --plan of a GPTQ plan without calibration names the plan, com
   REQUIRE(qt::run(q() + " sweep " + model() + " --proxy-only --method gptq --bits 2,4 --granularity kind -o " + (tmp / "s.json") + cal +
                   " --quiet")
               .code == 0);
-  REQUIRE(qt::run(q() + " plan " + (tmp / "s.json") + " --target-bpw 4 -o " + (tmp / "p.json") + " --quiet").code == 0);
+  REQUIRE(qt::run(q() + " plan " + (tmp / "s.json") + " --linear-bpw 4 -o " + (tmp / "p.json") + " --quiet").code == 0);
   const auto r = qt::run(q() + " convert " + model() + " --plan " + (tmp / "p.json") + " -o " + (tmp / "x.gguf"));
   expect_error(r, {"--plan", "a gptq plan", "needs --calib"});
   CHECK(r.out.find("--method gptq") == std::string::npos);  // no --method was given
@@ -115,4 +116,64 @@ TEST_CASE("convert --plan of a GPTQ plan without calibration names the plan, com
   const auto j = nlohmann::json::parse(c.out);
   CHECK(j["models"][1]["label"] == tmp / "a/model.gguf");
   CHECK(j["models"][2]["label"] == tmp / "b/model.gguf");
+}
+
+TEST_CASE("quant quantize --target-size / --target-bpw: a GGUF type per tensor, the whole file within budget, the sweep reused",
+          "[cli][quantize]") {
+  qt::TempDir tmp;
+  const std::string small = " --calib " + qt::kjv_calib() + " --nsamples 8 --seqlen 128 --sweep-types Q3_K,Q4_K,Q6_K --sweep-chunks 2" +
+                            " --no-eval --json --quiet";
+  auto quantize = [&](const std::string& flags) {
+    const auto r = qt::run(q() + " quantize " + model() + " " + flags + small);
+    INFO(flags << "\n" << r.out);
+    REQUIRE(r.code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  auto types = [&](const std::string& gguf) {
+    const auto r = qt::run(q() + " inspect " + gguf + " --json");
+    REQUIRE(r.code == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    std::set<std::string> used;
+    for (const auto& t : j["tensors"])
+      if (t["shape"].size() == 2 && t["shape"][1].get<int64_t>() > 1) used.insert(t["type"].get<std::string>());
+    return std::pair{used, j["params"].get<double>()};
+  };
+  const auto a = quantize("--target-size 5.0 -o " + (tmp / "a.gguf"));
+  const auto bytes = std::filesystem::file_size(tmp / "a.gguf");
+  CHECK(a["file_size_bytes"] == bytes);
+  CHECK(bytes <= 5'000'000);
+  CHECK(bytes > 4'950'000);  // the budget is used, not just met
+  CHECK(a["target"]["sweep_reused"] == false);
+  CHECK(a["target"]["plan"] == tmp / "a-plan/plan.json");
+  const auto [used, params] = types(tmp / "a.gguf");
+  CHECK(used.size() >= 2);  // a mix, not one type
+  for (const auto& t : used) CHECK((t == "Q3_K" || t == "Q4_K" || t == "Q6_K"));
+
+  // The same target on the kept sweep: reused, and the same bytes.
+  const auto b = quantize("--target-size 5.0 --work " + (tmp / "a-plan") + " -o " + (tmp / "b.gguf"));
+  CHECK(b["target"]["sweep_reused"] == true);
+  CHECK(qt::slurp(tmp / "a.gguf") == qt::slurp(tmp / "b.gguf"));
+
+  // --target-bpw: the whole file's bits over every parameter.
+  const auto c = quantize("--target-bpw 4.2 --work " + (tmp / "a-plan") + " -o " + (tmp / "c.gguf"));
+  CHECK(c["target"]["sweep_reused"] == true);
+  const double bpw = 8.0 * static_cast<double>(std::filesystem::file_size(tmp / "c.gguf")) / params;
+  CHECK(bpw <= 4.2);
+  CHECK(bpw > 4.15);
+}
+
+TEST_CASE("quant quantize with a size target: bad input is one error line, exit 1, no output file", "[cli][quantize][bad-input]") {
+  qt::TempDir tmp;
+  const std::string out = " -o " + (tmp / "x.gguf");
+  const std::string cal = " --calib " + qt::kjv_calib() + " --nsamples 8 --seqlen 128 --sweep-chunks 2 --no-eval";
+  expect_error(qt::run(q() + " quantize " + model() + " --target-size 2" + cal + out), {"--target-size 2 MB", "below the smallest file"});
+  expect_error(qt::run(q() + " quantize " + model() + " --target-bpw 2" + cal + out), {"--target-bpw 2", "below the smallest file"});
+  expect_error(qt::run(q() + " quantize " + model() + " --target-bpw 17" + cal + out), {"above FP16"});
+  expect_error(qt::run(q() + " quantize " + model() + " --target-size 5 --bits 4" + cal + out), {"--target-size"});
+  expect_error(qt::run(q() + " quantize " + model() + " --target-size 5 --recipe awq" + cal + out), {"awq", "rtn or gptq"});
+  expect_error(qt::run(q() + " quantize " + model() + " --target-size 5 --sweep-types Q3_K,Q9_K" + cal + out), {"Q9_K"});
+  expect_error(qt::run(q() + " quantize " + model() + " --target-size 5" + cal + " -o " + (tmp / "o/model.onnx")), {"GGUF", "--bits"});
+  CHECK_FALSE(std::filesystem::exists(tmp / "x.gguf"));
+  CHECK_FALSE(std::filesystem::exists(tmp / "x-plan"));
+  CHECK_FALSE(std::filesystem::exists(tmp / "o"));
 }

@@ -101,7 +101,7 @@ TEST_CASE("plan: budget met, exact vs greedy, convert --plan writes the mixed GG
                        kCalib, kText, sweep));
   for (double target : {3.5, 4.5}) {
     const std::string plan = tmp / fmt::format("plan-{}.json", target);
-    const auto p = run_json(fmt::format("{} plan {} --target-bpw {} -o {}", q(), sweep, target, plan));
+    const auto p = run_json(fmt::format("{} plan {} --linear-bpw {} -o {}", q(), sweep, target, plan));
     CHECK(p["budget"]["decoder_linear_bpw"].get<double>() <= target);
     CHECK(p["budget"]["decoder_linear_bpw"].get<double>() > target - 1.0);
     CHECK(p["predicted"]["exact"]["damage"].get<double>() <= p["predicted"]["greedy"]["damage"].get<double>() * (1 + 1e-12));
@@ -133,8 +133,8 @@ TEST_CASE("plan: budget met, exact vs greedy, convert --plan writes the mixed GG
   // --bits: the plan chooses only among the widths named, still within the budget, and never
   // predicts less damage than the plan free to use every width.
   // (5.5 bpw: room for one block unit at 8 bits over g32's 4.625.)
-  const auto all = run_json(fmt::format("{} plan {} --target-bpw 5.5 -o {}", q(), sweep, tmp / "all.json"));
-  const auto p48 = run_json(fmt::format("{} plan {} --target-bpw 5.5 --bits 8,4 -o {}", q(), sweep, tmp / "p48.json"));
+  const auto all = run_json(fmt::format("{} plan {} --linear-bpw 5.5 -o {}", q(), sweep, tmp / "all.json"));
+  const auto p48 = run_json(fmt::format("{} plan {} --linear-bpw 5.5 --bits 8,4 -o {}", q(), sweep, tmp / "p48.json"));
   CHECK(p48["budget"]["widths"] == nlohmann::json::array({4, 8}));
   CHECK(p48["budget"]["decoder_linear_bpw"].get<double>() <= 5.5);
   CHECK(p48["predicted"]["sum_kl"].get<double>() >= all["predicted"]["sum_kl"].get<double>());
@@ -301,21 +301,28 @@ TEST_CASE("sweep / plan bad input: another model, older format, budgets out of r
   const std::string sweep = tmp / "sweep.json";
   run_json(fmt::format("{} sweep {} {} --proxy-only --method rtn --bits 2,4 --granularity kind -o {}", q(), model, kCalib, sweep));
   const std::string plan = tmp / "plan.json";
-  run_json(fmt::format("{} plan {} --target-bpw 3 -o {}", q(), sweep, plan));
+  run_json(fmt::format("{} plan {} --linear-bpw 3 -o {}", q(), sweep, plan));
   const std::string x = tmp / "x.json";
   // Budgets.
-  expect_error(fmt::format("{} plan {} --target-bpw 1.5 -o {}", q(), sweep, x), "below the smallest plan");
-  expect_error(fmt::format("{} plan {} --target-bpw 17 -o {}", q(), sweep, x), "above FP16");
-  expect_error(fmt::format("{} plan {} --target-bpw 3 --bits 3,4 -o {}", q(), sweep, x), "measured only 2,4");
-  expect_error(fmt::format("{} plan {} --target-bpw 3 --bits 4 -o {}", q(), sweep, x), "every unit at its smallest of 4");
+  expect_error(fmt::format("{} plan {} --linear-bpw 1.5 -o {}", q(), sweep, x), "below the smallest plan");
+  expect_error(fmt::format("{} plan {} --linear-bpw 17 -o {}", q(), sweep, x), "above FP16");
+  expect_error(fmt::format("{} plan {} --linear-bpw 3 --bits 3,4 -o {}", q(), sweep, x), "measured only 2,4");
+  expect_error(fmt::format("{} plan {} --linear-bpw 3 --bits 4 -o {}", q(), sweep, x), "every unit at its smallest of 4");
   expect_error(fmt::format("{} plan {} --target-size 1000 -o {}", q(), sweep, x), "above the FP16 model");
   expect_error(fmt::format("{} plan {} --target-size 1 -o {}", q(), sweep, x), "below the smallest plan");
-  expect_error(fmt::format("{} plan {} --target-bpw 3 --objective kl -o {}", q(), sweep, x), "--proxy-only sweep has no measured kl");
+  expect_error(fmt::format("{} plan {} --linear-bpw 3 --objective kl -o {}", q(), sweep, x), "--proxy-only sweep has no measured kl");
+  // Whole-model budgets count token_embd and output (at --rest, Q8_0) and the vectors too.
+  const auto whole = run_json(fmt::format("{} plan {} --target-bpw 6 -o {}", q(), sweep, tmp / "whole.json"));
+  CHECK(whole["budget"]["model_bpw"].get<double>() <= 6);
+  CHECK(whole["budget"]["model_bpw"].get<double>() > 5.5);
+  CHECK(whole["budget"]["decoder_linear_bpw"].get<double>() < whole["budget"]["model_bpw"].get<double>());
+  expect_error(fmt::format("{} plan {} --target-bpw 3 -o {}", q(), sweep, x), "over all 8916224 parameters");
+  expect_error(fmt::format("{} plan {} --target-bpw 6 --linear-bpw 3 -o {}", q(), sweep, x), "give one of");
   // An older sweep format.
   auto sj = nlohmann::json::parse(qt::slurp(sweep));
   sj["version"] = 0;
   qt::write_file(tmp / "old.json", sj.dump());
-  expect_error(fmt::format("{} plan {} --target-bpw 3 -o {}", q(), tmp / "old.json", x), "sweep format version 0");
+  expect_error(fmt::format("{} plan {} --linear-bpw 3 -o {}", q(), tmp / "old.json", x), "sweep format version 0");
   // A plan and a sweep from another model (another fingerprint, or other shapes).
   auto pj = nlohmann::json::parse(qt::slurp(plan));
   pj["model"]["fingerprint"] = "fnv1a64:0123456789abcdef";

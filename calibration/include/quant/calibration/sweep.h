@@ -126,9 +126,11 @@ Sweep run_sweep(const LlamaConfig& cfg, const WeightStore& store, const StatsDir
                 const SweepRun& run);
 
 struct PlanRequest {
-  double target_bpw = 0;      // logical bits per weight over the swept matrices; or
-  double target_size_mb = 0;  // logical size of the whole model (rest and vectors included), 1e6 bytes;
-                              // typed sweeps: the tensor data as stored
+  // One budget. The first two count the whole model (every tensor: the swept ones, the rest and
+  // the vectors; typed sweeps in stored bits, integer grids in logical bits); a file adds its header.
+  double target_bpw = 0;      // bits per weight over all the model's parameters; or
+  double target_size_mb = 0;  // that size in MB (1e6 bytes); or
+  double linear_bpw = 0;      // logical bits per weight over the swept matrices alone
   std::string objective;      // kl | dppl | proxy (default: kl when measured, else proxy)
   std::string solver = "exact";  // exact | greedy (both are computed and reported)
   std::string rest = "Q8_0";

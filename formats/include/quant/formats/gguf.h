@@ -76,8 +76,12 @@ class GgufWriter {
   void add_tensor(std::string name, int64_t rows, int64_t cols, int n_dims, TType type);
   // Writes the file atomically; produce(i) returns tensor i's data, in declaration order.
   void write(const std::string& path, const std::function<PackedTensor(size_t)>& produce) const;
+  // The bytes write() would produce, without producing any tensor.
+  uint64_t file_bytes() const;
 
  private:
+  uint64_t alignment() const;
+  std::string header(std::vector<uint64_t>* sizes) const;  // magic to the aligned end of the tensor infos
   struct Decl {
     std::string name;
     int64_t rows, cols;

@@ -23,6 +23,10 @@ struct GgufExportInfo {
 // rows go from rotate-half to ggml's interleaved pairs.
 void write_gguf_model(const LoadedModel& model, const Policy& policy, TensorSource& src, const std::string& path,
                       const GgufExportInfo& info);
+// The size write_gguf_model would give that file, header and padding included, from the plans
+// alone (nothing is quantized).
+uint64_t gguf_model_file_bytes(const LoadedModel& model, const Policy& policy, const std::vector<TensorPlan>& plans,
+                               const GgufExportInfo& info);
 
 class GgufFile;
 // The SentencePiece vocabulary stored in tokenizer.ggml.* (model "llama").

@@ -65,6 +65,9 @@ class ByteCursor {
 // inode: no writer of ours replaces one of them. MappedFile notes its file; readers that use
 // streams call note_input.
 void note_input(const std::string& path);
+// A file this process wrote and read back, to be replaced on purpose (quantize's plan, made again
+// for each budget it tries): no longer an input.
+void forget_input(const std::string& path);
 // Throws "{target}: is an input of this run" when target is (the same file as) a noted input.
 void check_not_input(const std::string& target);
 
