@@ -105,7 +105,8 @@ struct TargetResult {
   nlohmann::json info;  // the budget, what it counts, the plan's mix, the work files
   std::string line;     // what quantize prints of it
 };
-TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file);
+// eval_step: what follows the conversion (the progress lines say it); empty with --no-eval.
+TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file, const std::string& eval_step);
 int run_quantize_cmd(const QuantizeArgs& a);
 
 struct SynthArgs {

@@ -12,6 +12,13 @@
 
 namespace quant::cli {
 
+// What the command does after the step a bar shows ("before/after on 2 x 24 windows"): every ETA
+// says it, so an ETA never passes for the whole command's when it is not. Empty: nothing after.
+inline std::string& steps_after() {
+  static std::string s;
+  return s;
+}
+
 class Progress {
  public:
   Progress(std::string what, bool quiet) : what_(std::move(what)), quiet_(quiet), tty_(::isatty(2)) {}
@@ -25,9 +32,10 @@ class Progress {
     // they promised a sweep of 319 s 2,318 s), never a made-up 0.
     const std::string eta = done > 0 && done * 50 >= total ? fmt::format("ETA {:.1f}s", el / static_cast<double>(done) * static_cast<double>(total - done))
                                      : std::string("ETA --");
-    std::fprintf(stderr, "%s[%s] %lld/%lld  %.1fs elapsed  %s  %s%s", tty_ ? "\r\033[K" : "", what_.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total), el, eta.c_str(), detail.c_str(),
-                 tty_ && done != total ? "" : "\n");
+    const std::string& after = steps_after();
+    std::fprintf(stderr, "%s[%s] %lld/%lld  %.1fs elapsed  %s%s  %s%s", tty_ ? "\r\033[K" : "", what_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), el, eta.c_str(),
+                 after.empty() ? "" : (" (then " + after + ")").c_str(), detail.c_str(), tty_ && done != total ? "" : "\n");
     std::fflush(stderr);
   }
 

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "progress.h"
 #include "quant/error.h"
 #include "quant/presets.h"
 #include "quant/recipes.h"
@@ -150,11 +151,16 @@ int run_quantize_cmd(const QuantizeArgs& a) {
   const std::string text = a.no_eval ? "" : (a.text.empty() ? shipped_text(kHeldoutText) : a.text);
   QUANT_CHECK(a.no_eval || fs::is_regular_file(text), "--text {}: no such file", text);
   nlohmann::json out = {{"model", a.model}, {"out", a.out}};
+  // What every progress line says comes after its step.
+  const std::string eval_step =
+      a.no_eval ? "" : fmt::format("before/after on {} windows of {}", a.chunks > 0 ? std::to_string(a.chunks) : "all the",
+                                   fs::path(text).filename().string());
+  steps_after() = eval_step;
   ConvertResult conv;
   std::string recipe_line;
   if (sized) {
     const std::string calib = a.calib.file.empty() ? shipped_text(kCalibText) : a.calib.file;
-    TargetResult t = quantize_to_target(a, calib);
+    TargetResult t = quantize_to_target(a, calib, eval_step);
     conv = std::move(t.conv);
     out["recipe"] = t.recipe.name();
     out["recipe_source"] = "a size target: a GGUF type per tensor, measured (quant sweep --qtypes) and planned (quant plan)";
@@ -181,6 +187,7 @@ int run_quantize_cmd(const QuantizeArgs& a) {
       std::cout << recipe_line << fmt::format("wrote {} ({})\n", a.out, mb(conv.summary["file_size_bytes"].get<uint64_t>()));
     return 0;
   }
+  steps_after().clear();  // the last step: its ETA is the command's
   CompareArgs cmp;
   cmp.models = {a.model, a.out};
   cmp.labels = {"before", "after"};

@@ -3,13 +3,14 @@
 // work directory and reused while its inputs stay the same), the plan is the cheapest-damage choice
 // whose file (header, tokenizer, padding and all) fits the budget (quant plan), and the model is
 // quantized onto the planned types (quant convert --plan).
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <iostream>
 #include <set>
 
 #include "commands.h"
+#include "progress.h"
 #include "quant/bitplan.h"
 #include "quant/error.h"
 #include "quant/formats/loader.h"
@@ -73,7 +74,7 @@ double smallest_tensor_bits(const Sweep& sw) {
 
 }  // namespace
 
-TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file) {
+TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file, const std::string& eval_step) {
   QUANT_CHECK((a.target_bpw > 0) != (a.target_size > 0), "give one of --target-bpw or --target-size");
   const bool onnx = a.format == "onnx" || (a.format.empty() && fs::path(a.out).extension() == ".onnx");
   QUANT_CHECK(!onnx, "--target-bpw / --target-size choose a GGUF type per tensor: write a .gguf, or give --bits for ONNX");
@@ -124,6 +125,8 @@ TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_
     std::cerr << fmt::format("quantize: {} for the whole file: 1/3 measure {} on every matrix ({} windows of {}), 2/3 plan, 3/3 {} onto "
                              "the planned types\n",
                              what, fmt::join(s.qtypes, ","), s.chunks, fs::path(calib_file).filename().string(), s.method);
+  const std::string convert_step = fmt::format("plan, {} onto the planned types", s.method);
+  steps_after() = eval_step.empty() ? convert_step : convert_step + ", " + eval_step;
   bool reused = false;
   const Sweep sw = sweep_for_target(work, s, sweep_key(s, model_identity(m.config, *m.weights)), &reused);
 
@@ -161,6 +164,7 @@ TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_
       continue;
     }
     c.dry_run = false;
+    steps_after() = eval_step;
     ConvertResult conv = convert_model(c, false);
     const auto bytes = conv.summary["file_size_bytes"].get<uint64_t>();
     if (static_cast<double>(bytes) > target_bytes) {  // the stage's keys outgrew their room

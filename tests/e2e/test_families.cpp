@@ -161,8 +161,10 @@ TEST_CASE("families: AWQ folds v_proj's bias with its rows, keeping the FP funct
   CHECK(back.scales[1].prev_bias == plan.scales[1].prev_bias);
 }
 
-TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of each family and agree with us",
-          "[e2e][peers][families]") {
+namespace {
+
+// llama.cpp and ONNX Runtime on one family's files (a test case per family: ctest runs them side by side).
+void peers_run_family(const qt::Family& fam) {
   REQUIRE_SHARED("models/ggml-vocab/ggml-vocab-gpt-2.gguf");
   if (!qt::install_llama_cpp() || !qt::install_ort()) return;
   qt::TempDir tmp;
@@ -182,7 +184,7 @@ TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of e
                                    {"rtn-int4", "--bits 4 --group-size 32", 0.90},
                                    {"gptq-int4", "--method gptq --bits 4 --group-size 32 " + calib, 0.90},
                                    {"awq-int4", "--method awq --bits 4 --group-size 32 " + calib, 0.90}};
-  for (const auto& fam : qt::families()) {
+  {
     CAPTURE(fam.name);
     const std::string dir = family_dir(tmp, fam);
     const LoadedModel hf = load_model(dir);
@@ -223,6 +225,25 @@ TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of e
       CHECK(a.top1 >= 0.99);
     }
   }
+}
+
+const qt::Family& family(const std::string& name) {
+  for (const auto& f : qt::families())
+    if (f.name == name) return f;
+  FAIL("no family " << name);
+  throw std::logic_error("unreachable");
+}
+
+}  // namespace
+
+TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of Llama 3.2 and agree with us", "[e2e][peers][families]") {
+  peers_run_family(family("llama-3.2"));
+}
+TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of Qwen2.5 and agree with us", "[e2e][peers][families]") {
+  peers_run_family(family("qwen2.5"));
+}
+TEST_CASE("families: llama.cpp and ONNX Runtime run our GGUF and ONNX files of Mistral and agree with us", "[e2e][peers][families]") {
+  peers_run_family(family("mistral"));
 }
 
 TEST_CASE("families: GPTQ-format checkpoint out (gptq-safetensors) and back in, its grids kept in GGUF and ONNX",
