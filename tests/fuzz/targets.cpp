@@ -8,12 +8,16 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <stdexcept>
 
 #include "quant/error.h"
 #include "quant/formats/gguf.h"
 #include "quant/formats/imatrix.h"
 #include "quant/formats/loader.h"
+#include "quant/formats/onnx_model.h"
+#include "quant/formats/torch_bin.h"
+#include "quant/tokenizer.h"
 #include "quant/bitplan.h"
 #include "quant/calibration/sweep.h"
 #include "quant/formats/safetensors.h"
@@ -101,6 +105,42 @@ void sweep(const std::string& path) {
   g_sink = g_sink + static_cast<double>(s.units.size());
 }
 
+// tokenizer.json: the BPE model, merges, added tokens and pre-tokenizer regex, then a text that
+// touches each path of the pre-tokenizer (letters, digits, punctuation, spaces, newlines, CJK, an
+// added token) encoded and every id decoded.
+void tokenizer_json(const std::string& path) {
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  quant::Vocab v = quant::read_hf_tokenizer(dir, 1 << 16);
+  const auto tok = quant::make_tokenizer(std::move(v));
+  const auto ids = tok->encode("Hello, world! It's 2026: 12345 caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac\n\n  <|eot|>\tend", true);
+  int32_t prev = -1;
+  for (int32_t id : ids) {
+    g_sink = g_sink + static_cast<double>(tok->decode(prev, id).size());
+    prev = id;
+  }
+}
+
+// pytorch_model.bin: the zip, the restricted unpickler, every tensor decoded.
+void torch_bin(const std::string& path) {
+  const quant::TorchBinFile f(path);
+  for (const auto& [name, t] : f.tensors()) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    quant::dequantize_row(t.dtype, t.data, v.data(), n);
+    g_sink = g_sink + (v.empty() ? 0.0 : v.back());
+  }
+}
+
+// model.safetensors.index.json: the shard names it lists (none may leave the directory).
+void st_index(const std::string& path) {
+  for (const auto& f : quant::checkpoint_files(std::filesystem::path(path).parent_path().string()))
+    g_sink = g_sink + static_cast<double>(f.size());
+}
+
+// model.onnx: the protobuf, our metadata (config, vocabulary), every MatMulNBits weight decoded.
+void onnx(const std::string& path) { read_all_weights(quant::load_onnx(path)); }
+
 }  // namespace
 
 const std::vector<Target>& targets() {
@@ -115,6 +155,10 @@ const std::vector<Target>& targets() {
       {"policy", "policy.json", policy},
       {"bitplan", "plan.json", bitplan},
       {"sweep", "sweep.json", sweep},
+      {"tokenizer_json", "tokenizer.json", tokenizer_json},
+      {"torch_bin", "pytorch_model.bin", torch_bin},
+      {"st_index", "model.safetensors.index.json", st_index},
+      {"onnx", "model.onnx", onnx},
   };
   return t;
 }
@@ -132,7 +176,12 @@ bool run_bytes(const Target& t, const uint8_t* data, size_t size) {
     fs::create_directories(d);
     return d;
   }();
-  const std::string path = (dir / t.file_name).string();
+  // A directory per target: the readers that take a directory (tokenizer.json, the shard index)
+  // see only their own file there.
+  static std::map<std::string, fs::path> dirs;
+  auto [it, fresh] = dirs.try_emplace(t.name, dir / t.name);
+  if (fresh) fs::create_directories(it->second);
+  const std::string path = (it->second / t.file_name).string();
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
