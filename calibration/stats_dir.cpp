@@ -8,10 +8,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "quant/bitplan.h"
 #include "quant/error.h"
 #include "quant/calibration/sequential.h"
 #include "quant/formats/imatrix.h"
-#include "quant/formats/mmap.h"
 #include "quant/formats/mmap.h"
 #include "quant/formats/safetensors.h"
 
@@ -101,11 +101,13 @@ StatsDir::StatsDir(const std::string& dir, const LlamaConfig& cfg) : dir_(dir), 
   } catch (const std::exception& e) {
     fail("{}: not valid JSON: {}", mpath, e.what());
   }
-  QUANT_CHECK(m.value("format", "") == "quant-stats", "{}: format is not quant-stats", mpath);
-  QUANT_CHECK(m.value("version", 0) == 1, "{}: statistics format version {} is not supported (1 is)", mpath, m.value("version", 0));
+  // An object of format quant-stats, version 1, before any field is looked up by type (a number
+  // or a string where an object is due throws nlohmann's own error, not ours).
+  check_json_format(m, "quant-stats", 1, "statistics directory's manifest", "quant calibrate", mpath);
   QUANT_CHECK(m.contains("model") && m["model"] == model_json(cfg), "{}: statistics are of another model ({} vs this model's {})",
               mpath, m.contains("model") ? m["model"].dump() : "none", model_json(cfg).dump());
-  calibration_ = m.value("calibration", nlohmann::json::object()).dump();
+  const auto c = m.find("calibration");
+  calibration_ = c != m.end() ? c->dump() : "{}";
 }
 
 std::vector<double> StatsDir::read(int64_t block, Tap tap, const char* what, int64_t numel) const {

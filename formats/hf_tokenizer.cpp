@@ -48,7 +48,9 @@ std::string token_text(const json& j) {
 
 }  // namespace
 
-Vocab read_hf_tokenizer(const std::string& dir, int64_t vocab_size) {
+namespace {
+
+Vocab read_tokenizer_json(const std::string& dir, int64_t vocab_size) {
   const std::string path = (fs::path(dir) / "tokenizer.json").string();
   const json j = read_json_file(path);
   QUANT_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), "{}: missing field model", path);
@@ -93,6 +95,7 @@ Vocab read_hf_tokenizer(const std::string& dir, int64_t vocab_size) {
     if (v.types[i] == TokenType::Unused) v.pieces[i] = "[PAD" + std::to_string(i) + "]";
   v.scores.assign(n, 0.0f);
 
+  QUANT_CHECK(model.contains("merges") && model["merges"].is_array(), "{}: model.merges is missing", path);
   for (const auto& m : model["merges"]) {
     if (m.is_string()) {
       v.merges.push_back(m.get<std::string>());
@@ -123,8 +126,10 @@ Vocab read_hf_tokenizer(const std::string& dir, int64_t vocab_size) {
   v.eos = lookup("eos_token");
   if (j.contains("post_processor") && j["post_processor"].is_object() &&
       j["post_processor"].value("type", "") == "TemplateProcessing") {
-    const json& single = j["post_processor"]["single"];
-    if (single.is_array() && !single.empty() && single[0].contains("SpecialToken")) {
+    const json& pp = j["post_processor"];
+    const json single = pp.contains("single") ? pp["single"] : json();
+    if (single.is_array() && !single.empty() && single[0].is_object() && single[0].contains("SpecialToken") &&
+        single[0]["SpecialToken"].is_object()) {
       const std::string t = single[0]["SpecialToken"].value("id", "");
       if (auto it = id_of.find(t); it != id_of.end()) {
         v.bos = it->second;
@@ -139,6 +144,16 @@ Vocab read_hf_tokenizer(const std::string& dir, int64_t vocab_size) {
   v.unk = 0;
   v.validate(path);
   return v;
+}
+
+}  // namespace
+
+Vocab read_hf_tokenizer(const std::string& dir, int64_t vocab_size) {
+  try {
+    return read_tokenizer_json(dir, vocab_size);
+  } catch (const nlohmann::json::exception& e) {  // a field of the wrong JSON type somewhere: one error, naming the file
+    fail("{}: malformed tokenizer.json: {}", (fs::path(dir) / "tokenizer.json").string(), e.what());
+  }
 }
 
 }  // namespace quant

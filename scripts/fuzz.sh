@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target (tests/fuzz/targets.h) for SECONDS under ASan + UBSan:
 #   bash scripts/fuzz.sh TARGET SECONDS      (TARGET: gguf gguf_file safetensors config imatrix llama2c llama2c_tokenizer policy bitplan sweep
-#                                             tokenizer_json torch_bin st_index onnx)
+#                                             tokenizer_json torch_bin st_index onnx stats)
 # Builds build-fuzz/ with clang, makes seed inputs with our own writers (build-fuzz/seeds/TARGET),
 # fuzzes with tests/fuzz/corpus/TARGET (inputs worth keeping: every crasher, minimized, goes
 # there; the normal suite replays that directory) and tests/fuzz/dict/TARGET.dict when present.
@@ -93,6 +93,9 @@ else:
         z.writestr("archive/version", "3\n")
 PY
       ;;
+    stats)
+      $q calibrate models/kjvwiki-9m --calib data/kjv/kjv_heldout.txt --nsamples 2 --seqlen 64 -o "$s/st" --quiet >/dev/null
+      cp "$s/st/manifest.json" "$seeds/" ;;
     st_index)
       printf '{"metadata": {"total_size": 24}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors", "lm_head.weight": "model-00002-of-00002.safetensors"}}' > "$seeds/index.json" ;;
     onnx)

@@ -19,6 +19,7 @@
 #include "quant/formats/torch_bin.h"
 #include "quant/tokenizer.h"
 #include "quant/bitplan.h"
+#include "quant/calibration/stats_dir.h"
 #include "quant/calibration/sweep.h"
 #include "quant/formats/safetensors.h"
 #include "quant/policy.h"
@@ -141,6 +142,22 @@ void st_index(const std::string& path) {
 // model.onnx: the protobuf, our metadata (config, vocabulary), every MatMulNBits weight decoded.
 void onnx(const std::string& path) { read_all_weights(quant::load_onnx(path)); }
 
+// A statistics directory's manifest.json, checked against the bundled model's dimensions (its
+// block files, safetensors, have their own target), then a statistic read.
+void stats(const std::string& path) {
+  quant::LlamaConfig c;
+  c.dim = 256;
+  c.hidden = 768;
+  c.n_layers = 6;
+  c.n_heads = 8;
+  c.n_kv_heads = 4;
+  c.vocab = 8192;
+  c.max_ctx = 512;
+  const quant::StatsDir d(std::filesystem::path(path).parent_path().string(), c);
+  g_sink = g_sink + static_cast<double>(d.calibration_json().size());
+  g_sink = g_sink + d.mean_abs(0, quant::Tap::AttnIn).front();
+}
+
 }  // namespace
 
 const std::vector<Target>& targets() {
@@ -159,6 +176,7 @@ const std::vector<Target>& targets() {
       {"torch_bin", "pytorch_model.bin", torch_bin},
       {"st_index", "model.safetensors.index.json", st_index},
       {"onnx", "model.onnx", onnx},
+      {"stats", "manifest.json", stats},
   };
   return t;
 }
