@@ -93,7 +93,7 @@ const std::vector<std::string>& recipe_candidates() {
 // model; tests/unit/test_recipes.cpp fails when the two disagree).
 const std::map<RecipeTarget, std::string>& default_recipe_table() {
   static const std::map<RecipeTarget, std::string> t = {
-      {{2, 32}, "rtn-mse"},
+      {{2, 32}, "gptq-mse"},
       {{3, 32}, "awq+gptq-act-damp0.1-mse"},
       {{4, 32}, "gptq-damp0.1"},
       {{8, 32}, "gptq"},
