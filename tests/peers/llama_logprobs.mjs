@@ -38,8 +38,7 @@ for (const modelPath of req.models) {
     const res = await seq.controlledEvaluate(input);
     for (let i = 0; i + 1 < n; i++) {
       const logits = res[i].next.logits;  // Map token -> raw logit, sorted high to low
-      let max = -Infinity;
-      for (const v of logits.values()) if (v > max) max = v;
+      const max = logits.values().next().value;  // the first is the largest
       let sum = 0;
       for (const v of logits.values()) sum += Math.exp(v - max);
       result.logp.push(logits.get(tokens[i + 1]) - (max + Math.log(sum)));
