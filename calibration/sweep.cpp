@@ -11,6 +11,7 @@
 
 #include "quant/bitplan.h"
 #include "quant/error.h"
+#include "quant/hash.h"
 #include "quant/gemm.h"
 #include "quant/calibration/sequential.h"
 
@@ -22,12 +23,6 @@ namespace {
 std::pair<int64_t, std::string> split_name(const std::string& name) {
   const size_t dot = name.find('.', 4);
   return {std::stoll(name.substr(4, dot - 4)), name.substr(dot + 1, name.size() - dot - 1 - 7)};
-}
-
-uint64_t fnv1a(uint64_t h, const void* p, size_t n) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -50,7 +45,7 @@ int64_t grid_logical_bits(const GridSpec& g, int64_t rows, int64_t cols) {
 }
 
 nlohmann::json model_identity(const LlamaConfig& cfg, const WeightStore& store) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnv1aOffset;
   nlohmann::json tensors = nlohmann::json::array();
   for (const auto& t : store.tensors()) {
     tensors.push_back({t.name, t.rows, t.cols});

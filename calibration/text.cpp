@@ -11,6 +11,7 @@
 #include <typeinfo>
 
 #include "quant/error.h"
+#include "quant/hash.h"
 #include "quant/formats/mmap.h"
 #include "quant/tokenizer.h"
 
@@ -48,15 +49,9 @@ std::string read_text(const std::string& path) {
 
 namespace {
 
-uint64_t fnv1a(uint64_t h, const void* p, size_t n) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 std::string tokenizer_key(const Tokenizer& tok) {
   const Vocab& v = tok.vocab();
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnv1aOffset;
   for (const auto& p : v.pieces) h = fnv1a(h, p.data(), p.size() + 1);  // with the terminator: "a","bc" != "ab","c"
   for (const auto& m : v.merges) h = fnv1a(h, m.data(), m.size() + 1);
   h = fnv1a(h, v.pre.data(), v.pre.size());

@@ -251,9 +251,12 @@ ConvertResult convert_model(const ConvertArgs& args, bool method_given) {
   if (bitplan)
     plan_extra["bitplan"] = nlohmann::json({{"file", a.bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
                                             {"source", bitplan->source}}).dump();
-  if (!onnx && !gptq_out)  // the file's bytes less the stage's own keys (recipe, calibration: a few hundred bytes)
-    summary["file_bytes_before_stage_keys"] = gguf_model_file_bytes(m, policy, plans, {.method = a.method, .name = name, .extra = plan_extra, .progress = {}});
-  if (a.dry_run) return {std::move(summary), std::move(plans)};
+  if (a.dry_run) {
+    if (!onnx && !gptq_out)  // the file's bytes less the stage's own keys (recipe, calibration: a few hundred bytes)
+      summary["file_bytes_before_stage_keys"] =
+          gguf_model_file_bytes(m, policy, plans, {.method = a.method, .name = name, .extra = plan_extra, .progress = {}});
+    return {std::move(summary), std::move(plans)};
+  }
   QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
   QUANT_CHECK(gptq_out || !std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
   const auto t0 = std::chrono::steady_clock::now();

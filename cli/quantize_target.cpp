@@ -157,20 +157,20 @@ TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_
     forget_input(plan_file);  // the last try's plan, read by its dry run
     write_atomic(plan_file, p.to_json().dump(1));
     const double tensor_bytes = p.budget["logical_size_mb"].get<double>() * 1e6;
+    // Over the target: what this plan's file holds beyond its tensor data is the room to keep free next time.
+    const auto over = [&](uint64_t file_bytes) {
+      if (static_cast<double>(file_bytes) <= target_bytes) return false;
+      overhead = std::max(overhead + 64, static_cast<uint64_t>(static_cast<double>(file_bytes) - tensor_bytes));
+      return true;
+    };
     c.dry_run = true;
     const uint64_t est = convert_model(c, false).summary["file_bytes_before_stage_keys"].get<uint64_t>() + kStageKeysBytes;
-    if (static_cast<double>(est) > target_bytes) {
-      overhead = std::max(overhead + 64, static_cast<uint64_t>(static_cast<double>(est) - tensor_bytes));
-      continue;
-    }
+    if (over(est)) continue;
     c.dry_run = false;
     steps_after() = eval_step;
     ConvertResult conv = convert_model(c, false);
     const auto bytes = conv.summary["file_size_bytes"].get<uint64_t>();
-    if (static_cast<double>(bytes) > target_bytes) {  // the stage's keys outgrew their room
-      overhead = std::max(overhead + 64, static_cast<uint64_t>(static_cast<double>(bytes) - tensor_bytes));
-      continue;
-    }
+    if (over(bytes)) continue;  // the stage's keys outgrew their room
     TargetResult r;
     r.conv = std::move(conv);
     r.recipe = recipe;

@@ -61,8 +61,8 @@ void gguf_file(const std::string& path) {
   }
 }
 
-void safetensors(const std::string& path) {
-  const quant::SafetensorsFile f(path);
+// Every tensor of a safetensors or torch .bin file decoded per its shape.
+void decode_all(const quant::TensorFile& f) {
   for (const auto& [name, t] : f.tensors()) {
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
@@ -71,6 +71,8 @@ void safetensors(const std::string& path) {
     g_sink = g_sink + (v.empty() ? 0.0 : v.back());
   }
 }
+
+void safetensors(const std::string& path) { decode_all(quant::SafetensorsFile(path)); }
 
 void config(const std::string& path) { g_sink = g_sink + static_cast<double>(quant::parse_hf_config(path).n_layers); }
 
@@ -122,16 +124,7 @@ void tokenizer_json(const std::string& path) {
 }
 
 // pytorch_model.bin: the zip, the restricted unpickler, every tensor decoded.
-void torch_bin(const std::string& path) {
-  const quant::TorchBinFile f(path);
-  for (const auto& [name, t] : f.tensors()) {
-    int64_t n = 1;
-    for (int64_t d : t.shape) n *= d;
-    std::vector<float> v(static_cast<size_t>(n));
-    quant::dequantize_row(t.dtype, t.data, v.data(), n);
-    g_sink = g_sink + (v.empty() ? 0.0 : v.back());
-  }
-}
+void torch_bin(const std::string& path) { decode_all(quant::TorchBinFile(path)); }
 
 // model.safetensors.index.json: the shard names it lists (none may leave the directory).
 void st_index(const std::string& path) {
