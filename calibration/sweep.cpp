@@ -7,6 +7,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "quant/bitplan.h"
@@ -86,11 +87,26 @@ QuantSpec SweepSettings::spec_at(size_t k) const {
 
 std::string SweepSettings::option_name(size_t k) const { return typed() ? qtypes[k] : fmt::format("{} bits", bits[k]); }
 
+namespace {
+
+std::optional<QuantSpec> try_parse_spec(const std::string& s) {
+  try {
+    return QuantSpec::parse(s);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
 std::vector<int> SweepSettings::nominal_bits(const std::vector<std::string>& types) {
   std::vector<int> out;
   for (const auto& q : types) {
     const auto t = ttype_from_name(q);
-    out.push_back(t && is_quantized(*t) ? static_cast<int>(std::floor(type_bpw(*t))) : 0);
+    const auto g = t ? std::optional<QuantSpec>() : try_parse_spec(q);
+    out.push_back(t && is_quantized(*t)                  ? static_cast<int>(std::floor(type_bpw(*t)))
+                  : g && g->kind == QuantSpec::Kind::Grid ? g->grid.bits
+                                                          : 0);
   }
   return out;
 }
@@ -103,8 +119,12 @@ void SweepSettings::check() const {
   if (typed()) {
     for (const auto& q : qtypes) {
       const auto t = ttype_from_name(q);
-      QUANT_CHECK(t && is_quantized(*t), "sweep --qtypes: {} is not a quantized GGUF type (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, ...)",
-                  q);
+      const auto g = t ? std::optional<QuantSpec>() : try_parse_spec(q);
+      QUANT_CHECK((t && is_quantized(*t)) || (g && g->kind == QuantSpec::Kind::Grid),
+                  "sweep --qtypes: {} is not a quantized GGUF type (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, ...) nor an integer grid "
+                  "(\"int4 g32 asym\")", q);
+      // A grid is written as QuantSpec writes it, so that a sweep file's options compare equal.
+      QUANT_CHECK(!g || g->str() == q, "sweep --qtypes: write the grid {} as \"{}\"", q, g ? g->str() : "");
     }
     QUANT_CHECK(std::set<std::string>(qtypes.begin(), qtypes.end()).size() == qtypes.size(), "sweep --qtypes: a type is repeated");
     QUANT_CHECK(bits.size() == qtypes.size(), "sweep: {} nominal widths for {} types", bits.size(), qtypes.size());
@@ -395,7 +415,8 @@ std::map<std::string, std::vector<float>> quantize_unit(const SweepRun& run, con
   auto account = [&](const TensorPlan& plan) {
     const int64_t bytes = plan.rows * row_bytes(plan.stored, plan.cols);
     o.stored_bytes += bytes;
-    o.logical_bits += st.typed() ? 8 * bytes : grid_logical_bits(spec.grid, plan.rows, plan.cols);
+    // Types cost their stored bytes; grids their logical bits (codes, scales, mins), whatever a format then stores them in.
+    o.logical_bits += spec.kind == QuantSpec::Kind::Grid ? grid_logical_bits(spec.grid, plan.rows, plan.cols) : 8 * bytes;
     const std::string qt(ttype_name(plan.stored));
     o.qtype = o.qtype.empty() || o.qtype == qt ? qt : "mixed";
   };

@@ -90,7 +90,8 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a) {
   c->add_option("--granularity", a.granularity, "tensor | block | kind")->check(CLI::IsMember({"tensor", "block", "kind"}))->capture_default_str();
   auto* bits = c->add_option("--bits", a.bits, "comma-separated widths (8 bits uses the symmetric grid: Q8_0)")->capture_default_str();
   c->add_option("--qtypes", a.qtypes,
-                "GGUF types instead of integer grids, e.g. Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0 (token_embd and output join the units)")
+                "options by name instead of widths: GGUF types (Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0) or grids (\"int4 g128 asym,int4 g32 "
+                "asym,int8 g128 sym\"), mixed at will; token_embd and output join the units")
       ->delimiter(',')
       ->excludes(bits);
   c->add_option("--group-size", a.group, "columns per scale: 32 | 64 | 128 | 0 (per channel)")->capture_default_str();

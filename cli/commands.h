@@ -95,7 +95,7 @@ struct QuantizeArgs {
   double target_bpw = 0, target_size = 0;
   std::string work;  // the sweep and the plan (default: beside the output, NAME-plan/)
   int64_t sweep_chunks = 16;
-  std::vector<std::string> sweep_types = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0"};
+  std::vector<std::string> sweep_types;  // empty: the format's default (quantize_target.cpp)
 };
 CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a);
 // --target-size / --target-bpw: sweep (reused when its inputs match), plan, convert.

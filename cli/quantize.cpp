@@ -106,9 +106,13 @@ CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a) {
       ->check(CLI::IsMember({0, 32, 64, 128}))->capture_default_str();
   auto* qt = c->add_option("--qtype", a.qtype, "a llama.cpp type or preset instead (" + preset_names() + ", Q4_0, Q8_0 ...)");
   auto* size = c->add_option("--target-size", a.target_size,
-                             "a GGUF of at most this many MB (1e6 bytes), the whole file: a type per tensor chosen by measured damage");
+                             "a file of at most this many MB (1e6 bytes), the whole of it (ONNX: with its .data): a type per tensor "
+                             "chosen by measured damage");
   auto* bpw = c->add_option("--target-bpw", a.target_bpw, "the same budget as bits per weight: the whole file's bits over all parameters");
-  c->add_option("--sweep-types", a.sweep_types, "with a target: the types to choose among")->delimiter(',')->capture_default_str();
+  c->add_option("--sweep-types", a.sweep_types,
+                "with a target: the types to choose among (GGUF default Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0; ONNX default \"int4 g128 "
+                "asym,int4 g64 asym,int4 g32 asym,int8 g128 sym\")")
+      ->delimiter(',');
   c->add_option("--sweep-chunks", a.sweep_chunks, "with a target: windows of the calibration text each type's damage is measured on")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   c->add_option("--work", a.work, "with a target: where the sweep and the plan are kept and reused (default: beside the output, NAME-plan/)");
@@ -163,7 +167,8 @@ int run_quantize_cmd(const QuantizeArgs& a) {
     TargetResult t = quantize_to_target(a, calib, eval_step);
     conv = std::move(t.conv);
     out["recipe"] = t.recipe.name();
-    out["recipe_source"] = "a size target: a GGUF type per tensor, measured (quant sweep --qtypes) and planned (quant plan)";
+    out["recipe_source"] = "a size target: a type per tensor (GGUF types; MatMulNBits grids in ONNX), measured (quant sweep --qtypes) and "
+                           "planned (quant plan)";
     out["target"] = t.info;
     out["calibration"] = calib;
     recipe_line = fmt::format("{}recipe {} onto each planned type; calibration {}\n", t.line, t.recipe.name(), calib);

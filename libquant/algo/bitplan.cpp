@@ -255,7 +255,8 @@ BitPlan BitPlan::from_json(const nlohmann::json& j, const std::string& src) {
       b.unit = r.value("unit", "");
       if (!b.type.empty()) {
         const QuantSpec t = QuantSpec::parse(b.type);  // throws naming the bad type
-        QUANT_CHECK(t.kind == QuantSpec::Kind::Ggml, "{}: rule {}: type {} is not a quantized GGUF type", src, b.match, b.type);
+        QUANT_CHECK(t.kind != QuantSpec::Kind::Float, "{}: rule {}: type {} is neither a quantized GGUF type nor a grid", src, b.match,
+                    b.type);
       } else {
         QUANT_CHECK(GridSpec::valid_bits(b.bits), "{}: rule {}: bits {} outside 2..8", src, b.match, b.bits);
         QUANT_CHECK(GridSpec::valid_group(b.group), "{}: rule {}: group {} (32, 64, 128 or 0)", src, b.match, b.group);

@@ -336,3 +336,70 @@ TEST_CASE("ONNX: a mixed-precision plan (2/3/4/8-bit MatMulNBits in one graph) r
   CHECK(a.positions >= 512);
   CHECK(a.top1 >= 0.97);
 }
+
+TEST_CASE("ONNX: quantize --target-size mixes MatMulNBits grids (group sizes, 4 and 8 bits) within the whole file and runs in ONNX Runtime",
+          "[e2e][peers][onnx][quantize]") {
+  if (!install_ort()) return;
+  qt::TempDir tmp;
+  const std::string model = qt::bundled_model();
+  const std::string flags = " --calib " + qt::kjv_calib() + " --nsamples 8 --seqlen 128 --sweep-chunks 2 --no-eval --json --quiet" +
+                            " --sweep-types 'int4 g128 asym,int4 g32 asym,int8 g128 sym'";
+  auto quantize = [&](const std::string& target, const std::string& out) {
+    const auto r = qt::run(q() + " quantize " + model + " " + target + flags + " -o " + out);
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    return nlohmann::json::parse(r.out);
+  };
+  const std::string file = tmp / "o/model.onnx";
+  const auto j = quantize("--target-size 8.6", file);
+  const auto bytes = std::filesystem::file_size(file);
+  CHECK(j["file_size_bytes"] == bytes);
+  CHECK(bytes <= 8'600'000);
+  CHECK(bytes > 8'550'000);  // the budget is used, not just met
+  CHECK(j["target"]["plan"] == tmp / "o-plan/plan.json");  // beside the output's directory, not in it
+  // The plan mixes grids, and the graph holds each tensor as planned (the embedding F16: a Gather).
+  const auto plan = nlohmann::json::parse(qt::slurp(tmp / "o-plan/plan.json"));
+  std::set<std::string> specs;
+  std::map<std::string, std::string> planned;
+  for (const auto& r : plan["rules"]) planned[r["match"]] = r["type"];
+  const auto ins = nlohmann::json::parse(qt::run(q() + " inspect " + file + " --json").out);
+  int checked = 0;
+  for (const auto& t : ins["tensors"]) {
+    const std::string name = t["name"];
+    if (!planned.count(name) || name == "token_embd.weight") continue;
+    CHECK(t["grid"] == planned[name]);
+    specs.insert(planned[name]);
+    ++checked;
+  }
+  CHECK(checked == 43);  // 42 decoder linears and output.weight
+  CHECK(specs.size() >= 2);
+  check_with_onnx_checker({file});
+  LoadedModel m = load_model(model);
+  const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
+  const std::vector<int32_t> flat = gptq_windows(tokens, 512, 2);
+  const OrtRun ort = run_ort(file, flat, 512, 2);
+  const Agreement a = compare_logits(file, flat, 512, ort);
+  std::cout << fmt::format("ONNX Runtime vs quant, --target-size 8.6 plan ({}): {} positions, top-1 {:.2f}%, max|dlogit| {:.2e}\n",
+                           fmt::join(specs, ", "), a.positions, 100 * a.top1, a.max_abs_dlogit);
+  CHECK(a.top1 >= 0.97);
+
+  // --target-bpw on the kept sweep: the directory's bits over every parameter.
+  const auto b = quantize("--target-bpw 8.2 --work " + (tmp / "o-plan"), tmp / "b/model.onnx");
+  CHECK(b["target"]["sweep_reused"] == true);
+  const double bpw = 8.0 * static_cast<double>(b["file_size_bytes"].get<uint64_t>()) / b["target"]["params"].get<double>();
+  CHECK(bpw <= 8.2);
+  CHECK(bpw > 8.1);
+
+  // What MatMulNBits cannot hold, and a work directory inside the output's: one error line, nothing written.
+  for (const auto& [extra, words] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {" --sweep-types Q4_K,Q8_0", {"Q4_K", "MatMulNBits"}},
+           {" --work " + (tmp / "c/plan"), {"inside the ONNX output's directory"}},
+           {" --target-size 7", {"below the smallest file", "the embedding F16"}}}) {
+    const auto r = qt::run(q() + " quantize " + model + (extra.find("target-size") == std::string::npos ? " --target-size 8.6" : "") +
+                           extra + " --calib " + qt::kjv_calib() + " --no-eval -o " + (tmp / "c/model.onnx"));
+    INFO(r.out);
+    CHECK(r.code == 1);
+    for (const auto& w : words) CHECK(r.out.find(w) != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(tmp / "c"));
+  }
+}

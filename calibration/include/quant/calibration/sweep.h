@@ -48,9 +48,11 @@ struct SweepSettings {
   std::vector<int> bits = {2, 3, 4, 8};
   int64_t group = 128;                 // 0: per channel
   bool sym = false;
-  // GGUF types (Q2_K ... Q6_K, IQ4_XS, Q8_0 ...) as the options instead of integer grids; `bits`
-  // then holds each type's nominal width (floor of its bits per weight), and token_embd and
-  // output.weight (or the tied table) join the units, each by RTN onto the type.
+  // Options by name instead of widths: GGUF types (Q2_K ... Q6_K, IQ4_XS, Q8_0 ...) or grids each
+  // with its own group ("int4 g32 asym", as QuantSpec writes it; what an ONNX plan chooses among);
+  // `bits` then holds each one's nominal width (floor of its bits per weight), and token_embd and
+  // output.weight (or the tied table) join the units, each by RTN onto the option. Types cost
+  // their stored bytes, grids their logical bits.
   std::vector<std::string> qtypes;
   bool typed() const { return !qtypes.empty(); }
   size_t options() const { return typed() ? qtypes.size() : bits.size(); }
