@@ -557,6 +557,48 @@ std::vector<CompareEntry> load_entries(const CompareArgs& a) {
 
 }  // namespace
 
+ForwardProbe estimate_compare(const CompareArgs& a) {
+  quant::set_num_threads(a.threads);
+  LoadedModel m = load_model(a.models.at(0));
+  const std::vector<int32_t> tokens = encode_text_file(*m.tokenizer, a.text);  // cached: compare_models reads it again
+  PplOptions po;
+  po.protocol = parse_protocol(a.protocol);
+  po.ctx = a.ctx;
+  po.max_chunks = a.chunks;
+  const PplChunks ch = ppl_chunks(static_cast<int64_t>(tokens.size()), m.config.bos_id, po, m.config.max_ctx);
+  LlamaRuntime rt(m.config, *m.weights);
+  std::vector<int32_t> window;
+  std::vector<float> logits;
+  ch.window(tokens, 0, window);
+  ForwardProbe p;
+  p.ctx = ch.ctx;
+  p.params = 0;
+  for (const auto& t : m.weights->tensors()) {
+    p.params += t.rows * t.cols;
+    const double n = static_cast<double>(t.rows), k = static_cast<double>(t.cols);
+    if (t.n_dims == 2 && t.rows > 1) p.solve_flops += 4.0 / 3.0 * k * k * k + 2.0 * n * k * k;
+  }
+  // The first forward converts and caches the weights; a second (when the first was quick) is the rate.
+  for (int i = 0; i < 2; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    rt.forward(window, ch.first, logits);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    p.window_s = i == 0 ? s : std::min(p.window_s, s);
+    if (s > 1.0) break;
+  }
+  // Scoring a window (log-sum-exp, and KL against the base for the others), as score_chunks does.
+  const int64_t V = m.config.vocab;
+  const auto t0 = std::chrono::steady_clock::now();
+  PplScorer sc;
+  for (int64_t j = ch.first; j < ch.ctx - 1; ++j) {
+    const float* row = logits.data() + (j - ch.first) * V;
+    sc.add(row, V, window[static_cast<size_t>(j + 1)], row, log_sum_exp(row, V));
+  }
+  const double score_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  p.seconds = (p.window_s + score_s) * static_cast<double>(ch.chunks) * static_cast<double>(a.models.size());
+  return p;
+}
+
 nlohmann::json compare_models(const CompareArgs& a) {
   quant::set_num_threads(a.threads);
   QUANT_CHECK(a.labels.empty() || a.labels.size() == a.models.size(), "--label: {} names for {} models", a.labels.size(), a.models.size());

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "progress.h"
 #include "quant/calibration/calibration.h"
 #include "quant/calibration/sweep.h"
 #include "quant/gptq.h"
@@ -84,6 +85,14 @@ CLI::App* add_sweep_command(CLI::App& app, SweepArgs& a);
 CLI::App* add_plan_command(CLI::App& app, PlanArgs& a);
 CLI::App* add_compare_command(CLI::App& app, CompareArgs& a);
 
+// One timed forward of a model on ctx tokens, and what it predicts (estimate_compare below).
+struct ForwardProbe {
+  double seconds = 0;   // the comparison
+  double window_s = 0;  // one forward of ctx tokens
+  int64_t ctx = 0, params = 0;
+  double solve_flops = 0;  // GPTQ's solves over every matrix: Cholesky and inverse of H (4/3 k^3), the update (2 n k^2)
+};
+
 struct QuantizeArgs {
   std::string model, out, qtype, recipe, text, report, format, tokenizer;
   int bits = 0;
@@ -106,7 +115,11 @@ struct TargetResult {
   std::string line;     // what quantize prints of it
 };
 // eval_step: what follows the conversion (the progress lines say it); empty with --no-eval.
-TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file, const std::string& eval_step);
+TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file, const std::vector<StepAfter>& eval_step);
+// The conversion's seconds at the probe's rate (-1 without a probe): GPTQ runs every calibration
+// window through every block twice (the Hessians, then the quantized block's outputs) and solves
+// each matrix at the forward's flop rate; RTN quantizes at memory speed (one forward's time).
+double estimate_convert_seconds(const ForwardProbe& p, const CalibSpec& c, Method method);
 int run_quantize_cmd(const QuantizeArgs& a);
 
 struct SynthArgs {
@@ -124,5 +137,9 @@ int run_plan_cmd(const PlanArgs& a);
 int run_compare_cmd(const CompareArgs& a);
 // compare's measurement and report files (report.{json,md,html} in a.out) without printing.
 nlohmann::json compare_models(const CompareArgs& a);
+// How long compare_models(a) should take: one timed forward of the base model on a window of the
+// text (two when the first is quick: it converts the weights), times the windows and the models,
+// each assumed as fast as the base. Also the rate later steps are estimated at.
+ForwardProbe estimate_compare(const CompareArgs& a);
 
 }  // namespace quant::cli

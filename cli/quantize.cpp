@@ -91,6 +91,15 @@ std::string storage_note(const nlohmann::json& summary) {
   return "";
 }
 
+// The conversion's steps as its progress bars name them: the AWQ search (not estimated), then GPTQ
+// or the RTN writer.
+std::vector<StepAfter> convert_steps(const Recipe& r) {
+  std::vector<StepAfter> s;
+  if (uses_awq(r.method)) s.push_back({method_name(r.method), "awq search"});
+  s.push_back(uses_gptq(r.method) ? StepAfter{"gptq", "gptq"} : StepAfter{"convert", "rtn"});
+  return s;
+}
+
 std::string mb(uint64_t bytes) { return fmt::format("{:.2f} MB", static_cast<double>(bytes) / 1e6); }
 
 }  // namespace
@@ -137,6 +146,14 @@ CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a) {
   return c;
 }
 
+double estimate_convert_seconds(const ForwardProbe& p, const CalibSpec& c, Method method) {
+  if (p.window_s <= 0) return -1;
+  if (!uses_gptq(method)) return p.window_s;
+  const double flops_per_s = 2.0 * static_cast<double>(p.params) * static_cast<double>(p.ctx) / p.window_s;
+  const double windows = static_cast<double>(c.nsamples * c.seqlen) / static_cast<double>(p.ctx);
+  return 2.0 * windows * p.window_s + p.solve_flops / flops_per_s;
+}
+
 int run_quantize_cmd(const QuantizeArgs& a) {
   const bool sized = a.target_bpw > 0 || a.target_size > 0;
   QUANT_CHECK(a.bits || !a.qtype.empty() || sized,
@@ -155,15 +172,43 @@ int run_quantize_cmd(const QuantizeArgs& a) {
   const std::string text = a.no_eval ? "" : (a.text.empty() ? shipped_text(kHeldoutText) : a.text);
   QUANT_CHECK(a.no_eval || fs::is_regular_file(text), "--text {}: no such file", text);
   nlohmann::json out = {{"model", a.model}, {"out", a.out}};
-  // What every progress line says comes after its step.
-  const std::string eval_step =
-      a.no_eval ? "" : fmt::format("before/after on {} windows of {}", a.chunks > 0 ? std::to_string(a.chunks) : "all the",
-                                   fs::path(text).filename().string());
-  steps_after() = eval_step;
+  CompareArgs cmp;
+  cmp.models = {a.model, a.out};
+  cmp.labels = {"before", "after"};
+  cmp.text = text;
+  cmp.chunks = a.chunks;
+  cmp.threads = a.threads;
+  cmp.quiet = a.quiet;
+  cmp.out = a.report.empty() ? default_report_dir(a.out) : a.report;
+  // What every progress line says comes after its step, and how long each should take: timed once
+  // the checks have passed (estimate_steps), by one forward of the model, the rate every later step
+  // is estimated at.
+  const std::string calib = a.calib.file.empty() ? shipped_text(kCalibText) : a.calib.file;
+  std::vector<StepAfter> eval_step;
+  if (!a.no_eval)
+    eval_step.push_back({"compare", fmt::format("before/after on {} windows of {}", a.chunks > 0 ? std::to_string(a.chunks) : "all the",
+                                                fs::path(text).filename().string())});
+  struct Reset {
+    ~Reset() { estimate_steps() = nullptr; }
+  } reset;
+  if (!a.quiet)
+    estimate_steps() = [&] {
+      CompareArgs pc = cmp;
+      if (a.no_eval) pc.text = calib;
+      std::cerr << fmt::format("quantize: timing {} on a window of {} (the rate the later steps are estimated at)\n", a.model,
+                               fs::path(pc.text).filename().string());
+      const ForwardProbe probe = estimate_compare(pc);
+      CalibSpec cs = a.calib;
+      cs.file = calib;
+      for (auto& st : steps_after())
+        st.seconds = st.bar == "compare" ? probe.seconds
+                     : st.bar == "gptq"  ? estimate_convert_seconds(probe, cs, Method::Gptq)
+                     : st.bar == "convert" ? estimate_convert_seconds(probe, cs, Method::Rtn)
+                                           : -1;
+    };
   ConvertResult conv;
   std::string recipe_line;
   if (sized) {
-    const std::string calib = a.calib.file.empty() ? shipped_text(kCalibText) : a.calib.file;
     TargetResult t = quantize_to_target(a, calib, eval_step);
     conv = std::move(t.conv);
     out["recipe"] = t.recipe.name();
@@ -175,6 +220,8 @@ int run_quantize_cmd(const QuantizeArgs& a) {
   } else {
     const Chosen chosen = choose_recipe(a);
     const ConvertArgs ca = convert_args(a, chosen.recipe);
+    steps_after() = convert_steps(chosen.recipe);
+    steps_after().insert(steps_after().end(), eval_step.begin(), eval_step.end());
     conv = convert_model(ca, true);
     out["recipe"] = chosen.recipe.name();
     out["recipe_source"] = chosen.why;
@@ -193,14 +240,6 @@ int run_quantize_cmd(const QuantizeArgs& a) {
     return 0;
   }
   steps_after().clear();  // the last step: its ETA is the command's
-  CompareArgs cmp;
-  cmp.models = {a.model, a.out};
-  cmp.labels = {"before", "after"};
-  cmp.text = text;
-  cmp.chunks = a.chunks;
-  cmp.threads = a.threads;
-  cmp.quiet = a.quiet;
-  cmp.out = a.report.empty() ? default_report_dir(a.out) : a.report;
   const nlohmann::json rep = compare_models(cmp);
   const nlohmann::json& b = rep["models"][0];
   const nlohmann::json& q = rep["models"][1];

@@ -144,7 +144,7 @@ uint64_t onnx_file_bytes(ConvertArgs c, BitPlan p, const std::string& work) {
 
 }  // namespace
 
-TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file, const std::string& eval_step) {
+TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file, const std::vector<StepAfter>& eval_step) {
   QUANT_CHECK((a.target_bpw > 0) != (a.target_size > 0), "give one of --target-bpw or --target-size");
   const bool onnx = a.format == "onnx" || (a.format.empty() && fs::path(a.out).extension() == ".onnx");
   const std::vector<std::string> types = !a.sweep_types.empty() ? a.sweep_types : onnx ? kOnnxSweepTypes : kGgufSweepTypes;
@@ -206,8 +206,11 @@ TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_
     std::cerr << fmt::format("quantize: {} for the whole file: 1/3 measure {} on every matrix ({} windows of {}), 2/3 plan, 3/3 {} onto "
                              "the planned types\n",
                              what, fmt::join(s.qtypes, ","), s.chunks, fs::path(calib_file).filename().string(), s.method);
-  const std::string convert_step = fmt::format("plan, {} onto the planned types", s.method);
-  steps_after() = eval_step.empty() ? convert_step : convert_step + ", " + eval_step;
+  // The sweep's own bar gives its ETA; then GPTQ (or RTN) onto the planned types, and the before/after.
+  std::vector<StepAfter> later = {{"sweep", "sweep"},
+                                  {recipe.method == Method::Gptq ? "gptq" : "convert", fmt::format("plan, {} onto the planned types", s.method)}};
+  later.insert(later.end(), eval_step.begin(), eval_step.end());
+  steps_after() = later;
   bool reused = false;
   const Sweep swept = sweep_for_target(work, s, sweep_key(s, model_identity(m.config, *m.weights)), &reused);
   const Sweep sw = onnx ? costed_for_onnx(swept, m.weights->tensors()) : swept;
@@ -247,7 +250,6 @@ TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_
     };
     if (over(onnx ? onnx_file_bytes(c, p, work) : gguf_file_bytes(c))) continue;
     c.dry_run = false;
-    steps_after() = eval_step;
     ConvertResult conv = convert_model(c, false);
     const auto bytes = conv.summary["file_size_bytes"].get<uint64_t>();
     if (over(bytes)) continue;  // the stage's keys outgrew their room

@@ -1,4 +1,4 @@
-// Runs GGUF files through the real llama.cpp (node-llama-cpp from npm) and compares its
+// Runs GGUF files through the real llama.cpp (libllama of node-llama-cpp from npm) and compares its
 // next-token log-probabilities with our runtime's on the same files.
 #pragma once
 
@@ -61,6 +61,10 @@ inline void our_logprobs(const std::string& gguf, const std::vector<std::vector<
   }
 }
 
+inline std::string libllama() {
+  return std::string(QUANT_BUILD_DIR) + "/peers/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so";
+}
+
 // q8act: also compare against our runtime with int8 block activations (top1_q8act).
 inline std::vector<PeerAgreement> compare_with_llama_cpp(const std::vector<std::string>& files,
                                                          const std::vector<std::vector<int32_t>>& seqs,
@@ -68,8 +72,8 @@ inline std::vector<PeerAgreement> compare_with_llama_cpp(const std::vector<std::
   TempDir tmp;
   nlohmann::json req = {{"models", files}, {"sequences", seqs}, {"text", text}};
   write_file(tmp / "req.json", req.dump());
-  const std::string cmd = "node " + repo("tests/peers/llama_logprobs.mjs") + " " + QUANT_BUILD_DIR + "/peers/llama " +
-                          (tmp / "req.json") + " " + (tmp / "out.json");
+  const std::string cmd = std::string(QUANT_BIN_DIR) + "/llama_logprobs_shim " + libllama() + " " + (tmp / "req.json") + " " +
+                          (tmp / "out.json");
   const RunResult r = run(cmd);
   INFO(cmd << "\n" << r.out);
   REQUIRE(r.code == 0);
@@ -148,10 +152,6 @@ inline void check_llama_agreement(const std::vector<std::string>& names, const s
     CHECK(res[i].positions >= 512);
     CHECK(res[i].top1 >= min_top1);
   }
-}
-
-inline std::string libllama() {
-  return std::string(QUANT_BUILD_DIR) + "/peers/llama/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.5.0.so";
 }
 
 // llama.cpp's quantizer on `in`: llama_ftype, output.weight's ggml type (-1: its own rule), pure.
