@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -168,8 +169,14 @@ Sweep sweep_model(const SweepArgs& a) {
     calib_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   const StatsDir stats(stats_dir, m.config);
-  Progress prog("sweep", a.quiet);
-  run.progress = [&](const std::string& what, int64_t d, int64_t t) { prog.update(d, t, what); };
+  // The FP pass has a bar of its own: its steps are not the sweep's, whose bar (and ETA) starts after it.
+  Progress fp("sweep: FP pass", a.quiet);
+  std::optional<Progress> prog;
+  run.progress = [&](const std::string& what, int64_t d, int64_t t) {
+    if (what.rfind("FP pass", 0) == 0) return fp.update(d, t, what);
+    if (!prog) prog.emplace("sweep", a.quiet);
+    prog->update(d, t, what);
+  };
   run.announce = [&](const nlohmann::json& e) {
     if (a.quiet) return;
     std::cerr << fmt::format(

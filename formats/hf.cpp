@@ -1,6 +1,8 @@
 // Hugging Face Llama checkpoints: config.json + model.safetensors (or shards with an index).
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -167,7 +169,9 @@ void parse_rope_scaling(const nlohmann::json& rs, const std::string& path, Llama
     if (rs.contains(k) && rs[k].is_string()) type = rs[k].get<std::string>();
   auto num = [&](const char* k) -> double {
     QUANT_CHECK(rs.contains(k) && rs[k].is_number(), "{}: rope_scaling.{} is missing or not a number", path, k);
-    return rs[k].get<double>();
+    const double v = rs[k].get<double>();
+    QUANT_CHECK(std::isfinite(v) && std::fabs(v) <= 1e9, "{}: rope_scaling.{} = {} is out of range", path, k, rs[k].dump());
+    return v;
   };
   if (type == "default") return;
   if (type == "llama3") {
@@ -222,12 +226,31 @@ LlamaConfig parse_hf_config(const std::string& path) {
     QUANT_CHECK(j[k].is_number_integer(), "{}: field {} is not an integer", path, k);
     return j[k].get<int64_t>();
   };
+  // A field of the default's type, or the default when absent. A number that does not fit the
+  // type (a context length of 7e82, a float of 1e300) is refused, never cast.
   auto opt = [&](const char* k, auto dflt) {
+    using T = decltype(dflt);
     if (!j.contains(k) || j[k].is_null()) return dflt;
-    try {
-      return j[k].get<decltype(dflt)>();
-    } catch (const std::exception&) {
-      fail("{}: field {} has the wrong type", path, k);
+    const nlohmann::json& v = j[k];
+    if constexpr (std::is_same_v<T, bool>) {
+      QUANT_CHECK(v.is_boolean(), "{}: field {} has the wrong type (a boolean)", path, k);
+      return v.get<bool>();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      QUANT_CHECK(v.is_string(), "{}: field {} has the wrong type (a string)", path, k);
+      return v.get<std::string>();
+    } else if constexpr (std::is_integral_v<T>) {
+      QUANT_CHECK(v.is_number_integer() && (!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t{INT64_MAX}),
+                  "{}: field {} = {} is not an integer we can hold", path, k, v.dump());
+      const int64_t x = v.get<int64_t>();
+      QUANT_CHECK(x >= std::numeric_limits<T>::min() && x <= std::numeric_limits<T>::max(), "{}: field {} = {} is out of range", path,
+                  k, x);
+      return static_cast<T>(x);
+    } else {
+      QUANT_CHECK(v.is_number(), "{}: field {} has the wrong type (a number)", path, k);
+      const double x = v.get<double>();
+      QUANT_CHECK(std::isfinite(x) && std::fabs(x) <= std::numeric_limits<T>::max(), "{}: field {} = {} is out of range", path, k,
+                  v.dump());
+      return static_cast<T>(x);
     }
   };
   c.dim = get_int("hidden_size");

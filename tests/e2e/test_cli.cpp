@@ -1,4 +1,6 @@
 // The quant CLI: machine-readable output, dry runs, inspect, and clear errors on bad input.
+#include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "../common.h"
@@ -103,36 +105,76 @@ TEST_CASE("bad input: one clear error, non-zero exit, no partial output", "[cli]
   CHECK(dir_is_empty(out_dir));
 }
 
-TEST_CASE("same inputs give the same output bytes with 1 and 2 threads", "[cli][determinism]") {
-  qt::TempDir tmp;
-  for (const std::string spec : {"--qtype Q4_0", "--bits 3 --group-size 64 --asym"}) {
-    CAPTURE(spec);
-    const auto a = qt::run(q() + " convert " + model() + " " + spec + " --threads 1 --quiet -o " + (tmp / "a.gguf"));
-    const auto b = qt::run(q() + " convert " + model() + " " + spec + " --threads 2 --quiet -o " + (tmp / "b.gguf"));
-    REQUIRE(a.code == 0);
-    REQUIRE(b.code == 0);
-    CHECK(qt::slurp(tmp / "a.gguf") == qt::slurp(tmp / "b.gguf"));
+// A JSON file or printed result without what measures time (seconds, rates): what must not depend
+// on the thread count.
+nlohmann::json without_timings(nlohmann::json j) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end();) {
+      const std::string& k = it.key();
+      if (k.find("seconds") != std::string::npos || k.find("per_s") != std::string::npos || k == "threads" || k == "time")
+        it = j.erase(it);
+      else
+        *it = without_timings(*it), ++it;
+    }
+  } else if (j.is_array()) {
+    for (auto& e : j) e = without_timings(e);
   }
+  return j;
 }
 
-TEST_CASE("GPTQ output bytes are the same with 1 and 2 threads", "[cli][determinism][gptq]") {
+TEST_CASE("every method and output gives the same bytes and figures at 1, 2 and 4 threads", "[cli][determinism]") {
   qt::TempDir tmp;
-  const std::string base = q() + " convert " + model() + " --method gptq --bits 3 --group-size 64 --act-order --calib " +
-                           qt::kjv_calib() + " --nsamples 4 --seqlen 128 --quiet";
-  const auto a = qt::run(base + " --threads 1 -o " + (tmp / "a.gguf"));
-  const auto b = qt::run(base + " --threads 2 -o " + (tmp / "b.gguf"));
-  INFO(a.out << b.out);
-  REQUIRE(a.code == 0);
-  REQUIRE(b.code == 0);
-  CHECK(qt::slurp(tmp / "a.gguf") == qt::slurp(tmp / "b.gguf"));
-  const auto ins = nlohmann::json::parse(qt::run(q() + " inspect " + (tmp / "a.gguf") + " --json").out);
-  CHECK(ins["metadata"]["quant.method"] == "\"gptq\"");
-  for (const auto& t : ins["tensors"])
-    if (t["name"] == "blk.2.ffn_up.weight") {
-      CHECK(t["method"] == "gptq");
-      CHECK(t["grid"] == "int3 g64 asym");
-      CHECK(t["type"] == "Q4_1");
+  const std::string calib = " --calib " + qt::kjv_calib() + " --nsamples 4 --seqlen 128";
+  struct Case {
+    std::string name, command, out;
+  };
+  // RTN (a preset's k-quant mix, an integer grid), GPTQ with act-order, AWQ, SmoothQuant, the ONNX
+  // export of RTN and GPTQ, a sweep and the plan made from it; then ppl's printed figures.
+  const std::vector<Case> cases = {
+      {"rtn Q4_K_M", "convert " + model() + " --qtype Q4_K_M", "x.gguf"},
+      {"rtn int3", "convert " + model() + " --bits 3 --group-size 64 --asym", "x.gguf"},
+      {"gptq act-order", "convert " + model() + " --method gptq --bits 3 --group-size 64 --act-order" + calib, "x.gguf"},
+      {"awq", "convert " + model() + " --method awq --bits 4 --group-size 32 --search-windows 4 --awq-grid 4" + calib, "x.gguf"},
+      {"smoothquant", "convert " + model() + " --method smoothquant --alpha 0.5 --qtype Q8_0" + calib, "x.gguf"},
+      {"onnx rtn", "convert " + model() + " --format onnx --bits 4 --group-size 32", "o/model.onnx"},
+      {"onnx gptq", "convert " + model() + " --format onnx --method gptq --bits 4 --group-size 128 --act-order" + calib, "o/model.onnx"},
+      {"sweep", "sweep " + model() + calib + " --text " + qt::repo("data/kjv/kjv_heldout.txt") +
+                    " --ctx 128 --chunks 2 --method gptq --bits 3,4 --granularity block", "sweep.json"},
+  };
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const Case& c = cases[k];
+    CAPTURE(c.name);
+    std::vector<std::string> outs;
+    for (int threads : {1, 2, 4}) {
+      const std::string dir = tmp / fmt::format("{}-{}", k, threads);
+      std::filesystem::create_directories(dir);
+      const auto r = qt::run(q() + " " + c.command + " --threads " + std::to_string(threads) + " --quiet -o " + dir + "/" + c.out);
+      INFO(r.out);
+      REQUIRE(r.code == 0);
+      const std::string bytes = qt::slurp(dir + "/" + c.out);
+      outs.push_back(c.out == "sweep.json" ? without_timings(nlohmann::json::parse(bytes)).dump() : bytes);
+      if (c.out == "sweep.json") {  // the plan made from each thread count's sweep; the files named without their directory
+        const auto p = qt::run(q() + " plan " + dir + "/sweep.json --linear-bpw 3.6 -o " + dir + "/plan.json");
+        INFO(p.out);
+        REQUIRE(p.code == 0);
+        outs.back() += without_timings(nlohmann::json::parse(qt::slurp(dir + "/plan.json"))).dump();
+        for (size_t at; (at = outs.back().find(dir)) != std::string::npos;) outs.back().replace(at, dir.size(), "DIR");
+      }
     }
+    CHECK(outs[0] == outs[1]);
+    CHECK(outs[0] == outs[2]);
+  }
+  // Printed figures: ppl with KL against the base, at each thread count.
+  std::vector<std::string> printed;
+  for (int threads : {1, 2, 4}) {
+    const auto r = qt::run(q() + " ppl " + tmp / "0-1/x.gguf" + " --text " + qt::repo("data/kjv/kjv_heldout.txt") + " --chunks 3 --kl-base " +
+                           model() + " --json --quiet --threads " + std::to_string(threads));
+    INFO(r.out);
+    REQUIRE(r.code == 0);
+    printed.push_back(without_timings(nlohmann::json::parse(r.out.substr(r.out.find('{')))).dump());  // after --threads 4's warning
+  }
+  CHECK(printed[0] == printed[1]);
+  CHECK(printed[0] == printed[2]);
 }
 
 TEST_CASE("GPTQ bad input: short calibration text, window past the context, missing --calib", "[cli][bad-input][gptq]") {

@@ -49,9 +49,10 @@ TEST_CASE("ONNX: ONNX Runtime runs RTN and GPTQ exports (4-bit, g32/g128, sym/as
   const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(heldout), true);
   const int64_t ctx = 512;
   // Full-text perplexity through ONNX Runtime for every file with QUANT_ORT_FULL=1 (the closing
-  // note's table); by default two chunks for the logit comparison and 16 for perplexity.
+  // note's table); by default two chunks for the logit comparison and 6 for perplexity (3,066
+  // tokens: ORT and ours agree to 1e-4 there, against the check's 0.5%).
   const bool full = std::getenv("QUANT_ORT_FULL") != nullptr;
-  const std::vector<int32_t> flat = gptq_windows(tokens, ctx, full ? 1 << 20 : 16);
+  const std::vector<int32_t> flat = gptq_windows(tokens, ctx, full ? 1 << 20 : 6);
 
   // GPTQ from statistics gathered once (32 windows: this test checks the export, not GPTQ).
   const std::string stats = tmp / "stats";

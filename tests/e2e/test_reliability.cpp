@@ -2,6 +2,9 @@
 // full disk), formats recognised by their magic, and hostile headers or weights refused early.
 #include <fmt/format.h>
 
+#include <chrono>
+#include <iostream>
+
 #include <nlohmann/json.hpp>
 
 #include "../common.h"
@@ -118,4 +121,42 @@ TEST_CASE("hostile configs and weights: a layer count the weights do not have, n
   expect_error(qt::run(fmt::format("{} convert {} --qtype Q4_0 -o {} --quiet", q(), tmp / "nan", tmp / "nan.gguf")),
                {"blk.1.ffn_down.weight", "not finite"});
   CHECK(!qt::fs::exists(tmp / "nan.gguf"));
+}
+
+TEST_CASE("a GPTQ convert killed (SIGKILL) at 20 points leaves the old file or the whole new one, never a partial one",
+          "[cli][reliability][gptq]") {
+  qt::TempDir tmp;
+  const std::string out = tmp / "out.gguf";
+  const std::string convert = fmt::format("{} convert {} --method gptq --bits 4 --group-size 128 --calib {} --nsamples 8 --seqlen 256 -o {} --quiet",
+                                          q(), qt::bundled_model(), heldout(), out);
+  // The new file, whole: the same command is deterministic.
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(qt::run(convert).code == 0);
+  const double whole = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string fresh = qt::slurp(out);
+  REQUIRE(qt::run(fmt::format("{} convert {} --qtype Q8_0 -o {} --quiet", q(), qt::bundled_model(), out)).code == 0);
+  const std::string old = qt::slurp(out);
+  int with_temporary = 0, finished = 0;
+  for (int i = 0; i < 20; ++i) {
+    // Kill points spread over the whole run, loading to writing (the last few after it may have ended).
+    const double at = whole * (0.05 + 1.0 * i / 19);
+    const auto r = qt::run(fmt::format("bash -c '{} & p=$!; sleep {:.3f}; ls {} | grep -c \"out.gguf.tmp\"; kill -KILL $p 2>/dev/null; wait $p; echo rc=$?'",
+                                       convert, at, tmp.path.string()));
+    INFO("kill " << i << " at " << at << " s of " << whole << " s\n" << r.out);
+    const bool done = r.out.find("rc=0") != std::string::npos;
+    CHECK((done || r.out.find("rc=137") != std::string::npos));
+    const std::string now = qt::slurp(out);
+    CHECK((now == old || (done && now == fresh)));  // never a partial or corrupt file
+    CHECK(temporaries(tmp.path.string()).size() <= 1);
+    finished += done;
+    with_temporary += r.out.rfind("1\n", 0) == 0;
+    if (now != old) qt::write_file(out, old);
+  }
+  std::cout << fmt::format("SIGKILL at 20 points of a {:.1f} s GPTQ convert: {} while its temporary was being written, {} after it ended\n",
+                           whole, with_temporary, finished);
+  CHECK(with_temporary >= 10);  // most kills land while the output is being written
+  // The next run removes what the last SIGKILL left and writes the whole file.
+  REQUIRE(qt::run(convert).code == 0);
+  CHECK(temporaries(tmp.path.string()).empty());
+  CHECK(qt::slurp(out) == fresh);
 }
