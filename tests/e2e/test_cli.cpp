@@ -75,7 +75,8 @@ TEST_CASE("stories260K: ffn_down (K = 172) falls back to F16, documented in the 
   const auto r = qt::run(q() + " convert " + qt::shared("models/stories260K/stories260K.bin") + " --qtype Q4_0 --dry-run --json");
   INFO(r.out);
   REQUIRE(r.code == 0);
-  for (const auto& t : nlohmann::json::parse(r.out)["tensors"])
+  const auto j = nlohmann::json::parse(r.out);  // named: a temporary would die before the loop runs
+  for (const auto& t : j["tensors"])
     if (t["name"] == "blk.0.ffn_down.weight") {
       CHECK(t["stored"] == "F16");
       CHECK(t["note"].get<std::string>().find("172 columns do not tile") != std::string::npos);

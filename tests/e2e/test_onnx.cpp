@@ -191,7 +191,8 @@ TEST_CASE("ONNX: stories260K (K = 172, not a multiple of the block) exports with
     const auto r = qt::run(q() + " convert " + src + " " + args + " -o " + files.back() + " --quiet --json");
     INFO(r.out);
     REQUIRE(r.code == 0);
-    for (const auto& t : nlohmann::json::parse(r.out)["tensors"])
+    const auto j = nlohmann::json::parse(r.out);  // named: a temporary would die before the loop runs
+    for (const auto& t : j["tensors"])
       if (t["name"] == "blk.0.ffn_down.weight") {
         CHECK(t["stored"].get<std::string>().rfind("MatMulNBits 4b", 0) == 0);
         CHECK(t["note"].get<std::string>().find("K padded to") != std::string::npos);
