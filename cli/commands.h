@@ -116,10 +116,6 @@ struct TargetResult {
 };
 // eval_step: what follows the conversion (the progress lines say it); empty with --no-eval.
 TargetResult quantize_to_target(const QuantizeArgs& a, const std::string& calib_file, const std::vector<StepAfter>& eval_step);
-// The conversion's seconds at the probe's rate (-1 without a probe): GPTQ runs every calibration
-// window through every block twice (the Hessians, then the quantized block's outputs) and solves
-// each matrix at the forward's flop rate; RTN quantizes at memory speed (one forward's time).
-double estimate_convert_seconds(const ForwardProbe& p, const CalibSpec& c, Method method);
 int run_quantize_cmd(const QuantizeArgs& a);
 
 struct SynthArgs {

@@ -100,6 +100,17 @@ std::vector<StepAfter> convert_steps(const Recipe& r) {
   return s;
 }
 
+// The conversion's seconds at the probe's rate: GPTQ runs every calibration window through every
+// block twice (the Hessians, then the quantized block's outputs) and solves each matrix at the
+// forward's flop rate; RTN quantizes at memory speed (one forward's time). -1: not estimated.
+double estimate_convert_seconds(const ForwardProbe& p, const CalibSpec& c, Method method) {
+  if (p.window_s <= 0) return -1;  // a forward too quick to time
+  if (!uses_gptq(method)) return p.window_s;
+  const double flops_per_s = 2.0 * static_cast<double>(p.params) * static_cast<double>(p.ctx) / p.window_s;
+  const double windows = static_cast<double>(c.nsamples * c.seqlen) / static_cast<double>(p.ctx);
+  return 2.0 * windows * p.window_s + p.solve_flops / flops_per_s;
+}
+
 std::string mb(uint64_t bytes) { return fmt::format("{:.2f} MB", static_cast<double>(bytes) / 1e6); }
 
 }  // namespace
@@ -144,14 +155,6 @@ CLI::App* add_quantize_command(CLI::App& app, QuantizeArgs& a) {
   c->add_flag("--json", a.json, "print one JSON object");
   c->add_flag("--quiet", a.quiet, "no progress on stderr");
   return c;
-}
-
-double estimate_convert_seconds(const ForwardProbe& p, const CalibSpec& c, Method method) {
-  if (p.window_s <= 0) return -1;
-  if (!uses_gptq(method)) return p.window_s;
-  const double flops_per_s = 2.0 * static_cast<double>(p.params) * static_cast<double>(p.ctx) / p.window_s;
-  const double windows = static_cast<double>(c.nsamples * c.seqlen) / static_cast<double>(p.ctx);
-  return 2.0 * windows * p.window_s + p.solve_flops / flops_per_s;
 }
 
 int run_quantize_cmd(const QuantizeArgs& a) {

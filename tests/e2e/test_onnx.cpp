@@ -30,6 +30,13 @@ std::vector<int32_t> gptq_windows(const std::vector<int32_t>& tokens, int64_t ct
   return {tokens.begin(), tokens.begin() + n * ctx};
 }
 
+// ONNX Runtime and our runtime on `file`: two 512-token windows of kjv_heldout (the bundled model's tokens).
+Agreement ort_agreement_on_heldout(const std::string& file) {
+  LoadedModel m = load_model(qt::bundled_model());
+  const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
+  const std::vector<int32_t> flat = gptq_windows(tokens, 512, 2);
+  return compare_logits(file, flat, 512, run_ort(file, flat, 512, 2));
+}
 
 double ppl_from_nll(const std::vector<double>& nll) {
   double s = 0;
@@ -328,11 +335,7 @@ TEST_CASE("ONNX: a mixed-precision plan (2/3/4/8-bit MatMulNBits in one graph) r
         ++checked;
       }
   CHECK(checked == 42);
-  LoadedModel m = load_model(model);
-  const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
-  const std::vector<int32_t> flat = gptq_windows(tokens, 512, 2);
-  const OrtRun ort = run_ort(file, flat, 512, 2);
-  const Agreement a = compare_logits(file, flat, 512, ort);
+  const Agreement a = ort_agreement_on_heldout(file);
   std::cout << fmt::format("ONNX Runtime vs quant, mixed plan (widths {}): {} positions, top-1 {:.2f}%, max|dlogit| {:.2e}\n",
                            fmt::join(widths, ","), a.positions, 100 * a.top1, a.max_abs_dlogit);
   CHECK(a.positions >= 512);
@@ -376,11 +379,7 @@ TEST_CASE("ONNX: quantize --target-size mixes MatMulNBits grids (group sizes, 4 
   CHECK(checked == 43);  // 42 decoder linears and output.weight
   CHECK(specs.size() >= 2);
   check_with_onnx_checker({file});
-  LoadedModel m = load_model(model);
-  const std::vector<int32_t> tokens = m.tokenizer->encode(read_text(qt::repo("data/kjv/kjv_heldout.txt")), true);
-  const std::vector<int32_t> flat = gptq_windows(tokens, 512, 2);
-  const OrtRun ort = run_ort(file, flat, 512, 2);
-  const Agreement a = compare_logits(file, flat, 512, ort);
+  const Agreement a = ort_agreement_on_heldout(file);
   std::cout << fmt::format("ONNX Runtime vs quant, --target-size 8.6 plan ({}): {} positions, top-1 {:.2f}%, max|dlogit| {:.2e}\n",
                            fmt::join(specs, ", "), a.positions, 100 * a.top1, a.max_abs_dlogit);
   CHECK(a.top1 >= 0.97);

@@ -1,8 +1,8 @@
 // Runs llama.cpp on GGUF files and reports, for every position of a token sequence, llama.cpp's
 // log-probability of the next token and its top-1 token, plus llama.cpp's own tokenization of a
 // text: the libllama.so that node-llama-cpp ships, loaded at run time (no llama.h here: the
-// leading fields of llama_context_params are set by offset, as llama_quantize.cpp does for the
-// quantizer; the offsets are those of the release install.sh pins, and move between releases). The same answers as node-llama-cpp's
+// leading sizes of llama_context_params are set by offset, the thread counts through
+// llama_set_n_threads, as bench/llama_ppl.cpp does). The same answers as node-llama-cpp's
 // controlledEvaluate (llama_logprobs.mjs, which built a sorted map of the whole vocabulary per
 // position: minutes for a 128k vocabulary), read straight from llama_get_logits_ith.
 // Usage: llama_logprobs_shim LIBLLAMA REQUEST OUT
@@ -53,6 +53,7 @@ struct Api {
   int32_t (*tokenize)(const void*, const char*, int32_t, int32_t*, int32_t, bool, bool);
   void* (*init_from_model)(void*, Params);
   void (*free)(void*);
+  void (*set_n_threads)(void*, int32_t, int32_t);
   Batch (*batch_init)(int32_t, int32_t, int32_t);
   void (*batch_free)(Batch);
   int32_t (*decode)(void*, Batch);
@@ -75,7 +76,8 @@ bool load_api(void* lib, Api& a) {
          bind(lib, "llama_model_load_from_file", a.model_load_from_file) && bind(lib, "llama_model_free", a.model_free) &&
          bind(lib, "llama_model_get_vocab", a.model_get_vocab) && bind(lib, "llama_vocab_n_tokens", a.vocab_n_tokens) &&
          bind(lib, "llama_tokenize", a.tokenize) && bind(lib, "llama_init_from_model", a.init_from_model) &&
-         bind(lib, "llama_free", a.free) && bind(lib, "llama_batch_init", a.batch_init) && bind(lib, "llama_batch_free", a.batch_free) &&
+         bind(lib, "llama_free", a.free) && bind(lib, "llama_set_n_threads", a.set_n_threads) &&
+         bind(lib, "llama_batch_init", a.batch_init) && bind(lib, "llama_batch_free", a.batch_free) &&
          bind(lib, "llama_decode", a.decode) && bind(lib, "llama_get_logits_ith", a.get_logits_ith) &&
          bind(lib, "llama_get_memory", a.get_memory) && bind(lib, "llama_memory_clear", a.memory_clear);
 }
@@ -114,21 +116,18 @@ nlohmann::json run_model(const Api& a, const std::string& path, const nlohmann::
   size_t longest = 0;
   for (const auto& s : seqs) longest = std::max(longest, s.size());
   const uint32_t n = static_cast<uint32_t>(std::max<size_t>(longest, 512));
+  // llama_context_params starts n_ctx, n_batch, n_ubatch (u32) in every release; the thread counts
+  // moved between releases, so they are set by llama_set_n_threads (as bench/llama_ppl.cpp does).
   Params cp = a.context_default_params();
-  const int32_t threads = 1;
-  // include/llama.h of the release install.sh pins (node-llama-cpp 3.22.1): n_ctx, n_batch,
-  // n_ubatch, n_seq_max, n_rs_seq, n_outputs_max, n_outputs_max_per_seq, n_threads, n_threads_batch.
-  std::memcpy(cp.bytes + 0, &n, 4);         // uint32_t n_ctx
-  std::memcpy(cp.bytes + 4, &n, 4);         // uint32_t n_batch
-  std::memcpy(cp.bytes + 8, &n, 4);         // uint32_t n_ubatch
-  std::memcpy(cp.bytes + 28, &threads, 4);  // int32_t n_threads
-  std::memcpy(cp.bytes + 32, &threads, 4);  // int32_t n_threads_batch
+  const uint32_t sizes[3] = {n, n, n};
+  std::memcpy(cp.bytes, sizes, sizeof sizes);
   void* ctx = a.init_from_model(model, cp);
   if (!ctx) {
     result["error"] = "llama_init_from_model failed: " + g_errors;
     a.model_free(model);
     return result;
   }
+  a.set_n_threads(ctx, 1, 1);  // node-llama-cpp's threads: 1
   std::vector<double> logp;
   std::vector<int32_t> top1;
   Batch b = a.batch_init(static_cast<int32_t>(n), 0, 1);
