@@ -75,12 +75,21 @@ void QuantStage::prepare() {
     so.gptq = spec_.gptq;
     so.grid_store = spec_.grid_store;
     so.importance = spec_.importance;
+    so.acts = spec_.acts;
     so.progress = progress_of("gptq");
     so.sink = [this](const TensorPlan& p, QuantWeight&& q, const TensorReport& r) {
       QuantizedTensor& t = gptq_done_[p.name];
       t.q = std::move(q);
       t.report = r;
     };
+    if (!spec_.stats && !spec_.work_dir.empty()) {
+      ckpt_ = std::make_unique<RunCheckpoints>(spec_.work_dir,
+                                               run_identity(cfg_, weights(), plans_, method_name(m), spec_.gptq,
+                                                            static_cast<int>(spec_.grid_store), spec_.windows),
+                                               spec_.resume);
+      resumed_ = ckpt_->blocks_done();
+      so.checkpoints = ckpt_.get();
+    }
     gptq_ = spec_.stats ? gptq_stats_driver(cfg_, weights(), *spec_.stats, plans_, so)
                         : gptq_sequential_driver(cfg_, weights(), spec_.windows, plans_, so);
   }
@@ -93,6 +102,13 @@ QuantizedTensor QuantStage::take(const TensorPlan& plan) {
   if (gptq_ && gptq_target(p)) {
     // The driver runs block by block up to this tensor's; blocks taken in order keep one
     // block's grids in memory.
+    const int64_t block = std::stoll(p.name.substr(4, p.name.find('.', 4) - 4));
+    if (block < resumed_ && !gptq_done_.count(p.name))  // finished before the resume: from its checkpoint
+      for (auto& t : ckpt_->load_block(block)) {
+        QuantizedTensor& q = gptq_done_[t.name];
+        q.q = std::move(t.q);
+        q.report = t.report;
+      }
     while (!gptq_done_.count(p.name) && !gptq_->done()) gptq_->run_block();
     auto it = gptq_done_.find(p.name);
     QUANT_CHECK(it != gptq_done_.end(), "tensor {}: taken twice from the quantization stage", p.name);
@@ -103,6 +119,10 @@ QuantizedTensor QuantStage::take(const TensorPlan& plan) {
   }
   reports_.push_back(out.report);
   return out;
+}
+
+void QuantStage::finish() {
+  if (ckpt_) ckpt_->finish();
 }
 
 std::map<std::string, std::string> QuantStage::metadata() const {

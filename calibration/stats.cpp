@@ -1,5 +1,4 @@
 // Calibration windows and per-input statistics.
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -7,6 +6,7 @@
 
 #include "quant/calibration/calibration.h"
 #include "quant/error.h"
+#include "quant/gemm.h"
 #include "quant/calibration/text.h"
 #include "quant/tokenizer.h"
 
@@ -52,17 +52,30 @@ InputStats::InputStats(int64_t width)
       max_abs_(static_cast<size_t>(width)) {}
 
 void InputStats::add(const float* x, int64_t rows) {
-  using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  Eigen::Map<const MatF> X(x, rows, width_);
   for (int64_t i = 0; i < rows * width_; ++i)
     QUANT_CHECK(std::isfinite(x[i]), "calibration activation is not finite (row {}, channel {})", i / width_, i % width_);
-  MatF g = MatF::Zero(width_, width_);
-  g.selfadjointView<Eigen::Lower>().rankUpdate(X.transpose());
-  for (int64_t i = 0; i < width_; ++i)
-    for (int64_t j = 0; j <= i; ++j) xtx_[static_cast<size_t>(i * width_ + j)] += g(i, j);
+  // X^T X, lower triangle, in strips of kStrip rows: strip [i0, i1) x [0, i1) is one fp32 GEMM of
+  // X^T's rows (the threaded, thread-count-independent gemm_nt), added into the double sums.
+  constexpr int64_t kStrip = 256;
+  const int64_t W = width_;
+  std::vector<float> xt(static_cast<size_t>(W * rows));
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < W; ++c)
+    for (int64_t r = 0; r < rows; ++r) xt[static_cast<size_t>(c * rows + r)] = x[r * W + c];
+  std::vector<float> g(static_cast<size_t>(std::min(kStrip, W) * W));
+  for (int64_t i0 = 0; i0 < W; i0 += kStrip) {
+    const int64_t i1 = std::min(W, i0 + kStrip);
+    gemm_nt(xt.data() + i0 * rows, rows, xt.data(), rows, g.data(), i1, i1 - i0, i1, rows, 1.0f, false);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = i0; i < i1; ++i) {
+      double* dst = xtx_.data() + i * W;
+      const float* src = g.data() + (i - i0) * i1;
+      for (int64_t j = 0; j <= i; ++j) dst[j] += src[j];
+    }
+  }
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < width_; ++c) {
-      const double a = std::fabs(static_cast<double>(X(r, c)));
+    for (int64_t c = 0; c < W; ++c) {
+      const double a = std::fabs(static_cast<double>(x[r * W + c]));
       sum_abs_[static_cast<size_t>(c)] += a;
       max_abs_[static_cast<size_t>(c)] = std::max(max_abs_[static_cast<size_t>(c)], a);
     }
@@ -80,12 +93,18 @@ void InputStats::merge(const InputStats& o) {
 }
 
 std::vector<double> InputStats::hessian() const {
+  InputStats copy = *this;
+  return std::move(copy).take_hessian();
+}
+
+std::vector<double> InputStats::take_hessian() && {
   QUANT_CHECK(n_ > 0, "no calibration tokens reached this input");
-  std::vector<double> h(static_cast<size_t>(width_ * width_));
+  std::vector<double> h = std::move(xtx_);  // symmetrized and scaled in place: no second k x k array
+  xtx_.clear();
   const double f = 2.0 / static_cast<double>(n_);
   for (int64_t i = 0; i < width_; ++i)
     for (int64_t j = 0; j <= i; ++j)
-      h[static_cast<size_t>(i * width_ + j)] = h[static_cast<size_t>(j * width_ + i)] = f * xtx_[static_cast<size_t>(i * width_ + j)];
+      h[static_cast<size_t>(i * width_ + j)] = h[static_cast<size_t>(j * width_ + i)] = f * h[static_cast<size_t>(i * width_ + j)];
   return h;
 }
 

@@ -26,9 +26,6 @@ std::pair<int64_t, std::string> split_name(const std::string& name) {
   return {std::stoll(name.substr(4, dot - 4)), name.substr(dot + 1, name.size() - dot - 1 - 7)};
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 }  // namespace
 

@@ -42,12 +42,16 @@ struct ConvertArgs {
   std::string stats_dir, imatrix;
   std::string bitplan_file;  // set when --plan is a bit-width plan (quant plan)
   double alpha_value = 0.5;  // --alpha parsed (-1: auto)
+  double max_memory_gb = 0;  // 0: what the machine has available
+  std::string work;          // where activations spill and checkpoints go (default OUT.work beside the output)
+  bool resume = false;       // continue a killed GPTQ run after its last finished block
 };
 // The conversion without printing: the --json summary and the per-tensor plans (after the stage
 // ran, or as resolved for --dry-run).
 struct ConvertResult {
   nlohmann::json summary;
   std::vector<TensorPlan> plans;
+  std::string memory_plan;  // the plan as text (--dry-run prints it)
 };
 ConvertResult convert_model(const ConvertArgs& a, bool method_given);
 int run_convert(const ConvertArgs& a, bool method_given);
@@ -122,7 +126,7 @@ struct SynthArgs {
   std::string shape, out, dtype = "f16", tokenizer;
   uint64_t seed = 0;
   int64_t layers = 0, shard_mb = 4096;
-  bool json = false, quiet = false;
+  bool json = false, quiet = false, header_only = false;
 };
 CLI::App* add_synth_command(CLI::App& app, SynthArgs& a);
 int run_synth_cmd(const SynthArgs& a);

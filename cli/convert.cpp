@@ -20,6 +20,7 @@
 #include "quant/gemm.h"
 #include "quant/kquants.h"
 #include "quant/presets.h"
+#include "quant/calibration/memory_plan.h"
 #include "quant/calibration/stage.h"
 #include "quant/calibration/sweep.h"
 
@@ -193,6 +194,47 @@ nlohmann::json gptq_json(const QuantStage& stage) {
           {"seconds", seq.seconds}, {"block_passes", seq.block_passes}};
 }
 
+double available_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  double kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
+}
+
+// --work, else OUT.work beside the output (an ONNX model's directory is the output: DIR.work beside it).
+std::string work_dir(const ConvertArgs& a) {
+  if (!a.work.empty()) return a.work;
+  if (a.out.empty()) return "quant.work";
+  const std::filesystem::path out(a.out);
+  if (a.format != "onnx") return a.out + ".work";
+  const std::filesystem::path dir = out.has_parent_path() ? out.parent_path() : std::filesystem::current_path();
+  return (dir.has_filename() ? dir : dir.parent_path()).string() + ".work";
+}
+
+// The run's memory plan (calibration/memory_plan.h); `probe`: with the time at rates measured on
+// block 0 (a --dry-run's projection).
+MemoryPlan convert_memory_plan(const ConvertArgs& a, Method method, const LoadedModel& m, const std::vector<TensorPlan>& plans,
+                               bool probe) {
+  MemoryPlanInputs in;
+  in.cfg = &m.config;
+  in.plans = &plans;
+  in.method = method;
+  const bool sequential = uses_gptq(method) && a.stats_dir.empty() && !a.calib.file.empty();
+  in.windows = sequential ? a.calib.nsamples : 0;
+  in.seqlen = a.calib.seqlen;
+  in.act_order = a.gptq.act_order;
+  in.threads = omp_get_max_threads();
+  in.budget = a.max_memory_gb > 0 ? a.max_memory_gb * 1e9 : available_memory_bytes();
+  in.base = anon_bytes_now();
+  in.spill_dir = work_dir(a);
+  if (probe && sequential) in.rates = probe_rates(m.config, *m.weights, a.calib.seqlen);
+  return plan_memory(in);
+}
+
 }  // namespace
 
 // A checkpoint that holds integer grids (GPTQ) converts onto its own grid when no width is given:
@@ -252,14 +294,17 @@ ConvertResult convert_model(const ConvertArgs& args, bool method_given) {
     plan_extra["bitplan"] = nlohmann::json({{"file", a.bitplan_file}, {"budget", bitplan->budget}, {"predicted", bitplan->predicted},
                                             {"source", bitplan->source}}).dump();
   if (a.dry_run) {
+    const MemoryPlan mp = convert_memory_plan(a, method, m, plans, true);
+    summary["memory_plan"] = mp.to_json();
     if (!onnx && !gptq_out)  // the file's bytes less the stage's own keys (recipe, calibration: a few hundred bytes)
       summary["file_bytes_before_stage_keys"] =
           gguf_model_file_bytes(m, policy, plans, {.method = a.method, .name = name, .extra = plan_extra, .progress = {}});
-    return {std::move(summary), std::move(plans)};
+    return {std::move(summary), std::move(plans), mp.to_text()};
   }
   QUANT_CHECK(!a.out.empty(), "convert needs -o OUT.gguf (or -o DIR/model.onnx with --format onnx)");
   QUANT_CHECK(gptq_out || !std::filesystem::is_directory(a.out), "{}: is a directory", a.out);
   const auto t0 = std::chrono::steady_clock::now();
+  const PeakAnonSampler peak_anon;
   std::optional<StatsDir> stats;
   if (!a.stats_dir.empty() && (uses_gptq(method) || (method == Method::SmoothQuant && a.calib.file.empty())))
     stats.emplace(a.stats_dir, m.config);
@@ -273,9 +318,16 @@ ConvertResult convert_model(const ConvertArgs& args, bool method_given) {
   StageSpec spec = stage_spec(a, method, m, stats ? &*stats : nullptr);
   if (slow_read) bar("calibration").update(1, 1, fmt::format("{} windows", spec.windows.size()));
   spec.importance = importance ? &*importance : nullptr;
+  const MemoryPlan mem = convert_memory_plan(a, method, m, plans, false);  // throws when one block cannot fit
+  spec.acts = mem.acts;
+  spec.work_dir = work_dir(a);
+  spec.resume = a.resume;
+  summary["memory_plan"] = mem.to_json();
   spec.progress = [&](const std::string& step, const std::string& what, int64_t d, int64_t t) { bar(step).update(d, t, what); };
+  const bool print_plan = !a.quiet && !a.json && !spec.windows.empty() && uses_gptq(method);
   QuantStage stage(m.config, *m.weights, std::move(plans), std::move(spec));
-  stage.prepare();
+  stage.prepare();  // a work directory that cannot be resumed fails here, before anything is printed
+  if (print_plan) std::cerr << mem.to_text();
   if (const ActPlan* ap = stage.act_plan()) {
     if (!a.dump_plan.empty()) {
       AtomicFile f(a.dump_plan);
@@ -311,14 +363,19 @@ ConvertResult convert_model(const ConvertArgs& args, bool method_given) {
     write_gguf_model(m, policy, stage, a.out, {.method = a.method, .name = name, .extra = extra, .progress = progress});
     out_bytes = std::filesystem::file_size(a.out);
   }
+  stage.finish();  // the output is in place: the work directory's checkpoints go
   summary["tensor_reports"] = reports_json(stage);
+  if (stage.resumed_blocks() > 0) summary["resumed_blocks"] = stage.resumed_blocks();
   if (stage.gptq()) {
     summary["calibration"] = nlohmann::json::parse(extra.at("calibration"));
     summary["gptq"] = gptq_json(stage);
   }
   summary["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   summary["file_size_bytes"] = out_bytes;
-  return {std::move(summary), stage.plans()};
+  summary["peak_anon_bytes"] = peak_anon.peak();
+  std::error_code ec2;
+  std::filesystem::remove(work_dir(a), ec2);  // the spill directory, when empty (activation files are unlinked)
+  return {std::move(summary), stage.plans(), mem.to_text()};
 }
 
 int run_convert(const ConvertArgs& a, bool method_given) {
@@ -331,6 +388,7 @@ int run_convert(const ConvertArgs& a, bool method_given) {
   if (a.dry_run) {
     std::cout << "policy (first match wins): " << s["policy"].dump() << "\n";
     print_plans(r.plans);
+    std::cout << r.memory_plan;
     return 0;
   }
   if (a.quiet) return 0;  // the file is the result
@@ -342,8 +400,9 @@ int run_convert(const ConvertArgs& a, bool method_given) {
                                l["loss"].get<double>(), l["seconds"].get<double>(), l["damp"].get<double>(),
                                retries ? fmt::format(" ({} retries)", retries) : "");
     }
-  std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s\n", s["out"].get<std::string>(), s["file_size_bytes"].get<uint64_t>() / 1e6,
-                           s["seconds"].get<double>());
+  std::cout << fmt::format("wrote {} ({:.2f} MB) in {:.1f} s; peak anonymous memory {:.2f} GB (plan {:.2f} GB)\n",
+                           s["out"].get<std::string>(), s["file_size_bytes"].get<uint64_t>() / 1e6, s["seconds"].get<double>(),
+                           s["peak_anon_bytes"].get<double>() / 1e9, s["memory_plan"]["peak_bytes"].get<double>() / 1e9);
   return 0;
 }
 

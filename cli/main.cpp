@@ -303,7 +303,12 @@ int main(int argc, char** argv) {
   conv->add_option("--tokenizer", ca.tokenizer, "tokenizer.bin for llama2.c models");
   conv->add_option("--name", ca.name, "general.name");
   conv->add_option("--threads", ca.threads, "OpenMP threads")->check(CLI::Range(1, 4096));
-  conv->add_flag("--dry-run", ca.dry_run, "print the resolved per-tensor policy and stop");
+  conv->add_flag("--dry-run", ca.dry_run, "print the resolved per-tensor policy, the memory plan and the projected time, and stop");
+  conv->add_option("--max-memory", ca.max_memory_gb,
+                   "GB of anonymous memory the run may use (default: what the machine has available); calibration activations "
+                   "spill to --work past it")->check(CLI::PositiveNumber);
+  conv->add_option("--work", ca.work, "directory for spilled activations and per-block checkpoints (default: OUT.work beside the output)");
+  conv->add_flag("--resume", ca.resume, "continue a killed GPTQ run after the last block its work directory finished (same bytes)");
   conv->add_flag("--json", ca.json, "machine-readable output");
   conv->add_flag("--quiet", ca.quiet, "no progress on stderr");
 

@@ -21,6 +21,7 @@ CLI::App* add_synth_command(CLI::App& app, SynthArgs& a) {
   c->add_option("--layers", a.layers, "decoder blocks (default: the shape's)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   c->add_option("--shard-mb", a.shard_mb, "shard size in MiB (0: one file)")->capture_default_str()->check(CLI::NonNegativeNumber);
   c->add_option("--tokenizer", a.tokenizer, "tokenizer.model, or a directory with tokenizer.model / tokenizer.json, to copy");
+  c->add_flag("--header-only", a.header_only, "tensors as holes in sparse files: shapes, no data (for --dry-run plans)");
   c->add_flag("--json", a.json, "print one JSON object");
   c->add_flag("-q,--quiet", a.quiet, "no progress");
   return c;
@@ -34,6 +35,7 @@ int run_synth_cmd(const SynthArgs& a) {
   o.seed = a.seed;
   o.shard_mb = a.shard_mb;
   o.tokenizer = a.tokenizer;
+  o.header_only = a.header_only;
   Progress prog("synth", a.quiet || a.json);
   o.progress = [&](int64_t done, int64_t total) { prog.update(done, total); };
   const int64_t bytes = write_synth_checkpoint(s, a.out, o);
@@ -41,7 +43,7 @@ int run_synth_cmd(const SynthArgs& a) {
   for (const auto& t : llama_tensor_layout(s.cfg)) params += t.numel();
   if (a.json)
     std::cout << nlohmann::json{{"shape", s.name}, {"out", a.out}, {"layers", s.cfg.n_layers}, {"params", params}, {"bytes", bytes},
-                                {"dtype", a.dtype}}.dump(2)
+                                {"dtype", a.dtype}, {"header_only", a.header_only}}.dump(2)
               << "\n";
   else
     std::cout << fmt::format("{}: {} ({} layers, {:.3f} B parameters, {:.2f} GB {})\n", a.out, s.name, s.cfg.n_layers,

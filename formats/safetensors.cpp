@@ -1,7 +1,13 @@
 // safetensors reader (untrusted input) and writer.
 #include "quant/formats/safetensors.h"
 
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace quant {
@@ -115,8 +121,21 @@ void SafetensorsWriter::write(const std::string& name, const void* data, uint64_
   ++next_;
 }
 
+void SafetensorsWriter::skip(const std::string& name, uint64_t nbytes) {
+  QUANT_CHECK(next_ < decls_.size() && decls_[next_].name == name && decls_[next_].nbytes() == nbytes,
+              "{}: safetensors writer got {} ({} bytes) out of its declared order", file_.path(), name, nbytes);
+  std::FILE* f = file_.file();
+  QUANT_CHECK(std::fflush(f) == 0 && ::fseeko(f, static_cast<off_t>(nbytes), SEEK_CUR) == 0, "{}: seek failed: {}", file_.path(),
+              std::strerror(errno));
+  bytes_ += nbytes;
+  ++next_;
+}
+
 void SafetensorsWriter::commit() {
   QUANT_CHECK(next_ == decls_.size(), "{}: {} of {} declared tensors written", file_.path(), next_, decls_.size());
+  std::FILE* f = file_.file();  // a trailing hole (skip) has no byte written after it: set the size
+  QUANT_CHECK(std::fflush(f) == 0 && ::ftruncate(::fileno(f), static_cast<off_t>(bytes_)) == 0, "{}: write failed: {}", file_.path(),
+              std::strerror(errno));
   file_.commit();
 }
 

@@ -86,6 +86,8 @@ const std::vector<SynthShape>& synth_shapes() {
   static const std::vector<SynthShape> shapes = [] {
     std::vector<SynthShape> v;
     v.push_back(shape("tinyllama-1.1b", Arch::Llama, 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, false));
+    v.push_back(shape("llama-2-7b", Arch::Llama, 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, false));
+    v.push_back(shape("llama-2-70b", Arch::Llama, 8192, 28672, 80, 64, 8, 32000, 4096, 10000.0f, 1e-5f, false));
     v.push_back(llama3("llama-3.2-1b", 2048, 8192, 16, 32, true, 32.0f));
     v.push_back(llama3("llama-3.2-3b", 3072, 8192, 28, 24, true, 32.0f));
     v.push_back(llama3("llama-3.1-8b", 4096, 14336, 32, 32, false, 8.0f));
@@ -161,6 +163,11 @@ int64_t write_synth_checkpoint(const SynthShape& s, const std::string& dir, cons
     SafetensorsWriter w((fs::path(dir) / shard_name(k)).string(), decls, {{"format", "pt"}});
     for (size_t i : shards[k]) {
       const TensorDesc& t = layout[i];
+      if (o.header_only) {  // a hole of the tensor's size: shapes, no data
+        w.skip(hf_tensor_name(t.name), static_cast<uint64_t>(t.numel() * esize));
+        if (o.progress) o.progress(++done, static_cast<int64_t>(layout.size()));
+        continue;
+      }
       const bool norm = t.name.find("norm.weight") != std::string::npos;
       std::vector<uint8_t> bytes(static_cast<size_t>(t.numel() * esize));
 #pragma omp parallel

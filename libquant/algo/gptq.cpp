@@ -24,10 +24,10 @@ bool inverse_cholesky_upper(std::vector<float>& hv, int64_t n) {
   // Reverse rows and columns (P H P), factor P H P = L L^T; then H = R R^T with R = P L P upper,
   // so H^-1 = (R^-1)^T R^-1 and U = R^-1 is the upper factor with U^T U = H^-1.
   Eigen::Map<MatF> h(hv.data(), n, n);
-  MatF rev = h.reverse();
-  Eigen::LLT<MatF, Eigen::Lower> llt(rev);
+  h.reverseInPlace();  // in place throughout: H's array and U's are the only k x k arrays
+  Eigen::LLT<Eigen::Ref<MatF>, Eigen::Lower> llt(h);
   if (llt.info() != Eigen::Success) return false;
-  const MatF r = MatF(llt.matrixL()).reverse();  // upper triangular
+  h.reverseInPlace();  // R = P L P in the upper triangle (the strict lower one is not read)
   // U = R^-1 by fixed column chunks: columns [j0, j1) of U are zero below row j1, so each chunk
   // solves R[0:j1, 0:j1] X = I[0:j1, j0:j1] on its own (results independent of threads).
   MatF u = MatF::Zero(n, n);
@@ -38,7 +38,7 @@ bool inverse_cholesky_upper(std::vector<float>& hv, int64_t n) {
     const int64_t j0 = ci * kChunk, j1 = std::min(n, j0 + kChunk);
     MatF x = MatF::Zero(j1, j1 - j0);
     for (int64_t j = j0; j < j1; ++j) x(j, j - j0) = 1.0f;
-    r.topLeftCorner(j1, j1).triangularView<Eigen::Upper>().solveInPlace(x);
+    h.topLeftCorner(j1, j1).triangularView<Eigen::Upper>().solveInPlace(x);
     u.block(0, j0, j1, j1 - j0) = x;
   }
   for (int64_t i = 0; i < n; ++i)
@@ -49,6 +49,13 @@ bool inverse_cholesky_upper(std::vector<float>& hv, int64_t n) {
 
 GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const std::vector<double>& h_in,
                          const GptqOptions& o, const std::string& name) {
+  QUANT_CHECK(static_cast<int64_t>(h_in.size()) == cols * cols, "tensor {}: H has {} entries, expected {}x{}", name,
+              h_in.size(), cols, cols);
+  return gptq_quantize(w_in, rows, cols, std::vector<float>(h_in.begin(), h_in.end()), o, name);
+}
+
+GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const std::vector<float>& h_in,
+                         const GptqOptions& o, const std::string& name) {
   const auto t0 = std::chrono::steady_clock::now();
   QUANT_CHECK(static_cast<int64_t>(h_in.size()) == cols * cols, "tensor {}: H has {} entries, expected {}x{}", name,
               h_in.size(), cols, cols);
@@ -57,15 +64,18 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   GptqResult res;
 
   MatF W = Eigen::Map<const MatF>(w_in, rows, cols);
-  std::vector<float> H(static_cast<size_t>(cols * cols));
-  for (size_t i = 0; i < H.size(); ++i) H[i] = static_cast<float>(h_in[i]);
-  for (int64_t c = 0; c < cols; ++c) QUANT_CHECK(std::isfinite(H[static_cast<size_t>(c * cols + c)]), "tensor {}: H has a non-finite diagonal at {}", name, c);
+  // diag(H); H itself is read from h_in when Hinv is built (no k x k copy kept beside it).
+  std::vector<float> diag(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c) {
+    diag[static_cast<size_t>(c)] = h_in[static_cast<size_t>(c * cols + c)];
+    QUANT_CHECK(std::isfinite(diag[static_cast<size_t>(c)]), "tensor {}: H has a non-finite diagonal at {}", name, c);
+  }
   check_finite_weights(W.data(), rows, cols, name);
 
   // Dead inputs: never seen by the calibration data. Their weights cannot matter; zero them.
   for (int64_t c = 0; c < cols; ++c)
-    if (H[static_cast<size_t>(c * cols + c)] == 0.0f) {
-      H[static_cast<size_t>(c * cols + c)] = 1.0f;
+    if (diag[static_cast<size_t>(c)] == 0.0f) {
+      diag[static_cast<size_t>(c)] = 1.0f;
       W.col(c).setZero();
       ++res.dead_columns;
     }
@@ -78,7 +88,7 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   std::unique_ptr<detail::SweepGrid> grid;
   if (kgrid) {
     std::vector<float> imp(static_cast<size_t>(cols));
-    for (int64_t c = 0; c < cols; ++c) imp[static_cast<size_t>(c)] = o.importance ? o.importance[c] : H[static_cast<size_t>(c * cols + c)];
+    for (int64_t c = 0; c < cols; ++c) imp[static_cast<size_t>(c)] = o.importance ? o.importance[c] : diag[static_cast<size_t>(c)];
     grid = detail::kquant_sweep_grid(o.ktype, rows, cols, std::move(imp));
   } else {
     grid = detail::integer_sweep_grid(rows, cols, o.grid);
@@ -93,26 +103,28 @@ GptqResult gptq_quantize(const float* w_in, int64_t rows, int64_t cols, const st
   std::iota(perm.begin(), perm.end(), 0);
   if (o.act_order) {
     std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) {
-      return H[static_cast<size_t>(a * cols + a)] > H[static_cast<size_t>(b * cols + b)];
+      return diag[static_cast<size_t>(a)] > diag[static_cast<size_t>(b)];
     });
     MatF Wp(rows, cols);
     for (int64_t c = 0; c < cols; ++c) Wp.col(c) = W.col(perm[static_cast<size_t>(c)]);
     W.swap(Wp);
-    std::vector<float> Hp(H.size());
-    for (int64_t i = 0; i < cols; ++i)
-      for (int64_t j = 0; j < cols; ++j)
-        Hp[static_cast<size_t>(i * cols + j)] = H[static_cast<size_t>(perm[static_cast<size_t>(i)] * cols + perm[static_cast<size_t>(j)])];
-    H.swap(Hp);
   }
 
   double mean_diag = 0;
-  for (int64_t c = 0; c < cols; ++c) mean_diag += H[static_cast<size_t>(c * cols + c)];
+  for (int64_t c = 0; c < cols; ++c) mean_diag += diag[static_cast<size_t>(perm[static_cast<size_t>(c)])];
   mean_diag /= static_cast<double>(cols);
   std::vector<float> Hinv;
   for (double damp = o.damp;; damp += o.damp_step) {
     QUANT_CHECK(damp <= o.damp_max + 1e-9, "tensor {}: Hessian is not positive definite even with damping {:.2f} of mean diag(H)",
                 name, damp - o.damp_step);
-    Hinv = H;
+    // H in the solve's column order (dead inputs' diagonal 1), damped.
+    Hinv.resize(static_cast<size_t>(cols * cols));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < cols; ++i) {
+      const int64_t pi = perm[static_cast<size_t>(i)];
+      for (int64_t j = 0; j < cols; ++j) Hinv[static_cast<size_t>(i * cols + j)] = h_in[static_cast<size_t>(pi * cols + perm[static_cast<size_t>(j)])];
+      Hinv[static_cast<size_t>(i * cols + i)] = diag[static_cast<size_t>(pi)];
+    }
     const float lambda = static_cast<float>(damp * mean_diag);
     for (int64_t c = 0; c < cols; ++c) Hinv[static_cast<size_t>(c * cols + c)] += lambda;
     if (inverse_cholesky_upper(Hinv, cols)) {

@@ -34,7 +34,7 @@ bool gptq_quantizable(const QuantSpec& s) {
   return s.kind == QuantSpec::Kind::Grid || (s.kind == QuantSpec::Kind::Ggml && is_kquant(s.type));
 }
 
-QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector<double>& H, const GptqOptions& opts,
+QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector<float>& H, const GptqOptions& opts,
                           TensorReport& r) {
   QUANT_CHECK(gptq_quantizable(p.requested), "tensor {}: GPTQ needs an integer grid or a super-block type, not {}", p.name,
               p.requested.str());
@@ -47,6 +47,11 @@ QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector
   r = {.name = p.name, .method = p.method, .seconds = g.seconds, .loss = g.loss, .damp = g.damp_used, .gemm_gflops = g.gemm_gflops,
        .retries = g.retries, .dead_columns = g.dead_columns};
   return std::move(g.q);
+}
+
+QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector<double>& H, const GptqOptions& opts,
+                          TensorReport& r) {
+  return quantize_gptq(p, w, std::vector<float>(H.begin(), H.end()), opts, r);
 }
 
 void stored_values(const TensorPlan& p, const QuantWeight& q, GridStore store, float* out) {

@@ -61,6 +61,8 @@ bool gptq_quantizable(const QuantSpec& s);
 // `opts` gives damping, act-order and lazy batch. The report gets loss, damping and timing.
 QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector<double>& H, const GptqOptions& opts,
                           TensorReport& report);
+QuantWeight quantize_gptq(const TensorPlan& p, const float* w, const std::vector<float>& H, const GptqOptions& opts,
+                          TensorReport& report);
 
 // The weights the file will hold for q, [rows][cols] fp32.
 void stored_values(const TensorPlan& p, const QuantWeight& q, GridStore store, float* out);

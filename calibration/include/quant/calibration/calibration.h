@@ -1,6 +1,7 @@
 // Calibration: text -> token windows -> per-input statistics of every decoder linear.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -31,6 +32,11 @@ std::vector<std::vector<int32_t>> calibration_windows(const Tokenizer& tok, cons
 // Statistics of one linear input, accumulated over calibration tokens. Per add(), X^T X is a
 // fp32 GEMM over at most a window's rows (relative error ~ rows * 2^-24); across windows the sums
 // are double.
+// Seconds since t0 on the steady clock (the drivers' timings).
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 class InputStats {
  public:
   explicit InputStats(int64_t width = 0);
@@ -38,6 +44,7 @@ class InputStats {
   int64_t width() const { return width_; }
   int64_t count() const { return n_; }
   std::vector<double> hessian() const;   // H = 2 X^T X / n, [width][width]
+  std::vector<double> take_hessian() &&;  // the same, made in place of the sums (which are gone)
   std::vector<double> sum_squares() const;  // diag(X^T X): llama.cpp's imatrix Σx² per channel
   std::vector<double> mean_abs() const;  // AWQ's per-channel mean |x|
   std::vector<double> max_abs() const;   // SmoothQuant's per-channel max |x|

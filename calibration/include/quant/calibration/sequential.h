@@ -19,6 +19,7 @@
 namespace quant {
 
 class StatsDir;
+class RunCheckpoints;
 
 // Embeddings of every calibration window, [windows][seqlen][dim].
 std::vector<float> embed_windows(const LlamaConfig& cfg, const WeightStore& weights,
@@ -34,6 +35,16 @@ struct BlockTensors {
   BlockWeights view();
 };
 
+// Where the sequential driver keeps a block's calibration activations (the memory plan decides):
+// in memory, or spilled to files in spill_dir; the down_proj input is kept (memory or disk) or the
+// block's MLP recomputed. Every choice gives the same output bytes.
+struct ActPlacement {
+  enum class Down { Memory, Disk, Recompute };
+  std::string spill_dir;
+  bool x_on_disk = false, attn_on_disk = false;
+  Down down = Down::Memory;
+};
+
 struct SequentialOptions {
   GptqOptions gptq;  // damping, act-order, block; the grid comes from each tensor's plan
   // What the file holds of a grid: later steps of the sequential driver compute with exactly it.
@@ -43,6 +54,10 @@ struct SequentialOptions {
   std::function<void(const TensorPlan& plan, QuantWeight&& q, const TensorReport& report)> sink;
   // An imatrix's importance for fitting super-block grids (else each linear's diag(H)).
   const Importance* importance = nullptr;
+  ActPlacement acts;
+  // Resumable runs (sequential driver): each finished block saved; a driver made over checkpoints
+  // of finished blocks starts after them, from the saved outputs of the last.
+  RunCheckpoints* checkpoints = nullptr;
 };
 
 struct SequentialResult {
@@ -69,8 +84,9 @@ class GptqDriver {
   // The plans of block l's linears that read `tap` and ask for a grid.
   std::vector<const TensorPlan*> todo(int64_t l, Tap tap) const;
   // GPTQ of one linear (w updated to what the file holds when `keep_stored`); to the sink.
-  void quantize(const TensorPlan& p, std::vector<float>& w, const std::vector<double>& H, bool keep_stored);
+  void quantize(const TensorPlan& p, std::vector<float>& w, const std::vector<float>& H, bool keep_stored);
   std::map<std::string, const TensorPlan*> plan_of_;
+  std::vector<std::pair<std::string, std::pair<QuantWeight, TensorReport>>> block_done_;  // for the checkpoint
   int64_t next_ = 0, n_layers_;
   SequentialOptions opts_;
   SequentialResult res_;

@@ -19,6 +19,7 @@
 #include "quant/calibration/calibration.h"
 #include "quant/method.h"
 #include "quant/quantize.h"
+#include "quant/calibration/resume.h"
 #include "quant/calibration/sequential.h"
 #include "quant/calibration/stats_dir.h"
 
@@ -36,6 +37,9 @@ struct StageSpec {
   std::vector<std::vector<int32_t>> windows;
   const StatsDir* stats = nullptr;           // GPTQ (and SmoothQuant with a fixed alpha) from saved statistics
   const Importance* importance = nullptr;    // an imatrix's per-column importance for ggml's quantizers (RTN)
+  ActPlacement acts;                         // where GPTQ keeps the calibration activations (memory plan)
+  std::string work_dir;                      // sequential GPTQ: per-block checkpoints there (empty: none)
+  bool resume = false;                       // continue after the work directory's last finished block
   std::function<void(const std::string& step, const std::string& what, int64_t done, int64_t total)> progress;
 };
 
@@ -61,6 +65,9 @@ class QuantStage final : public TensorSource {
   const ActPlan* act_plan() const { return act_plan_ ? &*act_plan_ : nullptr; }
   const SequentialResult* gptq() const;              // after the last GPTQ'd tensor was taken
   const std::vector<TensorReport>& reports() const { return reports_; }  // every tensor taken, in order
+  int64_t resumed_blocks() const { return resumed_; }  // finished blocks taken from the work directory
+  // The output is written: the work directory's checkpoints are removed.
+  void finish();
   // quant.* metadata of the run (JSON strings): calibration, gptq, awq / smoothquant recipes.
   std::map<std::string, std::string> metadata() const;
 
@@ -72,6 +79,8 @@ class QuantStage final : public TensorSource {
   std::optional<ActPlan> act_plan_;
   std::unique_ptr<OverlayStore> overlay_;
   std::unique_ptr<RtnTensors> rtn_;
+  std::unique_ptr<RunCheckpoints> ckpt_;
+  int64_t resumed_ = 0;
   std::unique_ptr<GptqDriver> gptq_;
   std::map<std::string, QuantizedTensor> gptq_done_;  // quantized, not yet taken
   std::vector<TensorReport> reports_;

@@ -62,6 +62,7 @@ class SafetensorsWriter {
  public:
   SafetensorsWriter(const std::string& path, std::vector<SafeTensorDecl> decls, const nlohmann::json& metadata);
   void write(const std::string& name, const void* data, uint64_t nbytes);  // the next declared tensor
+  void skip(const std::string& name, uint64_t nbytes);  // the next declared tensor left a hole (reads as zeros)
   void commit();  // throws unless every declared tensor was written
   uint64_t bytes() const { return bytes_; }
 

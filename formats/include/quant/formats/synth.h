@@ -30,6 +30,9 @@ struct SynthOptions {
   int64_t shard_mb = 4096;   // model-0000i-of-0000n.safetensors + index past this; 0 = one file
   std::string tokenizer;     // a tokenizer.model, or a directory holding tokenizer.model / tokenizer.json: copied
   std::function<void(int64_t done, int64_t total)> progress;  // tensors written
+  // Headers only: every tensor is a hole of its size in a sparse file (zeros when read), for
+  // --dry-run plans of shapes too large for the disk (a 70B model takes a few kB).
+  bool header_only = false;
 };
 
 // Writes config.json, the safetensors file(s) (and their index) and the tokenizer into `dir`.
