@@ -71,8 +71,9 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   for (const auto& st : steps)
     for (const auto& li : st) block_w += li.n * li.k * 4;
   if (c.qkv_bias) block_w += (D + 2 * KV) * 4;
-  // The widest non-block tensor (token_embd, output) as the stage rounds it: fp32, codes, packed.
-  const double head = V * D * (4 + 1 + 0.6);
+  // The widest non-block tensor (token_embd, output) as the stage rounds it: fp32, its dequantized
+  // copy (the report's nmse), codes, packed.
+  const double head = V * D * (4 + 4 + 1 + 0.6);
 
   std::vector<Candidate> cands;
   using Down = ActPlacement::Down;
@@ -106,7 +107,7 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
       double widest = 0;
       for (const auto& t : *in.plans) widest = std::max(widest, static_cast<double>(t.rows * t.cols));
       p.peak_at = "rounding the largest tensor";
-      p.at_peak = {{"the largest tensor in fp32, its codes and its packed bytes", widest * 5.6}};
+      p.at_peak = {{"the largest tensor in fp32, dequantized again (its nmse), its codes and its packed bytes", widest * 9.6}};
     } else {
       const double x = cd.acts.x_on_disk ? 0 : S * T * D * 4;
       p.held.push_back({"one decoder block's weights in fp32", block_w});
@@ -155,7 +156,7 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
       if (ends > best_step) {
         best_step = ends;
         p.peak_at = "rounding token_embd / output (beside the block inputs)";
-        p.at_peak = {{"the head tensor in fp32, its codes and packed bytes, less the block's weights", ends}};
+        p.at_peak = {{"the head tensor in fp32, dequantized again, its codes and packed bytes, less the block's weights", ends}};
       }
     }
     p.peak = 0;

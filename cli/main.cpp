@@ -1,5 +1,6 @@
 // quant: the command-line front end. Parses arguments, shows progress, and is the only place
 // that catches quant::Error (one clear line, non-zero exit).
+#include <malloc.h>
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -228,6 +229,11 @@ int run_generate(const std::string& model, const std::string& tokenizer, const s
 
 int main(int argc, char** argv) {
   using namespace quant::cli;
+  // Every allocation of 1 MiB or more is its own mapping, returned on free: glibc's default
+  // threshold rises with each large free, after which the per-window and per-strip buffers of a
+  // long GPTQ run come from arenas that keep their pages, and the process grows block by block
+  // past its memory plan.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   CLI::App app{"quant: post-training quantization of Llama-family models"};
   app.require_subcommand(1);
 
