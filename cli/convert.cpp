@@ -91,6 +91,9 @@ QuantSpec check_flags(ConvertArgs& a, Method method) {
                 a.bitplan_file.empty() ? "--method " + a.method : fmt::format("--plan {} (a {} plan)", a.bitplan_file, a.method));
     QUANT_CHECK(a.gptq.damp > 0 && a.gptq.damp < 1, "--damp {} outside (0, 1)", a.gptq.damp);
   }
+  QUANT_CHECK(!a.resume || (uses_gptq(method) && a.stats_dir.empty() && !a.calib.file.empty()),
+              "--resume continues a GPTQ run on --calib windows from its per-block checkpoints; --method {}{} has none to continue",
+              a.method, a.stats_dir.empty() ? "" : " with --stats");
   QUANT_CHECK(!a.pure || find_preset(a.qtype), "--pure applies to a preset --qtype ({})", preset_names());
   if (!a.bits) {
     if (const Preset* p = find_preset(a.qtype)) return QuantSpec::parse(std::string(ttype_name(p->base)));

@@ -125,6 +125,8 @@ TEST_CASE("resume: a GPTQ convert killed (SIGKILL) after three different blocks 
     b[b.size() / 2] ^= 0x5a;
     qt::write_file(work + "/block-0000.qckpt", b);
   }
+  qt::expect_error(qt::run(qt::quant_bin() + " convert " + qt::bundled_model() + " --qtype Q4_0 -o " + tmp / "x.gguf --resume"),
+                   {"--resume continues a GPTQ run", "--method rtn has none"});
   qt::expect_error(qt::run(conv + " -o " + tmp / "x.gguf --work " + work + " --resume"), {"block-0000.qckpt", "corrupt"});
   CHECK(!std::filesystem::exists(tmp / "x.gguf"));
   std::filesystem::resize_file(work + "/acts.qckpt", std::filesystem::file_size(work + "/acts.qckpt") / 2);
