@@ -28,7 +28,7 @@ struct Linear {
 };
 
 // One block's decoder linears by tap step, as linears_by_tap() runs them.
-std::vector<std::vector<Linear>> block_linears(const LlamaConfig& c, const std::vector<TensorPlan>& plans, int64_t l) {
+std::vector<std::vector<Linear>> block_linears(const std::vector<TensorPlan>& plans, int64_t l) {
   std::vector<std::vector<Linear>> out;
   for (const auto& step : linears_by_tap()) {
     out.emplace_back();
@@ -45,7 +45,6 @@ std::vector<std::vector<Linear>> block_linears(const LlamaConfig& c, const std::
       out.back().push_back(li);
     }
   }
-  (void)c;
   return out;
 }
 
@@ -59,6 +58,27 @@ struct Candidate {
   std::string spilled;
 };
 
+// Time at the measured rates: the forward of every window through every block (once, or with the
+// MLP's gate/up again when it is recomputed), X^T X of the four taps, the solves.
+void project_time(const MemoryPlanInputs& in, const std::vector<std::vector<Linear>>& steps, MemoryPlan& p) {
+  const LlamaConfig& c = *in.cfg;
+  const double D = static_cast<double>(c.dim), F = static_cast<double>(c.hidden), KV = static_cast<double>(c.kv_dim());
+  const double T = static_cast<double>(in.seqlen), S = static_cast<double>(in.windows);
+  double stats = 0, solve = 0;
+  for (const auto& st : steps) {
+    const double k = st[0].k;
+    stats += S * T * k * (k + kStrip);
+    for (const auto& li : st)
+      if (li.gptq) solve += 4.0 / 3.0 * k * k * k + 2 * li.n * k * k;
+  }
+  const double mlp_share = 2 * D * F / (2 * D * F + 2 * D * D + 2 * D * KV + D * F);  // gate/up of a block's weights
+  p.forward_s = S * in.rates.window_block_s * (p.acts.down == ActPlacement::Down::Recompute ? 1 + mlp_share : 1);
+  p.stats_s = stats / in.rates.gemm_flops;
+  p.solve_s = solve / in.rates.gemm_flops;
+  p.block_s = p.forward_s + p.stats_s + p.solve_s;
+  p.total_s = p.block_s * static_cast<double>(c.n_layers);
+}
+
 }  // namespace
 
 MemoryPlan plan_memory(const MemoryPlanInputs& in) {
@@ -66,7 +86,7 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   const double D = static_cast<double>(c.dim), F = static_cast<double>(c.hidden), KV = static_cast<double>(c.kv_dim());
   const double T = static_cast<double>(in.seqlen), S = static_cast<double>(in.windows), V = static_cast<double>(c.vocab);
   const bool gptq = uses_gptq(in.method) && in.windows > 0;
-  const auto steps = block_linears(c, *in.plans, 0);
+  const auto steps = block_linears(*in.plans, 0);
   double block_w = 2 * D * 4;  // the two norms
   for (const auto& st : steps)
     for (const auto& li : st) block_w += li.n * li.k * 4;
@@ -176,28 +196,7 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
            dir.empty() ? "; no work directory to spill activations to" : "", std::ceil(p.peak / 1e8) / 10);
     }
   }
-  // Time at the measured rates: the forward of every window through every block (once, or with
-  // the MLP's gate/up again when it is recomputed), X^T X of the four taps, the solves.
-  if (gptq && in.rates.window_block_s > 0 && in.rates.gemm_flops > 0) {
-    double stats = 0, solve = 0;
-    for (const auto& st : steps) {
-      const double k = st[0].k;
-      stats += S * T * k * (k + kStrip);
-      bool inverted = false;
-      for (const auto& li : st)
-        if (li.gptq) {
-          solve += 4.0 / 3.0 * k * k * k + 2 * li.n * k * k;
-          inverted = true;
-        }
-      (void)inverted;
-    }
-    const double mlp_share = 2 * D * F / (2 * D * F + 2 * D * D + 2 * D * KV + D * F);  // gate/up of a block's weights
-    best.forward_s = S * in.rates.window_block_s * (best.acts.down == Down::Recompute ? 1 + mlp_share : 1);
-    best.stats_s = stats / in.rates.gemm_flops;
-    best.solve_s = solve / in.rates.gemm_flops;
-    best.block_s = best.forward_s + best.stats_s + best.solve_s;
-    best.total_s = best.block_s * static_cast<double>(c.n_layers);
-  }
+  if (gptq && in.rates.window_block_s > 0 && in.rates.gemm_flops > 0) project_time(in, steps, best);
   {
     double spill = 0;
     if (best.acts.x_on_disk) spill += 3 * S * T * D * 4 * 4;  // read by each pass, written back twice
